@@ -1,0 +1,38 @@
+"""HTTP API: health (anonymous), jobs and job detail (function key)."""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from functions.http_util import error_response, json_response
+from shared.bootstrap import get_services
+from shared.domain.errors import NotFoundError
+from shared.services import jobs_view
+from shared.services.health import check_health
+
+bp = df.Blueprint()
+
+
+@bp.function_name("api_health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def api_health(req: func.HttpRequest) -> func.HttpResponse:
+    report = check_health(get_services().settings)
+    return json_response(report.to_dict(), report.http_status)
+
+
+@bp.function_name("api_jobs")
+@bp.route(route="jobs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def api_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    limit = int(req.params.get("limit", "50"))
+    return json_response(jobs_view.list_jobs(get_services().jobs, partner=req.params.get("partner"),
+                                             status=req.params.get("status"), limit=min(limit, 500)))
+
+
+@bp.function_name("api_job_detail")
+@bp.route(route="jobs/{job_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def api_job_detail(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return json_response(jobs_view.job_detail(get_services().jobs, req.route_params["job_id"]))
+    except NotFoundError as exc:
+        return error_response(404, str(exc))

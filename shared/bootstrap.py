@@ -1,0 +1,120 @@
+"""The one place adapters are wired: build_services(settings) -> Services; get_services() caches it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any
+
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.catalog import Catalog
+    from shared.ports import BlobStore, JobStore, MessageQueue, Publisher, Secrets
+
+
+@dataclass
+class Services:
+    """Everything a use case needs, built lazily so cold start and indexing stay cheap."""
+
+    settings: Settings
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def _credential(self) -> Any:
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        if "blobs" in self.overrides:
+            return self.overrides["blobs"]
+        from azure.storage.blob import BlobServiceClient
+
+        from shared.adapters.blobs import BlobStoreClient
+
+        conn = self.settings.storage_connection_string
+        if conn:
+            return BlobStoreClient.from_connection_string(conn)
+        return BlobStoreClient(BlobServiceClient(self.settings.service_url("blob"), self._credential()))
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        if "jobs" in self.overrides:
+            return self.overrides["jobs"]
+        from azure.data.tables import TableServiceClient
+
+        from shared.adapters.tables import JobStoreClient
+
+        conn = self.settings.storage_connection_string
+        prefix = self.settings.table_prefix
+        if conn:
+            return JobStoreClient.from_connection_string(conn, prefix=prefix)
+        service = TableServiceClient(self.settings.service_url("table"), credential=self._credential())
+        return JobStoreClient(service, prefix=prefix)
+
+    @cached_property
+    def queues(self) -> MessageQueue:
+        if "queues" in self.overrides:
+            return self.overrides["queues"]
+        from azure.storage.queue import QueueServiceClient
+
+        from shared.adapters.queues import QueueClientAdapter
+
+        conn = self.settings.storage_connection_string
+        if conn:
+            return QueueClientAdapter.from_connection_string(conn)
+        return QueueClientAdapter(QueueServiceClient(self.settings.service_url("queue"), self._credential()))
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        if "publisher" in self.overrides:
+            return self.overrides["publisher"]
+        from shared.adapters.publishers import QueuePublisher, ServiceBusPublisher
+
+        s = self.settings
+        if s.publisher == "servicebus":
+            return ServiceBusPublisher.from_settings(namespace=s.servicebus_namespace,
+                                                     connection=s.servicebus_connection, topic=s.servicebus_topic)
+        return QueuePublisher(self.queues, s.events_queue)
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        if "secrets" in self.overrides:
+            return self.overrides["secrets"]
+        from shared.adapters.secrets import KeyVaultSecrets, LocalSecrets
+
+        if self.settings.key_vault_url:
+            return KeyVaultSecrets(self.settings.key_vault_url)
+        return LocalSecrets(file=self.settings.secrets_file)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        if "catalog" in self.overrides:
+            return self.overrides["catalog"]
+        from shared.catalog import load_catalog
+
+        return load_catalog(self.settings.catalog_path)
+
+    def queue_names(self) -> list[str]:
+        s = self.settings
+        names = [s.poll_queue, s.landed_queue, s.events_queue]
+        return names + [f"{n}-poison" for n in (s.poll_queue, s.landed_queue)]
+
+    def ensure_resources(self) -> None:
+        """Create every container, queue and table; safe to call any number of times."""
+        from shared.adapters.blobs import CONTAINERS
+
+        self.blobs.ensure_containers(CONTAINERS)
+        self.queues.ensure_queues(self.queue_names())
+        self.jobs.ensure_tables()
+
+
+def build_services(settings: Settings | None = None, **overrides: Any) -> Services:
+    return Services(settings=settings or Settings(), overrides=dict(overrides))
+
+
+@cache
+def get_services() -> Services:
+    """Per-process services for trigger functions (built on first use, never at import)."""
+    return build_services()

@@ -1,0 +1,121 @@
+"""The `wharf` command: catalogue, jobs, resources (and, from later work, poll, replay, deliver)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.domain.errors import NotFoundError, WharfError
+
+
+def _services():
+    from shared.bootstrap import build_services
+
+    return build_services()
+
+
+def cmd_catalog_validate(args: argparse.Namespace) -> int:
+    from shared.catalog import CatalogError, load_catalog
+
+    try:
+        catalog = load_catalog(Path(args.file))
+    except CatalogError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK, {len(catalog.partners)} partner(s): "
+          + ", ".join(p.id for p in catalog.partners))
+    return 0
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from shared.services.jobs_view import list_jobs
+
+    rows = list_jobs(_services().jobs, partner=args.partner, status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no jobs")
+        return 0
+    print(f"{'JOB':<44} {'PARTNER':<14} {'STATUS':<10} {'TYPE':<12} {'CREATED':<26} FILE")
+    for r in rows:
+        print(f"{r['job_id']:<44} {r['partner']:<14} {r['status']:<10} {r['type']:<12} "
+              f"{r['created_at'][:26]:<26} {r['file_name']}")
+    return 0
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    from shared.services.jobs_view import format_job_detail, job_detail
+
+    detail = job_detail(_services().jobs, args.job_id)
+    print(json.dumps(detail, indent=2) if args.json else format_job_detail(detail))
+    return 0
+
+
+def cmd_jobs_rebuild(args: argparse.Namespace) -> int:
+    count = _services().jobs.rebuild(args.job_id)
+    print(f"rebuilt {count} job(s) from their events")
+    return 0
+
+
+def cmd_resources_ensure(args: argparse.Namespace) -> int:
+    _services().ensure_resources()
+    print("containers, queues and tables are in place")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wharf", description="Wharf: partner file exchange on Azure Functions.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    catalog = sub.add_parser("catalog", help="partner catalogue").add_subparsers(dest="action", required=True)
+    validate = catalog.add_parser("validate", help="check a catalogue file; non-zero exit when wrong")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_catalog_validate)
+
+    jobs = sub.add_parser("jobs", help="integration jobs").add_subparsers(dest="action", required=True)
+    lst = jobs.add_parser("list", help="newest jobs first")
+    lst.add_argument("--partner")
+    lst.add_argument("--status", choices=["PENDING", "RUNNING", "COMPLETED", "FAILED"])
+    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_jobs_list)
+    show = jobs.add_parser("show", help="one job: status, events, transfers, log")
+    show.add_argument("job_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_jobs_show)
+    rebuild = jobs.add_parser("rebuild", help="re-fold IntegrationJob from JobEvents")
+    rebuild.add_argument("job_id", nargs="?")
+    rebuild.set_defaults(func=cmd_jobs_rebuild)
+
+    resources = sub.add_parser("resources", help="storage resources").add_subparsers(dest="action", required=True)
+    ensure = resources.add_parser("ensure", help="create every container, queue and table (idempotent)")
+    ensure.set_defaults(func=cmd_resources_ensure)
+
+    for register in _EXTENSIONS:
+        register(sub)
+    return parser
+
+
+# Later areas (poll, replay, deliver) add their sub-commands here: each is `register(subparsers)`.
+_EXTENSIONS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except NotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WharfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Read models for operators: job lists and job detail, shared by the CLI and the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.domain.jobs import Job
+from shared.ports import JobStore
+from shared.telemetry import span
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id, "partner": job.partner, "type": job.job_type.value, "status": job.status.value,
+        "file_name": job.file_name, "bytes": job.bytes, "created_at": job.created_at.isoformat(),
+        "updated_at": job.updated_at.isoformat(), "error": job.error,
+    }
+
+
+def list_jobs(jobs: JobStore, *, partner: str | None = None, status: str | None = None,
+              limit: int = 50) -> list[dict[str, Any]]:
+    with span("jobs.list", {"wharf.partner": partner}):
+        return [job_summary(j) for j in jobs.list_jobs(partner=partner, status=status, limit=limit)]
+
+
+def job_detail(jobs: JobStore, job_id: str) -> dict[str, Any]:
+    """Everything known about one job. Raises NotFoundError when absent."""
+    with span("jobs.show", {"wharf.job_id": job_id}):
+        job = jobs.get_job(job_id)
+        return {
+            "job": job.model_dump(mode="json"),
+            "events": [e.model_dump(mode="json") for e in jobs.events(job_id)],
+            "transfers": [t.model_dump(mode="json") for t in jobs.transfers(job_id)],
+            "logs": [entry.model_dump(mode="json") for entry in jobs.logs(job_id)],
+        }
+
+
+def format_job_detail(detail: dict[str, Any]) -> str:
+    """Human-readable job detail for `wharf jobs show`."""
+    job = detail["job"]
+    lines = [
+        f"Job {job['job_id']}  [{job['status']}]",
+        f"  partner:   {job['partner']}",
+        f"  type:      {job['job_type']}",
+        f"  file:      {job['file_name']}  ({job['bytes']} bytes, sha256 {job['sha256'] or '-'})",
+        f"  blob:      {job['blob_path'] or '-'}",
+        f"  created:   {job['created_at']}   updated: {job['updated_at']}",
+    ]
+    if job.get("parent_job_id"):
+        lines.append(f"  replay of: {job['parent_job_id']}")
+    if job.get("replayed_by"):
+        lines.append(f"  replayed by: {job['replayed_by']}")
+    if job.get("error"):
+        lines.append(f"  error:     {job['error']}")
+    if job.get("counts"):
+        lines.append("  counts:    " + ", ".join(f"{k}={v}" for k, v in sorted(job["counts"].items())))
+    lines.append("Events:")
+    for e in detail["events"]:
+        data = ", ".join(f"{k}={v}" for k, v in sorted(e["data"].items()) if k != "report")
+        lines.append(f"  {e['seq']:>3}  {e['at']}  {e['type']:<16} {data}")
+        for problem in (e["data"].get("report") or {}).get("errors", [])[:50]:
+            lines.append(f"         row {problem.get('row', '-')}, column {problem.get('column', '-')}: "
+                         f"{problem.get('message', '')}")
+    if detail["transfers"]:
+        lines.append("Transfers:")
+        for t in detail["transfers"]:
+            lines.append(f"  {t['transfer_id']}  {t['status']}  {t['source']} -> {t['destination']}  "
+                         f"{t['bytes']} bytes")
+    if detail["logs"]:
+        lines.append("Log:")
+        for entry in detail["logs"]:
+            lines.append(f"  {entry['timestamp']}  {entry['level']:<7} {entry['message']}")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Application settings (pydantic-settings), read lazily: build Settings() inside get_services()."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Azurite's well-known development account (public, documented by Microsoft; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001,
+                              table: int = 10002) -> str:
+    """The explicit connection string for a local Azurite (what UseDevelopmentStorage=true means)."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{blob}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint=http://{host}:{queue}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint=http://{host}:{table}/{AZURITE_ACCOUNT};"
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting the app reads. Names are the app-setting names used in Azure and local.settings.json."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
+
+    # Storage: a connection string (Azurite locally), or identity-based via the account name.
+    storage_connection: str | None = Field(default=None, validation_alias=AliasChoices("AzureWebJobsStorage"))
+    storage_account_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__accountName")
+    )
+
+    catalog_path: Path = Field(default=Path("partners.yaml"), validation_alias=AliasChoices("WHARF_CATALOG_PATH"))
+    # Secrets: Key Vault in Azure; env (WHARF_SECRET_<NAME>) or an ignored JSON file locally.
+    key_vault_url: str | None = Field(default=None, validation_alias=AliasChoices("KEY_VAULT_URL"))
+    secrets_file: Path | None = Field(default=None, validation_alias=AliasChoices("WHARF_SECRETS_FILE"))
+
+    # Events to other systems.
+    publisher: Literal["queue", "servicebus"] = Field(default="queue", validation_alias=AliasChoices("WHARF_PUBLISHER"))
+    events_queue: str = Field(default="wharf-events", validation_alias=AliasChoices("WHARF_EVENTS_QUEUE"))
+    servicebus_namespace: str | None = Field(
+        default=None, validation_alias=AliasChoices("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE")
+    )
+    servicebus_connection: str | None = Field(
+        default=None, validation_alias=AliasChoices("SERVICEBUS_CONNECTION_STRING")
+    )
+    servicebus_topic: str = Field(default="wharf-events", validation_alias=AliasChoices("SERVICEBUS_TOPIC"))
+
+    # Queue names (also used in trigger bindings as %POLL_QUEUE% / %LANDED_QUEUE%).
+    poll_queue: str = Field(default="poll-requests", validation_alias=AliasChoices("POLL_QUEUE"))
+    landed_queue: str = Field(default="file-landed", validation_alias=AliasChoices("LANDED_QUEUE"))
+
+    # Table name prefix lets tests and several deployments share one account.
+    table_prefix: str = Field(default="", validation_alias=AliasChoices("WHARF_TABLE_PREFIX"))
+
+    # Telemetry.
+    appinsights_connection: str | None = Field(
+        default=None, validation_alias=AliasChoices("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    )
+    otlp_endpoint: str | None = Field(default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+    @cached_property
+    def storage_mode(self) -> Literal["connection_string", "identity"]:
+        if self.storage_connection:
+            return "connection_string"
+        if self.storage_account_name:
+            return "identity"
+        raise ValueError(
+            "storage is not configured: set AzureWebJobsStorage (a connection string) "
+            "or AzureWebJobsStorage__accountName (identity-based)"
+        )
+
+    @property
+    def storage_connection_string(self) -> str | None:
+        """The connection string, with UseDevelopmentStorage=true expanded to Azurite's endpoints."""
+        if not self.storage_connection:
+            return None
+        if self.storage_connection.strip().rstrip(";").lower() == "usedevelopmentstorage=true":
+            return azurite_connection_string()
+        return self.storage_connection
+
+    def service_url(self, service: Literal["blob", "queue", "table"]) -> str:
+        """Endpoint for identity-based storage (AzureWebJobsStorage__accountName)."""
+        if not self.storage_account_name:
+            raise ValueError("AzureWebJobsStorage__accountName is not set")
+        return f"https://{self.storage_account_name}.{service}.core.windows.net"

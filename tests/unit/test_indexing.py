@@ -1,0 +1,81 @@
+"""Indexing: what the Functions host will see when it loads function_app.py."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+
+
+@functools.cache
+def _functions() -> list[Any]:
+    # The library validates names in state kept on the app, so get_functions() is called once.
+    import function_app
+
+    return list(function_app.app.get_functions())
+
+
+def _binding_strings(fn: Any) -> list[str]:
+    out = []
+    for b in fn.get_bindings():
+        for value in b.get_dict_repr().values():
+            if isinstance(value, str):
+                out.append(value)
+    return out
+
+
+def test_names_are_unique_and_follow_the_convention() -> None:
+    names = [f.get_function_name() for f in _functions()]
+    assert len(names) == len(set(names))
+    for name in names:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", name), name
+
+
+def test_every_setting_in_bindings_exists_in_the_sample() -> None:
+    missing = {(f.get_function_name(), m) for f in _functions() for s in _binding_strings(f)
+               for m in re.findall(r"%([^%]+)%", s) if m not in SAMPLE}
+    assert missing == set()
+
+
+@pytest.mark.parametrize(("name", "trigger_type", "binding_names"), [
+    ("api_health", "httpTrigger", {"req", "$return"}),
+    ("api_jobs", "httpTrigger", {"req", "$return"}),
+    ("api_job_detail", "httpTrigger", {"req", "$return"}),
+])
+def test_expected_functions_are_registered(name: str, trigger_type: str, binding_names: set[str]) -> None:
+    fn = next((f for f in _functions() if f.get_function_name() == name), None)
+    assert fn is not None, f"{name} not registered"
+    assert fn.get_trigger().get_dict_repr()["type"] == trigger_type
+    assert {b.name for b in fn.get_bindings()} >= binding_names
+
+
+def test_http_routes_other_than_health_need_a_key() -> None:
+    for fn in _functions():
+        trigger = fn.get_trigger().get_dict_repr()
+        if trigger["type"] != "httpTrigger":
+            continue
+        level = str(trigger.get("authLevel", "")).upper()
+        if trigger.get("route") == "health":
+            assert level == "ANONYMOUS"
+        else:
+            assert level in {"FUNCTION", "ADMIN"}, fn.get_function_name()
+
+
+def test_import_reads_no_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexing must not need storage or a catalogue: nothing is read at import."""
+    import importlib
+    import sys
+
+    for var in ("AzureWebJobsStorage", "WHARF_CATALOG_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    for mod in [m for m in sys.modules if m == "function_app" or m.startswith("functions")]:
+        monkeypatch.delitem(sys.modules, mod)
+    module = importlib.import_module("function_app")
+    assert module.app.get_functions()
