@@ -82,11 +82,20 @@ def process_file(
         if not destinations:
             return (yield from _fail(context, acts, call, ref, step, plan.get("reason", "no matching route"), ""))
         context.set_custom_status({"step": step, "destinations": len(destinations)})
+        route = plan.get("route", "")
+        indexed = list(enumerate(destinations))
+        # Deliveries fan out in parallel; event destinations go last so they can name where the file went.
         results = yield context.task_all([
-            call(acts.route_file, step, {**ref, "output": output, "route": plan.get("route", ""),
-                                         "destination": dest, "index": i})
-            for i, dest in enumerate(destinations)
+            call(acts.route_file, step, {**ref, "output": output, "route": route, "destination": dest, "index": i})
+            for i, dest in indexed if dest.get("kind") != "event"
         ])
+        events = [(i, dest) for i, dest in indexed if dest.get("kind") == "event"]
+        if events:
+            results = results + (yield context.task_all([
+                call(acts.route_file, step, {**ref, "output": output, "route": route, "destination": dest,
+                                             "index": i, "delivered": results})
+                for i, dest in events
+            ]))
 
         step = "archive"
         context.set_custom_status({"step": step})

@@ -87,6 +87,9 @@ def test_happy_path_runs_every_step_in_order_with_references_only() -> None:
     routes = [c for c in calls if c.activity == "route_file"]
     assert [c.payload["destination"] for c in routes] == [{"kind": "blob"}, {"kind": "event"}]
     assert all(c.payload["output"]["path"] == "acme/job-1/a.jsonl" for c in routes)
+    # The event destination runs after the deliveries and is told what they delivered.
+    assert "delivered" not in routes[0].payload
+    assert routes[1].payload["delivered"] == [{"destination": "blob", "ok": True}]
     assert all(c.payload["traceparent"] == REF["traceparent"] for c in calls)
     assert calls[-1].payload["rows"] == 3 and calls[-1].payload["routes"] == 2
 
@@ -120,14 +123,27 @@ def test_failure_at_each_step_quarantines_and_fails_the_job(failing: str) -> Non
             raise RuntimeError(f"Activity function '{failing}' failed: boom\n  Traceback ...")
         return happy(call)
 
-    order = ["start_job", "validate_file", "transform_file", "plan_routes", "route_file", "route_file",
-             "archive_file", "complete_job"]
+    order = [c.activity for c in drive(happy)[1]]
     result, calls = drive(responder)
-    # Everything up to the failing step ran, nothing after it; then quarantine and fail.
-    expected = order[: len(order) - order[::-1].index(failing)] + ["quarantine_file", "fail_job"]
+    # Everything up to the (first) failing call ran, nothing after it; then quarantine and fail.
+    expected = order[: order.index(failing) + 1] + ["quarantine_file", "fail_job"]
     assert [c.activity for c in calls] == expected
     assert result["status"] == "FAILED"
     assert result["reason"] == f"Activity function '{failing}' failed: boom"
+
+
+def test_deliveries_fan_out_together() -> None:
+    def responder(call: Call) -> Any:
+        if call.activity == "plan_routes":
+            return {"route": "r", "destinations": [{"kind": "blob"}, {"kind": "sftp"}, {"kind": "blob"}]}
+        return happy(call)
+
+    ctx = FakeContext(dict(REF))
+    gen = process_file(ctx, ACTS, retry)
+    task = gen.send(None)
+    while not isinstance(task, list):
+        task = gen.send(responder(task))
+    assert [c.payload["index"] for c in task] == [0, 1, 2]
 
 
 def test_no_destinations_fails_with_the_planners_reason() -> None:
