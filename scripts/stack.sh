@@ -452,6 +452,11 @@ write_stack_env() {
         env_line SFTP_DEMO_OUTBOUND "${DEMO_DIR}/outbound"
         env_line SFTP_DEMO_INBOUND "${DEMO_DIR}/inbound"
         env_line SFTP_LOG "${LOG_DIR}/sshd.log"
+        # The demo partner of partners.yaml reads these (catalogue ${...} interpolation and local secrets).
+        env_line WHARF_DEMO_SFTP_USER "$SFTP_USER"
+        env_line WHARF_DEMO_SFTP_HOST_KEY "$(head -n 1 "$KNOWN_HOSTS")"
+        env_line WHARF_DEMO_SFTP_ROOT "$DEMO_DIR"
+        env_line WHARF_SECRET_DEMO_SFTP_KEY "@${CLIENT_KEY}"
         if password_user_enabled; then
             env_line SFTP_PASSWORD_USER "$PASSWORD_USER"
             env_line SFTP_PASSWORD_FILE "$PASSWORD_FILE"
