@@ -6,11 +6,19 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
-from shared.settings import Settings
-
 if TYPE_CHECKING:
     from shared.catalog import Catalog
-    from shared.ports import BlobStore, JobStore, MessageQueue, Publisher, Secrets
+    from shared.ports import (
+        BlobStore,
+        Breakers,
+        FileSourceFactory,
+        JobStore,
+        Ledger,
+        MessageQueue,
+        Publisher,
+        Secrets,
+    )
+    from shared.settings import Settings
 
 
 @dataclass
@@ -19,6 +27,7 @@ class Services:
 
     settings: Settings
     overrides: dict[str, Any] = field(default_factory=dict)
+    _catalog_cache: tuple[int, Catalog] | None = field(default=None, repr=False)
 
     def _credential(self) -> Any:
         from azure.identity import DefaultAzureCredential
@@ -88,13 +97,58 @@ class Services:
             return KeyVaultSecrets(self.settings.key_vault_url)
         return LocalSecrets(file=self.settings.secrets_file)
 
+    def _tables(self, adapter: Any) -> Any:
+        conn = self.settings.storage_connection_string
+        prefix = self.settings.table_prefix
+        if conn:
+            return adapter.from_connection_string(conn, prefix=prefix)
+        from azure.data.tables import TableServiceClient
+
+        return adapter(TableServiceClient(self.settings.service_url("table"), credential=self._credential()),
+                       prefix=prefix)
+
     @cached_property
+    def ledger(self) -> Ledger:
+        if "ledger" in self.overrides:
+            return self.overrides["ledger"]
+        from shared.adapters.ledger import LedgerClient
+
+        return self._tables(LedgerClient)
+
+    @cached_property
+    def breakers(self) -> Breakers:
+        if "breakers" in self.overrides:
+            return self.overrides["breakers"]
+        from shared.adapters.ledger import BreakersClient
+
+        return self._tables(BreakersClient)
+
+    @cached_property
+    def file_sources(self) -> FileSourceFactory:
+        """Opens SFTP sessions from a partner's catalogue block (credentials from `secrets`)."""
+        if "file_sources" in self.overrides:
+            return self.overrides["file_sources"]
+        from shared.adapters.sftp import SftpConnector
+
+        return SftpConnector(self.secrets)
+
+    @property
     def catalog(self) -> Catalog:
+        """The partner catalogue, reloaded when its file changes (fix the catalogue, then replay)."""
         if "catalog" in self.overrides:
             return self.overrides["catalog"]
         from shared.catalog import load_catalog
 
-        return load_catalog(self.settings.catalog_path)
+        path = self.settings.catalog_path
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            stamp = -1  # let the loader report the missing file with its own message
+        cached = self._catalog_cache
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, load_catalog(path))
+            self._catalog_cache = cached
+        return cached[1]
 
     def queue_names(self) -> list[str]:
         s = self.settings
@@ -111,10 +165,19 @@ class Services:
 
 
 def build_services(settings: Settings | None = None, **overrides: Any) -> Services:
+    from shared.settings import Settings
+
     return Services(settings=settings or Settings(), overrides=dict(overrides))
 
 
 @cache
 def get_services() -> Services:
-    """Per-process services for trigger functions (built on first use, never at import)."""
-    return build_services()
+    """Per-process services for trigger functions (built on first use, never at import).
+
+    Telemetry is configured here, once: every trigger body calls get_services() first, and
+    function_app.py stays free of start-up work (indexing must not start exporters)."""
+    from shared.telemetry import configure_telemetry
+
+    services = build_services()
+    configure_telemetry(services.settings)
+    return services

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.cli_poll import register_poll
 from shared.domain.errors import NotFoundError, WharfError
 
 
@@ -62,6 +63,14 @@ def cmd_jobs_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from shared.services.intake import replay
+
+    result = replay(_services(), args.job_id)
+    print(f"replaying {args.job_id} as {result['job_id']}; follow it with: wharf jobs show {result['job_id']}")
+    return 0
+
+
 def cmd_resources_ensure(args: argparse.Namespace) -> int:
     _services().ensure_resources()
     print("containers, queues and tables are in place")
@@ -92,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("job_id", nargs="?")
     rebuild.set_defaults(func=cmd_jobs_rebuild)
 
+    replay = sub.add_parser("replay", help="reprocess a job's stored raw file as a new, linked job")
+    replay.add_argument("job_id")
+    replay.set_defaults(func=cmd_replay)
+
     resources = sub.add_parser("resources", help="storage resources").add_subparsers(dest="action", required=True)
     ensure = resources.add_parser("ensure", help="create every container, queue and table (idempotent)")
     ensure.set_defaults(func=cmd_resources_ensure)
@@ -102,11 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Later areas (poll, replay, deliver) add their sub-commands here: each is `register(subparsers)`.
-_EXTENSIONS: list[Callable[[Any], None]] = []
+_EXTENSIONS: list[Callable[[Any], None]] = [register_poll]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from shared.telemetry import configure_telemetry, flush
+
+    configure_telemetry()
     try:
         return int(args.func(args))
     except NotFoundError as exc:
@@ -115,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WharfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        flush()
 
 
 if __name__ == "__main__":

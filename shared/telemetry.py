@@ -1,38 +1,196 @@
-"""OpenTelemetry helpers: spans, structured logs with job ids, W3C traceparent in and out of messages."""
+"""OpenTelemetry helpers: spans, W3C traceparent in and out of messages, job context, redaction, start-up config.
+
+Cheap to import: only the OpenTelemetry *API* is loaded here. The SDK, the exporters and Azure Monitor are
+imported by `configure_telemetry()` / `for_tests()` (see shared/telemetry_sdk.py), never at import time.
+
+Conventions for spans (one trace per file, from poll to its last destination):
+
+- `span(name, attrs)` around each unit of work; attributes from the helpers below (`server_attrs`,
+  `messaging_attrs`, `file_attrs`, `wharf_attrs`), never file content or message bodies
+  (`BODY_ATTRIBUTE_KEYS` are dropped, long values truncated to `MAX_ATTRIBUTE_CHARS`).
+- Crossing a hop: the sender puts the trace in the message (`inject_traceparent(msg)`), the blob metadata
+  (`blob_metadata(...)`) or the orchestration input (`orchestration_input(...)`); the receiver continues it
+  with `span_from(carrier, name)` (or `continued_from(carrier)` + `span`). Fan-in: `link_from(carrier)`.
+- Orchestrators replay, so they never open spans: they copy the trace from their input into each activity
+  input (`carry_trace(input, activity_input)`), and the activity opens the span.
+- Secrets: adapters call `register_secret(value)` for every secret they hand out; `redact()` scrubs registered
+  values and well-known patterns, and is applied to span attributes, exception events and log records.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, MutableMapping
+import re
+import threading
+import traceback
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import quote
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from shared.telemetry_sdk import TelemetryCapture
 
 TRACER_NAME = "wharf"
+SERVICE_NAME = "wharf"
+
+Mode = Literal["azure_monitor", "otlp", "console", "none"]
+
+# --- attribute names -----------------------------------------------------------------------------------------
+# Wharf's own dimensions (custom, namespaced as the semantic conventions ask).
+PARTNER = "wharf.partner"
+JOB_ID = "wharf.job_id"
+TRANSFER_ID = "wharf.transfer_id"
+CHANNEL = "wharf.channel"
+ROUTE = "wharf.route"
+STEP = "wharf.step"
+# OpenTelemetry semantic conventions (stable where they exist).
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+FILE_NAME = "file.name"
+FILE_SIZE = "file.size"
+FILE_PATH = "file.path"
+MESSAGING_SYSTEM = "messaging.system"
+MESSAGING_DESTINATION = "messaging.destination.name"
+MESSAGING_OPERATION_TYPE = "messaging.operation.type"
+MESSAGING_OPERATION_NAME = "messaging.operation.name"
+MESSAGING_MESSAGE_ID = "messaging.message.id"
+ERROR_TYPE = "error.type"
+# messaging.system values: Service Bus is in the conventions; storage queues are not, so Wharf names them.
+MESSAGING_STORAGE_QUEUE = "azure_storage_queue"
+MESSAGING_SERVICEBUS = "servicebus"
+
+# --- what must never be an attribute -------------------------------------------------------------------------
+# Message bodies and file content: dropped wherever they appear as attributes. Pass references (blob path,
+# job id) and sizes instead.
+BODY_ATTRIBUTE_KEYS = frozenset({
+    "messaging.message.body", "message.body", "http.request.body", "http.response.body", "email.body",
+    "mail.body", "file.content", "file.body", "wharf.body", "wharf.content", "body", "content", "payload",
+})
+# A longer value is truncated: an accidental body cannot ride on an attribute (exception events are exempt).
+MAX_ATTRIBUTE_CHARS = 2048
+REDACTED = "***"
+# Registered secrets shorter than this are ignored: scrubbing "abc" from every log line would destroy logs.
+MIN_SECRET_LENGTH = 6
+
+_W3C = TraceContextTextMapPropagator()
+_TRACE_KEYS = ("traceparent", "tracestate")
 
 
 def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+# --- attribute helpers ---------------------------------------------------------------------------------------
+
+def server_attrs(host: str | None, port: int | None = None) -> dict[str, Any]:
+    """`server.address` / `server.port` of a partner server, Graph or a storage endpoint."""
+    out: dict[str, Any] = {}
+    if host:
+        out[SERVER_ADDRESS] = host
+    if port is not None:
+        out[SERVER_PORT] = int(port)
+    return out
+
+
+def messaging_attrs(system: str, destination: str, operation: str, *, message_id: str | None = None,
+                    operation_name: str | None = None) -> dict[str, Any]:
+    """`messaging.*` for a queue or topic hop. `operation`: send | receive | process | create | settle."""
+    out: dict[str, Any] = {MESSAGING_SYSTEM: system, MESSAGING_DESTINATION: destination,
+                           MESSAGING_OPERATION_TYPE: operation}
+    if operation_name:
+        out[MESSAGING_OPERATION_NAME] = operation_name
+    if message_id:
+        out[MESSAGING_MESSAGE_ID] = message_id
+    return out
+
+
+def file_attrs(name: str | None, size: int | None = None, *, path: str | None = None) -> dict[str, Any]:
+    """`file.name` (base name), `file.size` in bytes, optionally `file.path`. Never the content."""
+    out: dict[str, Any] = {}
+    if name:
+        out[FILE_NAME] = name.rsplit("/", 1)[-1]
+    if size is not None:
+        out[FILE_SIZE] = int(size)
+    if path:
+        out[FILE_PATH] = path
+    return out
+
+
+def wharf_attrs(*, partner: str | None = None, job_id: str | None = None, transfer_id: str | None = None,
+                channel: str | None = None, route: str | None = None, step: str | None = None) -> dict[str, Any]:
+    """Wharf's dimensions, skipping the ones not known."""
+    pairs = ((PARTNER, partner), (JOB_ID, job_id), (TRANSFER_ID, transfer_id), (CHANNEL, channel),
+             (ROUTE, route), (STEP, step))
+    return {k: v for k, v in pairs if v}
+
+
+# --- spans ---------------------------------------------------------------------------------------------------
+
 @contextmanager
 def span(name: str, attributes: Mapping[str, Any] | None = None, *,
-         kind: trace.SpanKind = trace.SpanKind.INTERNAL) -> Iterator[Span]:
-    """A span that records an escaping exception with status ERROR and re-raises it."""
-    attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
-    with tracer().start_as_current_span(name, kind=kind, attributes=attrs,
+         kind: trace.SpanKind = trace.SpanKind.INTERNAL, links: Sequence[Link] | None = None) -> Iterator[Span]:
+    """A span that records an escaping exception (status ERROR, redacted `exception` event) and re-raises it."""
+    attrs = redact_attributes({k: v for k, v in (attributes or {}).items() if v is not None})
+    with tracer().start_as_current_span(name, kind=kind, attributes=attrs, links=links,
                                         record_exception=False, set_status_on_exception=False) as s:
         try:
             yield s
+        except GeneratorExit:  # a consumer closed a generator early: not a failure
+            raise
         except BaseException as exc:
-            s.record_exception(exc)
-            s.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            record_error(exc, s)
             raise
 
+
+def record_error(exc: BaseException, span_: Span | None = None) -> None:
+    """Mark a span failed: status ERROR, `error.type`, and an `exception` event with the message redacted.
+
+    For exceptions that are handled (not escaping `span()`), e.g. one failed file in a poll of many.
+    """
+    s = span_ if span_ is not None else trace.get_current_span()
+    if not s.is_recording():
+        return
+    message = redact(str(exc))
+    stack = redact("".join(traceback.format_exception(exc)))
+    s.record_exception(exc, attributes={"exception.message": message, "exception.stacktrace": stack},
+                       escaped=True)
+    s.set_attribute(ERROR_TYPE, _qualified_type(exc))
+    description = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    s.set_status(Status(StatusCode.ERROR, description[:256]))
+
+
+def _qualified_type(exc: BaseException) -> str:
+    t = type(exc)
+    return t.__qualname__ if t.__module__ in ("builtins", "__main__") else f"{t.__module__}.{t.__qualname__}"
+
+
+@contextmanager
+def span_from(carrier: Mapping[Any, Any] | None, name: str, attributes: Mapping[str, Any] | None = None, *,
+              kind: trace.SpanKind = trace.SpanKind.CONSUMER, links: Sequence[Link] | None = None) -> Iterator[Span]:
+    """Continue the trace carried in a message/metadata/input with a new span (the receiving side of a hop).
+
+    When something else was current (the Functions host's invocation span, in another trace) it is linked,
+    so the portal can go from the function execution to the file's trace.
+    """
+    previous = trace.get_current_span().get_span_context()
+    all_links = list(links or [])
+    with continued_from(carrier):
+        now = trace.get_current_span().get_span_context()
+        if previous.is_valid and now.is_valid and previous.trace_id != now.trace_id:
+            all_links.append(Link(previous, {"wharf.link": "invocation"}))
+        with span(name, attributes, kind=kind, links=all_links) as s:
+            yield s
+
+
+# --- context propagation -------------------------------------------------------------------------------------
 
 def inject_traceparent(carrier: MutableMapping[Any, Any]) -> MutableMapping[Any, Any]:
     """Add `traceparent` (and `tracestate`) for the current span to a message or metadata dict."""
@@ -40,22 +198,120 @@ def inject_traceparent(carrier: MutableMapping[Any, Any]) -> MutableMapping[Any,
     return carrier
 
 
+def trace_carrier() -> dict[str, str]:
+    """Just the W3C keys (`traceparent`, `tracestate` when present) of the current span; empty without one."""
+    out: dict[str, str] = {}
+    _W3C.inject(out)
+    return out
+
+
+def blob_metadata(metadata: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Blob metadata with the current `traceparent` added (valid metadata names, ASCII values)."""
+    return {**(metadata or {}), **trace_carrier()}
+
+
+def orchestration_input(data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An orchestration input carrying the current trace (the starter calls this; keep inputs small)."""
+    return {**(data or {}), **trace_carrier()}
+
+
+def carry_trace(source: Mapping[str, Any] | None, target: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`target` plus the trace keys of `source`. Pure and deterministic: orchestrators use it for activity inputs."""
+    out = dict(target or {})
+    for key in _TRACE_KEYS:
+        value = (source or {}).get(key)
+        if isinstance(value, str) and value:
+            out[key] = value
+    return out
+
+
+def _as_text_carrier(carrier: Mapping[Any, Any]) -> dict[str, str]:
+    """str keys (lower-cased) and values; bytes decoded (Service Bus application properties)."""
+    out: dict[str, str] = {}
+    for key, value in carrier.items():
+        k = key.decode("ascii", "ignore") if isinstance(key, bytes) else key
+        v = value.decode("ascii", "ignore") if isinstance(value, bytes) else value
+        if isinstance(k, str) and isinstance(v, str):
+            out[k.lower()] = v
+    return out
+
+
+def context_from(carrier: Mapping[Any, Any] | None) -> SpanContext | None:
+    """The remote span context a carrier holds, or None when it holds no valid `traceparent`."""
+    if not carrier:
+        return None
+    text = _as_text_carrier(carrier)
+    if "traceparent" not in text:
+        return None
+    ctx = trace.get_current_span(_W3C.extract(text)).get_span_context()
+    return ctx if ctx.is_valid else None
+
+
 @contextmanager
-def continued_from(carrier: Mapping[str, Any] | None) -> Iterator[None]:
-    """Make the trace carried in a message (its `traceparent`) the current context."""
-    if not carrier or "traceparent" not in carrier:
+def continued_from(carrier: Mapping[Any, Any] | None) -> Iterator[None]:
+    """Make the trace carried in a message (its `traceparent`) the current context.
+
+    A carrier without a valid `traceparent` leaves the current context alone.
+    """
+    if context_from(carrier) is None:
         yield
         return
-    token = otel_context.attach(extract({k: str(v) for k, v in carrier.items() if isinstance(v, str)}))
+    token = otel_context.attach(extract(_as_text_carrier(carrier or {})))
     try:
         yield
     finally:
         otel_context.detach(token)
 
 
+def link_from(carrier: Mapping[Any, Any] | None, attributes: Mapping[str, Any] | None = None) -> Link | None:
+    """A span Link to the trace in a carrier (fan-in: a batch span linked to every file it handles)."""
+    ctx = context_from(carrier)
+    return Link(ctx, dict(attributes) if attributes else None) if ctx is not None else None
+
+
+def links_from(carriers: Iterable[Mapping[Any, Any] | None]) -> list[Link]:
+    return [link for link in (link_from(c) for c in carriers) if link is not None]
+
+
 def current_trace_id() -> str:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+def current_span_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.span_id, "016x") if ctx.is_valid else ""
+
+
+# --- job context (read by the log filter) --------------------------------------------------------------------
+
+_JOB: ContextVar[Mapping[str, str] | None] = ContextVar("wharf_job", default=None)
+
+
+@contextmanager
+def job_context(job_id: str | None = None, *, partner: str | None = None,
+                transfer_id: str | None = None) -> Iterator[None]:
+    """Set the job (and partner, transfer) for every log record in this unit of work; nests.
+
+    Also tags the current span, so the two never disagree.
+    """
+    fields = dict(current_job())
+    for key, value in (("job_id", job_id), ("partner", partner), ("transfer_id", transfer_id)):
+        if value:
+            fields[key] = str(value)
+    token = _JOB.set(fields)
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes(wharf_attrs(partner=partner, job_id=job_id, transfer_id=transfer_id))
+    try:
+        yield
+    finally:
+        _JOB.reset(token)
+
+
+def current_job() -> Mapping[str, str]:
+    """`job_id`, `partner`, `transfer_id` set by the enclosing `job_context` (only the known ones)."""
+    return _JOB.get() or {}
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -65,9 +321,174 @@ def get_logger(name: str) -> logging.Logger:
 def log_fields(job_id: str | None = None, **fields: Any) -> dict[str, Any]:
     """`extra=` for a structured log line: job id and ids of the current trace."""
     ctx = trace.get_current_span().get_span_context()
-    out: dict[str, Any] = {"job_id": job_id or ""}
+    out: dict[str, Any] = {"job_id": job_id or current_job().get("job_id", "")}
     if ctx.is_valid:
         out["trace_id"] = format(ctx.trace_id, "032x")
         out["span_id"] = format(ctx.span_id, "016x")
     out.update(fields)
     return out
+
+
+# --- redaction -----------------------------------------------------------------------------------------------
+
+_S = TypeVar("_S", str, bytes, None)
+_secrets_lock = threading.Lock()
+_secret_values: set[str] = set()
+_secret_re: re.Pattern[str] | None = None
+
+_KEY_NAMES = (
+    r"password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|access[_-]?key|account[_-]?key|"
+    r"shared[_-]?access[_-]?key|shared[_-]?access[_-]?signature|sig|token|access[_-]?token|refresh[_-]?token|"
+    r"id[_-]?token|auth[_-]?token|private[_-]?key|credentials?"
+)
+_PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
+    # PEM / OpenSSH / PGP private keys, whole block (or to the end when truncated).
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
+                r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.S), "[REDACTED PRIVATE KEY]"),
+    # Service Bus / Event Hubs SAS token: "SharedAccessSignature sr=...&sig=...&se=...&skn=...".
+    (re.compile(r"(?i)\bSharedAccessSignature\s+[^\s;\"',]+"), "SharedAccessSignature " + REDACTED),
+    # key=value, key: value, "key": "value" (connection strings, query strings, JSON, CLI flags, headers).
+    (re.compile(r"(?i)(?P<key>(?<![a-z0-9])(?:" + _KEY_NAMES + r")(?![a-z0-9])[\"']?\s*[=:]\s*)"
+                r"(?:(?P<q>[\"'])(?:(?!(?P=q)).)*(?P=q)|[^\s\"',;&)}\]]+)"),
+     lambda m: m.group("key") + (f"{m.group('q')}{REDACTED}{m.group('q')}" if m.group("q") else REDACTED)),
+    # Authorization header values.
+    (re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9\-._~+/]{8,}=*"), r"\1 " + REDACTED),
+    # JWTs anywhere (Graph and Entra tokens).
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # Credentials in URLs: scheme://user:password@host.
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
+)
+_SENSITIVE_KEY = re.compile(
+    r"(?i)(passw|passphrase|pwd|secret|token|authorization|credential|private[_.-]?key|api[_.-]?key|apikey|"
+    r"access[_.-]?key|account[_.-]?key|access[_.-]?signature|connection[_.-]?string|sas(?![a-z])|cookie)"
+)
+_EXEMPT_FROM_TRUNCATION = frozenset({"exception.stacktrace", "exception.message"})
+
+
+def register_secret(value: _S) -> _S:
+    """Never let this value reach a span, a metric or a log; returns it (`return register_secret(value)`).
+
+    Secrets adapters call it for every value they hand out. Multi-line values (keys) also register each long
+    line, so a partial key is caught too. Values shorter than MIN_SECRET_LENGTH are not registered.
+    """
+    global _secret_re
+    if not value:
+        return value
+    text = value.decode("utf-8", "ignore") if isinstance(value, bytes) else str(value)
+    candidates = {text, text.strip(), quote(text.strip(), safe="")}
+    if "\n" in text:
+        candidates.update(line.strip() for line in text.splitlines()
+                          if len(line.strip()) >= 16 and not line.strip().startswith("-----"))
+    if ";" in text and "=" in text:  # a connection string: its key/password parts are secrets on their own
+        for part in text.split(";"):
+            name, _, part_value = part.partition("=")
+            if part_value and is_sensitive_key(name.strip()):
+                candidates.add(part_value.strip())
+    new = {c for c in candidates if len(c) >= MIN_SECRET_LENGTH}
+    with _secrets_lock:
+        if not new <= _secret_values:
+            _secret_values.update(new)
+            ordered = sorted(_secret_values, key=len, reverse=True)
+            _secret_re = re.compile("|".join(re.escape(s) for s in ordered))
+    return value
+
+
+_SETTINGS_SECRET = re.compile(r"(?i)(connection|secret|password|passphrase|token|key)")
+
+
+def register_settings_secrets(settings: Any) -> None:
+    """Register the secret-looking string fields of a Settings object (connection strings, keys, passwords)."""
+    fields = getattr(type(settings), "model_fields", None) or {}
+    for name in fields:
+        value = getattr(settings, name, None)
+        if isinstance(value, str) and _SETTINGS_SECRET.search(name) and not name.endswith("_url"):
+            register_secret(value)
+
+
+def redact(text: str) -> str:
+    """`text` with registered secrets and well-known secret patterns replaced by `***`."""
+    if not isinstance(text, str) or not text:
+        return text
+    pattern = _secret_re
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    for regex, replacement in _PATTERNS:
+        text = regex.sub(replacement, text)
+    return text
+
+
+def is_sensitive_key(key: str) -> bool:
+    """Attribute/field names whose value is a secret whatever it looks like (password, token, ...)."""
+    return bool(_SENSITIVE_KEY.search(key))
+
+
+def redact_value(key: str, value: Any) -> Any:
+    """One attribute value, redacted: whole value for sensitive keys, scrubbed and truncated strings otherwise."""
+    if is_sensitive_key(key):
+        return REDACTED
+    if isinstance(value, str):
+        cleaned = redact(value)
+        if len(cleaned) > MAX_ATTRIBUTE_CHARS and key not in _EXEMPT_FROM_TRUNCATION:
+            cleaned = cleaned[:MAX_ATTRIBUTE_CHARS] + "...[truncated]"
+        return cleaned
+    if isinstance(value, list | tuple) and any(isinstance(v, str) for v in value):
+        return type(value)(redact(v) if isinstance(v, str) else v for v in value)
+    return value
+
+
+def redact_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Attributes safe to export: body keys dropped, secrets redacted, long strings truncated."""
+    return {k: redact_value(k, v) for k, v in (attributes or {}).items() if k not in BODY_ATTRIBUTE_KEYS}
+
+
+# --- start-up ------------------------------------------------------------------------------------------------
+
+_config_lock = threading.Lock()
+_configured_mode: Mode | None = None
+
+
+def configure_telemetry(settings: Any = None, *, force: bool = False,
+                        env: Mapping[str, str] | None = None) -> Mode:
+    """Configure tracing, metrics and logging once per process; returns the mode chosen.
+
+    `azure_monitor` when APPLICATIONINSIGHTS_CONNECTION_STRING is set, else `otlp` when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set, else `console` when WHARF_PRINT_SPANS=1, else `none` (an SDK tracer
+    provider is still installed: trace ids must exist and flow through queues even when nothing is exported).
+    WHARF_PRINT_SPANS=1 also prints spans in the other modes. `settings` (shared.settings.Settings) supplies the
+    connection string and endpoint; everything else comes from `env` (default: os.environ).
+    Telemetry never stops the app: a failing exporter set-up is logged and degrades to `none`.
+    """
+    global _configured_mode
+    with _config_lock:
+        if _configured_mode is not None and not force:
+            return _configured_mode
+        from shared import telemetry_sdk
+
+        if settings is not None:
+            register_settings_secrets(settings)
+        _configured_mode = telemetry_sdk.install(telemetry_sdk.TelemetryConfig.from_settings(settings, env))
+        return _configured_mode
+
+
+def configured_mode() -> Mode | None:
+    """The mode `configure_telemetry` chose in this process, None before it ran."""
+    return _configured_mode
+
+
+def flush(timeout_millis: int = 5000) -> None:
+    """Export what is buffered (spans, metrics, logs): devhost at exit, tests, before a process freezes."""
+    from shared import telemetry_sdk
+
+    telemetry_sdk.flush(timeout_millis)
+
+
+def for_tests() -> TelemetryCapture:
+    """In-memory spans, metrics and logs for tests; one process-wide SDK pipeline, cleared at each call.
+
+    OpenTelemetry's global providers are set once per process (`trace._TRACER_PROVIDER_SET_ONCE`; a second
+    `set_tracer_provider` is ignored with a warning), so the first call installs Wharf's SDK providers with
+    exporter slots and later calls only swap/clear the in-memory exporters behind them.
+    """
+    from shared import telemetry_sdk
+
+    return telemetry_sdk.capture()

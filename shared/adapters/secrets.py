@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.domain.errors import NotFoundError
+from shared.telemetry import register_secret
 
 
 def env_name(secret_name: str) -> str:
@@ -44,10 +45,10 @@ class LocalSecrets:
         if value.startswith("@"):
             path = Path(value[1:]).expanduser()
             try:
-                return path.read_text()
+                return register_secret(path.read_text())
             except OSError as exc:
                 raise NotFoundError(f"secret '{name}' points to a file that cannot be read: {path}") from exc
-        return value
+        return register_secret(value)
 
 
 class KeyVaultSecrets:
@@ -71,4 +72,4 @@ class KeyVaultSecrets:
             if value is None:
                 raise NotFoundError(f"secret '{name}' has no value in Key Vault")
             self._cache[name] = value
-        return self._cache[name]
+        return register_secret(self._cache[name])
