@@ -2,7 +2,10 @@
 
 import azure.durable_functions as df
 
-from functions import api
+from functions import activities, api, intake, orchestrators
 
 app = df.DFApp()
 app.register_functions(api.bp)
+app.register_functions(intake.bp)
+app.register_functions(orchestrators.bp)
+app.register_functions(activities.bp)

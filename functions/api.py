@@ -8,7 +8,7 @@ import azure.functions as func
 from functions.http_util import error_response, json_response
 from shared.bootstrap import get_services
 from shared.domain.errors import NotFoundError
-from shared.services import jobs_view
+from shared.services import intake, jobs_view
 from shared.services.health import check_health
 
 bp = df.Blueprint()
@@ -34,5 +34,14 @@ def api_jobs(req: func.HttpRequest) -> func.HttpResponse:
 def api_job_detail(req: func.HttpRequest) -> func.HttpResponse:
     try:
         return json_response(jobs_view.job_detail(get_services().jobs, req.route_params["job_id"]))
+    except NotFoundError as exc:
+        return error_response(404, str(exc))
+
+
+@bp.function_name("api_job_replay")
+@bp.route(route="jobs/{job_id}/replay", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def api_job_replay(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return json_response(intake.replay(get_services(), req.route_params["job_id"]), 202)
     except NotFoundError as exc:
         return error_response(404, str(exc))

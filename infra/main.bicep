@@ -40,6 +40,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     resource archive 'containers' = { name: 'archive' }
     resource outbound 'containers' = { name: 'outbound' }
     resource reports 'containers' = { name: 'reports' }
+    resource staging 'containers' = { name: 'staging' }
   }
   resource queues 'queueServices' = {
     name: 'default'

@@ -17,7 +17,7 @@ from shared.ports import BlobInfo
 from shared.telemetry import span
 
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
-CONTAINERS = ("inbound", "drop", "processed", "quarantine", "archive", "outbound", "reports")
+CONTAINERS = ("inbound", "drop", "processed", "quarantine", "archive", "outbound", "reports", "staging")
 
 
 def _rebuffer(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:

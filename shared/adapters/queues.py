@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -59,11 +58,5 @@ class QueueClientAdapter:
         return out
 
 
-def decode_host_message(body: bytes | str) -> dict[str, Any]:
-    """What a queue-triggered function receives, as JSON (the host has already base64-decoded it)."""
-    text = body.decode() if isinstance(body, bytes) else body
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        # Messages put on the queue without base64 by other tools: accept both shapes.
-        return json.loads(base64.b64decode(text))
+# Kept importable from here for trigger modules that already use it.
+from shared.domain.hostmessages import decode_host_message  # noqa: E402, F401

@@ -35,6 +35,13 @@ def job_detail(jobs: JobStore, job_id: str) -> dict[str, Any]:
         }
 
 
+def _where(problem: dict[str, Any]) -> str:
+    """`row 2, line 3, column 4 (currency)`: where a validation problem is, as far as it is known."""
+    parts = [f"{k} {problem[k]}" for k in ("row", "line", "column") if problem.get(k) is not None]
+    where = ", ".join(parts) or "file"
+    return f"{where} ({problem['field']})" if problem.get("field") else where
+
+
 def format_job_detail(detail: dict[str, Any]) -> str:
     """Human-readable job detail for `wharf jobs show`."""
     job = detail["job"]
@@ -58,9 +65,11 @@ def format_job_detail(detail: dict[str, Any]) -> str:
     for e in detail["events"]:
         data = ", ".join(f"{k}={v}" for k, v in sorted(e["data"].items()) if k != "report")
         lines.append(f"  {e['seq']:>3}  {e['at']}  {e['type']:<16} {data}")
-        for problem in (e["data"].get("report") or {}).get("errors", [])[:50]:
-            lines.append(f"         row {problem.get('row', '-')}, column {problem.get('column', '-')}: "
-                         f"{problem.get('message', '')}")
+        report = e["data"].get("report") or {}
+        for problem in report.get("errors", [])[:50]:
+            lines.append(f"         {_where(problem)}: {problem.get('message', '')}")
+        if report.get("truncated"):
+            lines.append(f"         ... more in {e['data'].get('report_blob') or e['data'].get('report_path', '')}")
     if detail["transfers"]:
         lines.append("Transfers:")
         for t in detail["transfers"]:

@@ -1,0 +1,268 @@
+"""Processing activities: each is idempotent, raises on failure, and passes references, not bytes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.bootstrap import Services
+from shared.domain.errors import ConfigurationError, NotFoundError, WharfError
+from shared.domain.globs import glob_match
+from shared.domain.jobs import EventType, Job, JobStatus
+from shared.domain.routing import plan_route, render_path
+from shared.telemetry import continued_from, log_fields, span
+
+log = logging.getLogger(__name__)
+
+STAGING = "staging"
+REPORTS = "reports"
+# Errors kept in the job event (a table property holds at most 64 KiB); the full report is a blob.
+EVENT_ERRORS = 20
+
+
+class DeliveryNotConfiguredError(WharfError):
+    """A route names a destination kind whose delivery is not configured in this deployment."""
+
+
+def _attrs(ref: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"wharf.job_id": ref["job_id"], "wharf.partner": ref["partner"], **extra}
+
+
+def _job(services: Services, ref: Mapping[str, Any]) -> Job:
+    return services.jobs.get_job(ref["job_id"])
+
+
+def _landed_at(job: Job) -> datetime:
+    return job.created_at.astimezone(UTC)
+
+
+def find_rule(services: Services, partner_id: str, file_name: str) -> Any | None:
+    """The partner's first processing rule whose glob matches the file name, or None."""
+    partner = services.catalog.get(partner_id)
+    processing = getattr(partner, "processing", None)
+    for rule in getattr(processing, "rules", None) or []:
+        if glob_match(file_name, getattr(rule, "match", "*") or "*"):
+            return rule
+    return None
+
+
+def start_job(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    with continued_from(ref), span("activity.start_job", _attrs(ref)):
+        job = _job(services, ref)
+        if job.status is JobStatus.PENDING:
+            services.jobs.append(job.job_id, EventType.STARTED, {"instance_id": ref["job_id"]})
+            services.jobs.log(job.job_id, "INFO", f"processing started for {job.file_name}")
+        log.info("job started", extra=log_fields(job.job_id, partner=job.partner))
+        return {"status": "RUNNING"}
+
+
+def validate_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the landed file against its rule; the full report goes to a blob beside the job."""
+    from shared.services.validate import validate_stream
+
+    with continued_from(ref), span("activity.validate_file", _attrs(ref)) as s:
+        job = _job(services, ref)
+        rule = find_rule(services, job.partner, ref["file_name"])
+        info = services.blobs.get_info(ref["container"], ref["blob_path"])
+        report = validate_stream(services.blobs.open_read(ref["container"], ref["blob_path"]), rule,
+                                 file_name=ref["file_name"], size=info.size)
+        report_path = f"{job.partner}/{job.job_id}/validation.json"
+        services.blobs.upload_stream(REPORTS, report_path, [report.to_json().encode()],
+                                     metadata={"job_id": job.job_id})
+        s.set_attribute("wharf.valid", report.valid)
+        s.set_attribute("wharf.rows", report.rows)
+        data = {"step": "validate", "valid": report.valid, "file_type": report.file_type,
+                "encoding": report.encoding, "report_path": f"{REPORTS}/{report_path}",
+                "counts": {"rows": report.rows, "errors": report.error_count},
+                "report": {"errors": [e.model_dump(mode="json") for e in report.errors[:EVENT_ERRORS]],
+                           "truncated": report.truncated or len(report.errors) > EVENT_ERRORS}}
+        if report.valid:
+            if "validate" not in job.steps_completed:
+                services.jobs.append(job.job_id, EventType.STEP_COMPLETED, data)
+                services.jobs.log(job.job_id, "INFO", f"validated: {report.summary()}")
+            return {"valid": True, "file_type": report.file_type, "rows": report.rows}
+        reason = f"validation failed: {report.summary()}"
+        return {"valid": False, "reason": reason[:1000], "report_path": f"{REPORTS}/{report_path}"}
+
+
+def transform_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the rule's transform into a staging blob (deterministic path: a retry overwrites it)."""
+    from shared.services.transforms import get_transform
+
+    with continued_from(ref), span("activity.transform_file", _attrs(ref)) as s:
+        job = _job(services, ref)
+        rule = find_rule(services, job.partner, ref["file_name"])
+        spec = getattr(rule, "transform", None)
+        name = getattr(spec, "name", None) or "passthrough"
+        options = dict(getattr(spec, "options", None) or {})
+        transform = get_transform(name)
+        out_name = transform.output_name(ref["file_name"])
+        path = f"{job.partner}/{job.job_id}/{out_name}"
+        chunks = services.blobs.open_read(ref["container"], ref["blob_path"])
+        output: Iterator[bytes] = transform.run(chunks, options, rule)
+        info = services.blobs.upload_stream(STAGING, path, output, metadata={"job_id": job.job_id,
+                                                                            "transform": name})
+        rows = int(getattr(transform, "rows", 0) or 0)
+        s.set_attribute("wharf.transform", name)
+        s.set_attribute("file.size", info.size)
+        if "transform" not in job.steps_completed:
+            services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {
+                "step": "transform", "transform": name, "output": f"{STAGING}/{path}",
+                "counts": {"output_rows": rows, "output_bytes": info.size}})
+        return {"container": STAGING, "path": path, "name": out_name, "rows": rows, "bytes": info.size,
+                "sha256": info.sha256, "url": info.url, "content_type": getattr(transform, "content_type", "")}
+
+
+def plan_routes(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    with continued_from(ref), span("activity.plan_routes", _attrs(ref)):
+        partner = services.catalog.get(ref["partner"])
+        job = _job(services, ref)
+        file_type = ""
+        for event in services.jobs.events(job.job_id):
+            if event.type is EventType.STEP_COMPLETED and event.data.get("step") == "validate":
+                file_type = str(event.data.get("file_type", ""))
+        plan = plan_route(list(getattr(partner, "routes", []) or []), file_name=ref["file_name"],
+                          file_type=file_type)
+        return {"route": plan.route, "destinations": plan.destinations, "reason": plan.reason}
+
+
+def route_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """Deliver the processed output to one destination. Idempotent: same job + index -> same result."""
+    dest = dict(ref["destination"])
+    kind = dest.get("kind", "")
+    output = dict(ref["output"])
+    with continued_from(ref), span("activity.route_file", _attrs(ref, **{"wharf.destination": kind})) as s:
+        job = _job(services, ref)
+        if kind == "blob":
+            result = _deliver_blob(services, job, ref, output, dest)
+        elif kind == "event":
+            result = _deliver_event(services, job, ref, output, dest)
+        elif kind == "sftp":
+            raise DeliveryNotConfiguredError(
+                f"route '{ref.get('route')}': SFTP outbound delivery to partner '{dest.get('partner')}' "
+                "is not configured in this deployment")
+        elif kind == "email":
+            raise DeliveryNotConfiguredError(
+                f"route '{ref.get('route')}': email delivery via Graph is not configured in this deployment")
+        else:
+            raise ConfigurationError(f"route '{ref.get('route')}': unknown destination kind '{kind}'")
+        s.set_attribute("wharf.destination.target", result.get("target", ""))
+        already = any(e.type is EventType.ROUTED and e.data.get("index") == ref.get("index")
+                      for e in services.jobs.events(job.job_id))
+        if not already:
+            services.jobs.append(job.job_id, EventType.ROUTED, {"route": ref.get("route", ""),
+                                                                "index": ref.get("index"), **result})
+            services.jobs.log(job.job_id, "INFO", f"routed to {kind}: {result.get('target', '')}")
+        return result
+
+
+def _deliver_blob(services: Services, job: Job, ref: Mapping[str, Any], output: Mapping[str, Any],
+                  dest: Mapping[str, Any]) -> dict[str, Any]:
+    container = str(dest.get("container") or "processed")
+    template = str(dest.get("path") or "{partner}/{yyyy}/{MM}/{dd}/{name}")
+    path = render_path(template, partner=job.partner, name=str(output["name"]), job_id=job.job_id,
+                       when=_landed_at(job))
+    meta = {"job_id": job.job_id, "partner": job.partner, "source_sha256": job.sha256}
+    if ref.get("traceparent"):
+        meta["traceparent"] = str(ref["traceparent"])
+    info = services.blobs.upload_stream(container, path, services.blobs.open_read(output["container"],
+                                                                                  output["path"]), metadata=meta)
+    return {"kind": "blob", "target": f"{container}/{path}", "url": info.url, "sha256": info.sha256,
+            "bytes": info.size}
+
+
+def _deliver_event(services: Services, job: Job, ref: Mapping[str, Any], output: Mapping[str, Any],
+                   dest: Mapping[str, Any]) -> dict[str, Any]:
+    delivered = [d for d in ref.get("delivered", []) if d.get("kind") == "blob"]
+    event_type = str(dest.get("type") or "file.processed")
+    data = {"job_id": job.job_id, "partner": job.partner, "file_name": job.file_name,
+            "blob_url": delivered[0]["url"] if delivered else output.get("url", ""),
+            "sha256": delivered[0]["sha256"] if delivered else output.get("sha256", ""),
+            "rows": int(output.get("rows", 0)), "source_sha256": job.sha256}
+    services.publisher.publish(event_type, data, subject=f"{job.partner}/{job.job_id}")
+    return {"kind": "event", "target": event_type}
+
+
+def archive_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    with continued_from(ref), span("activity.archive_file", _attrs(ref)):
+        job = _job(services, ref)
+        when = _landed_at(job)
+        path = f"{job.partner}/{when:%Y/%m/%d}/{job.job_id}/{ref['file_name']}"
+        services.blobs.upload_stream("archive", path, services.blobs.open_read(ref["container"], ref["blob_path"]),
+                                     metadata={"job_id": job.job_id, "sha256_source": job.sha256})
+        if "archive" not in job.steps_completed:
+            services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {"step": "archive",
+                                                                        "archive": f"archive/{path}"})
+        return {"archive": f"archive/{path}"}
+
+
+def complete_job(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    with continued_from(ref), span("activity.complete_job", _attrs(ref)):
+        job = _job(services, ref)
+        if job.status is not JobStatus.COMPLETED:
+            services.jobs.append(job.job_id, EventType.COMPLETED, {"routes": ref.get("routes", 0),
+                                                                   "rows": ref.get("rows", 0)})
+            services.jobs.log(job.job_id, "INFO", f"completed: {ref.get('routes', 0)} destination(s)")
+        log.info("job completed", extra=log_fields(job.job_id, partner=job.partner))
+        return {"status": "COMPLETED"}
+
+
+def quarantine_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy the raw file to quarantine/{partner}/{yyyy}/{MM}/{dd}/{job_id}/ with its validation report."""
+    with continued_from(ref), span("activity.quarantine_file", _attrs(ref)):
+        job = _job(services, ref)
+        base = f"{job.partner}/{_landed_at(job):%Y/%m/%d}/{job.job_id}"
+        target = f"{base}/{ref['file_name']}"
+        try:
+            services.blobs.upload_stream("quarantine", target,
+                                         services.blobs.open_read(ref["container"], ref["blob_path"]),
+                                         metadata={"job_id": job.job_id, "reason": _ascii(ref["reason"])[:1024]})
+        except NotFoundError:
+            target = ""  # nothing landed to quarantine (e.g. the source blob is gone): the reason still stands
+        report_target = ""
+        if ref.get("report_path"):
+            container, _, path = str(ref["report_path"]).partition("/")
+            report_target = f"{base}/{ref['file_name']}.validation.json"
+            services.blobs.upload_stream("quarantine", report_target, services.blobs.open_read(container, path),
+                                         metadata={"job_id": job.job_id})
+        step_failed = [e for e in services.jobs.events(job.job_id) if e.type is EventType.STEP_FAILED]
+        if not step_failed:
+            data: dict[str, Any] = {"step": ref.get("step", ""), "reason": ref["reason"],
+                                    "quarantine": f"quarantine/{target}" if target else ""}
+            if report_target:
+                data["report_blob"] = f"quarantine/{report_target}"
+            if ref.get("report_path"):
+                data.update(_report_excerpt(services, str(ref["report_path"])))
+            services.jobs.append(job.job_id, EventType.STEP_FAILED, data)
+            services.jobs.log(job.job_id, "ERROR", f"{ref.get('step', '')} failed: {ref['reason']}")
+        return {"quarantine": f"quarantine/{target}" if target else ""}
+
+
+def fail_job(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    with continued_from(ref), span("activity.fail_job", _attrs(ref)):
+        job = _job(services, ref)
+        if job.status is not JobStatus.FAILED:
+            services.jobs.append(job.job_id, EventType.FAILED, {"reason": ref["reason"], "step": ref.get("step")})
+            services.publisher.publish("job.failed", {"job_id": job.job_id, "partner": job.partner,
+                                                      "file_name": job.file_name, "step": ref.get("step"),
+                                                      "reason": ref["reason"]},
+                                       subject=f"{job.partner}/{job.job_id}")
+        log.warning("job failed", extra=log_fields(job.job_id, partner=job.partner, step=ref.get("step")))
+        return {"status": "FAILED"}
+
+
+def _report_excerpt(services: Services, report_path: str) -> dict[str, Any]:
+    """The first errors of a stored validation report, small enough for a job event."""
+    container, _, path = report_path.partition("/")
+    report = json.loads(b"".join(services.blobs.open_read(container, path)))
+    errors = list(report.get("errors", []))
+    return {"report": {"errors": errors[:EVENT_ERRORS], "truncated": bool(report.get("truncated"))
+                       or len(errors) > EVENT_ERRORS},
+            "counts": {"rows": int(report.get("rows", 0)), "errors": int(report.get("error_count", len(errors)))}}
+
+
+def _ascii(text: str) -> str:
+    return json.dumps(text)[1:-1].encode("ascii", "backslashreplace").decode()
