@@ -18,13 +18,8 @@ def start_job(ref: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="ref")
-def validate_file(ref: dict[str, Any]) -> dict[str, Any]:
-    return process.validate_file(get_services(), ref)
-
-
-@bp.activity_trigger(input_name="ref")
-def transform_file(ref: dict[str, Any]) -> dict[str, Any]:
-    return process.transform_file(get_services(), ref)
+def validate_and_transform(ref: dict[str, Any]) -> dict[str, Any]:
+    return process.validate_and_transform(get_services(), ref)
 
 
 @bp.activity_trigger(input_name="ref")

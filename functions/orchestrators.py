@@ -13,8 +13,8 @@ from shared.workflows import RETRY_POLICY, ProcessActivities, process_file
 bp = df.Blueprint()
 
 ACTIVITIES = ProcessActivities(
-    start_job=activities.start_job, validate_file=activities.validate_file,
-    transform_file=activities.transform_file, plan_routes=activities.plan_routes,
+    start_job=activities.start_job, validate_and_transform=activities.validate_and_transform,
+    plan_routes=activities.plan_routes,
     route_file=activities.route_file, archive_file=activities.archive_file,
     quarantine_file=activities.quarantine_file, complete_job=activities.complete_job,
     fail_job=activities.fail_job,

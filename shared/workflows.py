@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 # Steps in order; each has its own retry policy (see `RETRY_POLICY`).
-STEPS = ("start", "validate", "transform", "route", "archive", "complete")
+STEPS = ("start", "validate", "route", "archive", "complete")
 
 # step -> (first retry interval ms, max attempts). Routes talk to other systems: more patience.
 RETRY_POLICY: dict[str, tuple[int, int]] = {
     "start": (1_000, 3),
     "validate": (2_000, 3),
-    "transform": (2_000, 3),
     "route": (5_000, 5),
     "archive": (2_000, 3),
     "complete": (1_000, 5),
@@ -31,8 +30,7 @@ class ProcessActivities:
     """References to the registered activity functions (passed in by functions/orchestrators.py)."""
 
     start_job: Any
-    validate_file: Any
-    transform_file: Any
+    validate_and_transform: Any
     plan_routes: Any
     route_file: Any
     archive_file: Any
@@ -54,7 +52,10 @@ def failure_reason(exc: BaseException) -> str:
 def process_file(
     context: Any, acts: ProcessActivities, retry: Callable[[str], Any]
 ) -> Generator[Any, Any, dict[str, Any]]:
-    """validate -> transform -> route (fan-out) -> archive -> complete; on failure quarantine + FAILED."""
+    """validate+transform -> route (fan-out) -> archive -> complete; on failure quarantine + FAILED.
+
+    Validation and transformation are one activity: one streaming pass over the file (see
+    benchmarks/README.md: two passes cost 1.7x), recorded as two steps in the job's events."""
     ref: dict[str, Any] = dict(context.get_input())
     step = "start"
 
@@ -67,14 +68,11 @@ def process_file(
 
         step = "validate"
         context.set_custom_status({"step": step})
-        validation = yield call(acts.validate_file, step, ref)
+        validation = yield call(acts.validate_and_transform, step, ref)
         if not validation.get("valid", False):
             return (yield from _fail(context, acts, call, ref, step, validation.get("reason", "validation failed"),
                                      validation.get("report_path", "")))
-
-        step = "transform"
-        context.set_custom_status({"step": step})
-        output = yield call(acts.transform_file, step, ref)
+        output = validation["output"]
 
         step = "route"
         plan = yield call(acts.plan_routes, step, ref)

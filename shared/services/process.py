@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,61 +59,53 @@ def start_job(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
         return {"status": "RUNNING"}
 
 
-def validate_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate the landed file against its rule; the full report goes to a blob beside the job."""
-    from shared.services.validate import validate_stream
+def validate_and_transform(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the landed file against its rule and run its transform in one streaming pass.
 
-    with continued_from(ref), span("activity.validate_file", _attrs(ref)) as s:
+    The output goes to a staging blob at a deterministic path (a retry overwrites it) and is committed
+    only when the whole file was valid; the full report goes to a blob beside the job either way."""
+    from shared.services.transforms import validate_and_transform as run_pass
+    from shared.services.validate import ValidationFailedError
+
+    with continued_from(ref), span("activity.validate_and_transform", _attrs(ref)) as s:
         job = _job(services, ref)
         rule = find_rule(services, job.partner, ref["file_name"])
         info = services.blobs.get_info(ref["container"], ref["blob_path"])
-        report = validate_stream(services.blobs.open_read(ref["container"], ref["blob_path"]), rule,
-                                 file_name=ref["file_name"], size=info.size)
+        run = run_pass(services.blobs.open_read(ref["container"], ref["blob_path"]), rule,
+                       file_name=ref["file_name"], size=info.size, base_dir=services.settings.catalog_path.parent)
+        out_name = run.transform.output_name(ref["file_name"])
+        out_path = f"{job.partner}/{job.job_id}/{out_name}"
+        try:
+            out = services.blobs.upload_stream(STAGING, out_path, run.chunks, content_type=run.content_type,
+                                               metadata={"job_id": job.job_id, "transform": run.transform.name})
+            report = run.report
+        except ValidationFailedError as exc:
+            report, out = exc.report, None
         report_path = f"{job.partner}/{job.job_id}/validation.json"
         services.blobs.upload_stream(REPORTS, report_path, [report.to_json().encode()],
                                      metadata={"job_id": job.job_id})
         s.set_attribute("wharf.valid", report.valid)
         s.set_attribute("wharf.rows", report.rows)
-        data = {"step": "validate", "valid": report.valid, "file_type": report.file_type,
-                "encoding": report.encoding, "report_path": f"{REPORTS}/{report_path}",
-                "counts": {"rows": report.rows, "errors": report.error_count},
-                "report": {"errors": [e.model_dump(mode="json") for e in report.errors[:EVENT_ERRORS]],
-                           "truncated": report.truncated or len(report.errors) > EVENT_ERRORS}}
-        if report.valid:
-            if "validate" not in job.steps_completed:
-                services.jobs.append(job.job_id, EventType.STEP_COMPLETED, data)
-                services.jobs.log(job.job_id, "INFO", f"validated: {report.summary()}")
-            return {"valid": True, "file_type": report.file_type, "rows": report.rows}
-        reason = f"validation failed: {report.summary()}"
-        return {"valid": False, "reason": reason[:1000], "report_path": f"{REPORTS}/{report_path}"}
-
-
-def transform_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the rule's transform into a staging blob (deterministic path: a retry overwrites it)."""
-    from shared.services.transforms import get_transform
-
-    with continued_from(ref), span("activity.transform_file", _attrs(ref)) as s:
-        job = _job(services, ref)
-        rule = find_rule(services, job.partner, ref["file_name"])
-        spec = getattr(rule, "transform", None)
-        name = getattr(spec, "name", None) or "passthrough"
-        options = dict(getattr(spec, "options", None) or {})
-        transform = get_transform(name)
-        out_name = transform.output_name(ref["file_name"])
-        path = f"{job.partner}/{job.job_id}/{out_name}"
-        chunks = services.blobs.open_read(ref["container"], ref["blob_path"])
-        output: Iterator[bytes] = transform.run(chunks, options, rule)
-        info = services.blobs.upload_stream(STAGING, path, output, metadata={"job_id": job.job_id,
-                                                                            "transform": name})
-        rows = int(getattr(transform, "rows", 0) or 0)
-        s.set_attribute("wharf.transform", name)
-        s.set_attribute("file.size", info.size)
+        s.set_attribute("wharf.transform", run.transform.name)
+        if out is None or not report.valid:
+            reason = f"validation failed: {report.summary()}"
+            return {"valid": False, "reason": reason[:1000], "report_path": f"{REPORTS}/{report_path}"}
+        rows = int(run.rows if run.rows is not None else report.rows)
+        if "validate" not in job.steps_completed:
+            services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {
+                "step": "validate", "valid": True, "file_type": report.file_type, "encoding": report.encoding,
+                "report_path": f"{REPORTS}/{report_path}", "warnings": report.warnings[:10],
+                "counts": {"rows": report.rows, "errors": report.error_count}})
+            services.jobs.log(job.job_id, "INFO", f"validated: {report.summary()}")
         if "transform" not in job.steps_completed:
             services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {
-                "step": "transform", "transform": name, "output": f"{STAGING}/{path}",
-                "counts": {"output_rows": rows, "output_bytes": info.size}})
-        return {"container": STAGING, "path": path, "name": out_name, "rows": rows, "bytes": info.size,
-                "sha256": info.sha256, "url": info.url, "content_type": getattr(transform, "content_type", "")}
+                "step": "transform", "transform": run.transform.name, "output": f"{STAGING}/{out_path}",
+                "counts": {"output_rows": rows, "output_bytes": out.size}})
+        s.set_attribute("file.size", out.size)
+        return {"valid": True, "file_type": report.file_type,
+                "output": {"container": STAGING, "path": out_path, "name": out_name, "rows": rows,
+                           "bytes": out.size, "sha256": out.sha256, "url": out.url,
+                           "content_type": run.content_type}}
 
 
 def plan_routes(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:

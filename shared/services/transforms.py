@@ -296,39 +296,54 @@ class CsvToJsonl(_CsvInput):
     def from_batches(self, validation: FileValidation, options: Any, *, check: bool) -> Iterator[bytes]:
         engine = validation.engine
         assert engine is not None
-        encoder: list[_JsonColumn] | None = None
+        writer: _JsonlWriter | None = None
         self.rows = 0
         for batch in validation.csv_batches(check=check):
-            if encoder is None:
+            if writer is None:
                 names = list(options.columns or engine.header or [])
                 if len(names) < (engine.width or 0):
                     names += [f"col{i}" for i in range(len(names) + 1, (engine.width or 0) + 1)]
                 by_position = {c.position: c for c in engine.checks}
-                encoder = [_JsonColumn(names[i], by_position.get(i), options.decimals)
-                           for i in range(engine.width or 0)]
+                writer = _JsonlWriter([_JsonColumn(names[i], by_position.get(i), options.decimals)
+                                       for i in range(engine.width or 0)])
             self.rows += len(batch.rows)
-            data = _jsonl_batch(encoder, batch).encode("utf-8")
+            data = writer.text(batch).encode("utf-8")
             del batch  # see CsvEngine.batches: one batch alive at a time
             yield data
 
 
-def _jsonl_batch(encoder: list[_JsonColumn], batch: CsvBatch) -> str:
-    columns, ok = batch.columns, batch.ok
-    n = len(batch.rows)
-    stride = 2 * len(encoder) + 1
-    # One flat list of separators and values in output order, filled by slice assignment, then one join:
-    # no per-row Python code at all.
-    previous_quoted = False
-    parts: list[str] = [""] * (n * stride)
-    for i, column in enumerate(encoder):
-        quoted, fragments = column.encode(columns[i], ok[i] if ok is not None else None)
-        separator = ('"' if previous_quoted else "") + ("{" if i == 0 else ",") + column.key + ":" + (
-            '"' if quoted else "")
-        parts[2 * i::stride] = [separator] * n
-        parts[2 * i + 1::stride] = fragments
-        previous_quoted = quoted
-    parts[stride - 1::stride] = [('"' if previous_quoted else "") + "}\n"] * n
-    return "".join(parts)
+class _JsonlWriter:
+    """Writes batches as JSON Lines. One flat list holds separators and values in output order, filled by slice
+    assignment and joined once: no per-row Python code. Consecutive batches of the same shape reuse the list and
+    its separators, so only the values are assigned."""
+
+    def __init__(self, columns: list[_JsonColumn]) -> None:
+        self.columns = columns
+        self.stride = 2 * len(columns) + 1
+        self._parts: list[str] = []
+        self._shape: tuple[int, tuple[bool, ...]] | None = None
+
+    def text(self, batch: CsvBatch) -> str:
+        values, ok = batch.columns, batch.ok
+        n = len(batch.rows)
+        stride = self.stride
+        encoded = [column.encode(values[i], ok[i] if ok is not None else None)
+                   for i, column in enumerate(self.columns)]
+        shape = (n, tuple(quoted for quoted, _ in encoded))
+        parts = self._parts
+        if shape != self._shape:
+            parts = self._parts = [""] * (n * stride)
+            self._shape = shape
+            previous_quoted = False
+            for i, (column, (quoted, _)) in enumerate(zip(self.columns, encoded, strict=True)):
+                separator = ('"' if previous_quoted else "") + ("{" if i == 0 else ",") + column.key + ":" + (
+                    '"' if quoted else "")
+                parts[2 * i::stride] = [separator] * n
+                previous_quoted = quoted
+            parts[stride - 1::stride] = [('"' if previous_quoted else "") + "}\n"] * n
+        for i, (_, fragments) in enumerate(encoded):
+            parts[2 * i + 1::stride] = fragments
+        return "".join(parts)
 
 
 class CsvNormaliseOptions(_Options):

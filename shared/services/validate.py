@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -696,11 +697,12 @@ def load_xsd(xsd: str, base_dir: Path | None = None) -> Any:
     """An lxml XMLSchema for a path (ImportError when lxml is missing); compiled once."""
     import lxml.etree  # noqa: F401 - ImportError here means "XSD validation unavailable"
 
-    return _xsd_for(str(_resolve(xsd, base_dir)))
+    # One compiled schema per thread: lxml objects are not meant to be shared between threads.
+    return _xsd_for(str(_resolve(xsd, base_dir)), threading.get_ident())
 
 
 @lru_cache(maxsize=32)
-def _xsd_for(path: str) -> Any:
+def _xsd_for(path: str, thread: int) -> Any:
     from lxml import etree
 
     try:

@@ -70,8 +70,8 @@ def drive(responder: Callable[[Call], Any]) -> tuple[dict[str, Any], list[Call]]
 
 def happy(call: Call) -> Any:
     return {
-        "validate_file": {"valid": True, "summary": "ok"},
-        "transform_file": {"container": "staging", "path": "acme/job-1/a.jsonl", "rows": 3},
+        "validate_and_transform": {"valid": True, "output": {"container": "staging", "path": "acme/job-1/a.jsonl",
+                                                             "rows": 3}},
         "plan_routes": {"route": "main", "destinations": [{"kind": "blob"}, {"kind": "event"}]},
         "route_file": {"destination": call.payload.get("destination", {}).get("kind"), "ok": True},
     }.get(call.activity, None)
@@ -79,7 +79,7 @@ def happy(call: Call) -> Any:
 
 def test_happy_path_runs_every_step_in_order_with_references_only() -> None:
     result, calls = drive(happy)
-    assert [c.activity for c in calls] == ["start_job", "validate_file", "transform_file", "plan_routes",
+    assert [c.activity for c in calls] == ["start_job", "validate_and_transform", "plan_routes",
                                            "route_file", "route_file", "archive_file", "complete_job"]
     assert result == {"job_id": "job-1", "status": "COMPLETED",
                       "routes": [{"destination": "blob", "ok": True}, {"destination": "event", "ok": True}]}
@@ -98,24 +98,24 @@ def test_each_step_uses_its_retry_policy() -> None:
     _, calls = drive(happy)
     by_activity = {c.activity: c.retry for c in calls}
     assert by_activity["route_file"] == RETRY_POLICY["route"]
-    assert by_activity["validate_file"] == RETRY_POLICY["validate"]
+    assert by_activity["validate_and_transform"] == RETRY_POLICY["validate"]
 
 
-def test_invalid_file_is_quarantined_and_failed_without_transform() -> None:
+def test_invalid_file_is_quarantined_and_failed_without_routing() -> None:
     def responder(call: Call) -> Any:
-        if call.activity == "validate_file":
+        if call.activity == "validate_and_transform":
             return {"valid": False, "reason": "3 errors; first: row 2, amount: not a decimal",
                     "report_path": "reports/acme/job-1/validation.json"}
         return happy(call)
 
     result, calls = drive(responder)
-    assert [c.activity for c in calls] == ["start_job", "validate_file", "quarantine_file", "fail_job"]
+    assert [c.activity for c in calls] == ["start_job", "validate_and_transform", "quarantine_file", "fail_job"]
     assert result["status"] == "FAILED" and result["step"] == "validate"
     assert calls[2].payload["report_path"] == "reports/acme/job-1/validation.json"
     assert calls[3].payload["reason"].startswith("3 errors")
 
 
-@pytest.mark.parametrize("failing", ["start_job", "validate_file", "transform_file", "plan_routes", "route_file",
+@pytest.mark.parametrize("failing", ["start_job", "validate_and_transform", "plan_routes", "route_file",
                                      "archive_file", "complete_job"])
 def test_failure_at_each_step_quarantines_and_fails_the_job(failing: str) -> None:
     def responder(call: Call) -> Any:
@@ -126,7 +126,7 @@ def test_failure_at_each_step_quarantines_and_fails_the_job(failing: str) -> Non
     order = [c.activity for c in drive(happy)[1]]
     result, calls = drive(responder)
     # Everything up to the (first) failing call ran, nothing after it; then quarantine and fail.
-    expected = order[: order.index(failing) + 1] + ["quarantine_file", "fail_job"]
+    expected = [*order[:order.index(failing) + 1], "quarantine_file", "fail_job"]
     assert [c.activity for c in calls] == expected
     assert result["status"] == "FAILED"
     assert result["reason"] == f"Activity function '{failing}' failed: boom"
