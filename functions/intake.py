@@ -6,6 +6,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from shared.bootstrap import get_services
+from shared.metrics import record_queue_age
 from shared.services import intake
 
 bp = df.Blueprint()
@@ -15,6 +16,7 @@ bp = df.Blueprint()
 @bp.queue_trigger(arg_name="msg", queue_name="%LANDED_QUEUE%", connection="AzureWebJobsStorage")
 @bp.durable_client_input(client_name="client")
 async def intake_file_landed(msg: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
+    record_queue_age(get_services().settings.landed_queue, msg.insertion_time)
     await intake.start_processing(client, intake.orchestration_input(intake.decode_host_message(msg.get_body())))
 
 

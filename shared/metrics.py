@@ -61,7 +61,8 @@ class BreakerState(int, Enum):
     OPEN = 2
 
 
-CHANNELS = frozenset({"sftp", "mail", "email", "graph", "upload", "drop", "blob", "servicebus", "queue", "http"})
+CHANNELS = frozenset({"sftp", "mail", "email", "graph", "upload", "drop", "blob", "servicebus", "queue", "http",
+                      "process"})
 JOB_STATUSES = frozenset({"completed", "failed", "cancelled", "running", "pending", "skipped"})
 
 # Exception class names (anywhere in the MRO) -> reason; names, so neither paramiko nor the SDKs are imported.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from shared.domain.errors import ConfigurationError, NotFoundError, WharfError
 from shared.domain.globs import glob_match
 from shared.domain.jobs import EventType, Job, JobStatus
 from shared.domain.routing import plan_route, render_path
+from shared.metrics import record_failure, record_job_done, record_transfer
 from shared.telemetry import continued_from, log_fields, span
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,10 @@ STAGING = "staging"
 REPORTS = "reports"
 # Errors kept in the job event (a table property holds at most 64 KiB); the full report is a blob.
 EVENT_ERRORS = 20
+
+
+# The failed step as a metric reason (a closed set; see shared.metrics.FailureReason).
+_STEP_REASON = {"validate": "validation", "route": "routing", "archive": "other", "start": "other"}
 
 
 class DeliveryNotConfiguredError(WharfError):
@@ -129,7 +135,9 @@ def route_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
     with continued_from(ref), span("activity.route_file", _attrs(ref, **{"wharf.destination": kind})) as s:
         job = _job(services, ref)
         if kind == "blob":
+            started = time.monotonic()
             result = _deliver_blob(services, job, ref, output, dest)
+            record_transfer(job.partner, "blob", time.monotonic() - started)
         elif kind == "event":
             result = _deliver_event(services, job, ref, output, dest)
         elif kind == "sftp":
@@ -195,9 +203,10 @@ def complete_job(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
     with continued_from(ref), span("activity.complete_job", _attrs(ref)):
         job = _job(services, ref)
         if job.status is not JobStatus.COMPLETED:
-            services.jobs.append(job.job_id, EventType.COMPLETED, {"routes": ref.get("routes", 0),
-                                                                   "rows": ref.get("rows", 0)})
+            event = services.jobs.append(job.job_id, EventType.COMPLETED, {"routes": ref.get("routes", 0),
+                                                                           "rows": ref.get("rows", 0)})
             services.jobs.log(job.job_id, "INFO", f"completed: {ref.get('routes', 0)} destination(s)")
+            record_job_done(job.partner, JobStatus.COMPLETED, (event.at - job.created_at).total_seconds())
         log.info("job completed", extra=log_fields(job.job_id, partner=job.partner))
         return {"status": "COMPLETED"}
 
@@ -237,7 +246,10 @@ def fail_job(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
     with continued_from(ref), span("activity.fail_job", _attrs(ref)):
         job = _job(services, ref)
         if job.status is not JobStatus.FAILED:
-            services.jobs.append(job.job_id, EventType.FAILED, {"reason": ref["reason"], "step": ref.get("step")})
+            event = services.jobs.append(job.job_id, EventType.FAILED, {"reason": ref["reason"],
+                                                                        "step": ref.get("step")})
+            record_job_done(job.partner, JobStatus.FAILED, (event.at - job.created_at).total_seconds())
+            record_failure(job.partner, "process", _STEP_REASON.get(str(ref.get("step")), "other"))
             services.publisher.publish("job.failed", {"job_id": job.job_id, "partner": job.partner,
                                                       "file_name": job.file_name, "step": ref.get("step"),
                                                       "reason": ref["reason"]},
