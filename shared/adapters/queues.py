@@ -57,6 +57,3 @@ class QueueClientAdapter:
             client.delete_message(m)
         return out
 
-
-# Kept importable from here for trigger modules that already use it.
-from shared.domain.hostmessages import decode_host_message  # noqa: E402, F401

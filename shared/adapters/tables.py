@@ -11,7 +11,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.jobs import (
@@ -33,6 +33,16 @@ MAX_DATA_CHARS = 30_000
 _APPEND_ATTEMPTS = 20
 
 
+def _int64(value: int) -> EntityProperty:
+    """Byte counts pass 2 GiB: a plain int would be sent as Edm.Int32 and rejected."""
+    return EntityProperty(int(value), EdmType.INT64)
+
+
+def _int(value: Any) -> int:
+    """Int32 comes back as int, Int64 as EntityProperty."""
+    return int(value.value if isinstance(value, EntityProperty) else value)
+
+
 def _seq_key(seq: int) -> str:
     return f"{seq:010d}"
 
@@ -52,7 +62,7 @@ def _job_to_entity(job: Job) -> dict[str, Any]:
         "Source": job.source,
         "FileName": job.file_name,
         "BlobPath": job.blob_path,
-        "Bytes": job.bytes,
+        "Bytes": _int64(job.bytes),
         "Sha256": job.sha256,
         "Error": job.error[:MAX_DATA_CHARS],
         "ParentJobId": job.parent_job_id,
@@ -75,7 +85,7 @@ def _entity_to_job(e: Mapping[str, Any]) -> Job:
         source=e.get("Source", ""),
         file_name=e.get("FileName", ""),
         blob_path=e.get("BlobPath", ""),
-        bytes=int(e.get("Bytes", 0)),
+        bytes=_int(e.get("Bytes", 0)),
         sha256=e.get("Sha256", ""),
         error=e.get("Error", ""),
         parent_job_id=e.get("ParentJobId", ""),
@@ -235,14 +245,14 @@ class JobStoreClient:
         self._table("FileTransfer").upsert_entity({
             "PartitionKey": transfer.job_id, "RowKey": transfer.transfer_id, "FileName": transfer.file_name,
             "Source": transfer.source, "Destination": transfer.destination, "Status": transfer.status,
-            "TransferDate": transfer.transfer_date, "Bytes": transfer.bytes, "Sha256": transfer.sha256,
+            "TransferDate": transfer.transfer_date, "Bytes": _int64(transfer.bytes), "Sha256": transfer.sha256,
         })
 
     def transfers(self, job_id: str) -> list[FileTransfer]:
         rows = self._table("FileTransfer").query_entities(f"PartitionKey eq {_odata_str(job_id)}")
         return [FileTransfer(job_id=r["PartitionKey"], transfer_id=r["RowKey"], file_name=r["FileName"],
                              source=r["Source"], destination=r["Destination"], status=r["Status"],
-                             transfer_date=r["TransferDate"], bytes=int(r.get("Bytes", 0)),
+                             transfer_date=r["TransferDate"], bytes=_int(r.get("Bytes", 0)),
                              sha256=r.get("Sha256", "")) for r in rows]
 
     def log(self, job_id: str, level: str, message: str, *, trace_id: str = "") -> None:

@@ -1,0 +1,255 @@
+"""Ledger and Breakers over Azure Tables: insert-if-absent claims, ETag-conditional updates, batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import (
+    EdmType,
+    EntityProperty,
+    TableClient,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
+
+from shared.domain.errors import ConflictError, NotFoundError
+from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState
+from shared.domain.sanitize import decode_original, encode_original
+from shared.telemetry import span
+
+LEDGER_TABLE = "Ledger"
+BREAKERS_TABLE = "Breakers"
+MAX_BATCH = 100  # entity group transaction limit (one partition)
+_KEYS_PER_QUERY = 15  # a table $filter allows at most 15 discrete comparisons
+_MAX_ERROR_CHARS = 2000
+
+
+def _int64(value: int) -> EntityProperty:
+    return EntityProperty(int(value), EdmType.INT64)
+
+
+def _int(value: Any) -> int:
+    return int(value.value if isinstance(value, EntityProperty) else value)
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value.timestamp(), UTC) if isinstance(value, datetime) else None
+
+
+def _odata(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ledger_entity(e: LedgerEntry) -> dict[str, Any]:
+    return {
+        "PartitionKey": e.partner, "RowKey": e.key, "Channel": e.channel, "Path": encode_original(e.path),
+        "Size": _int64(e.size), "Mtime": _int64(e.mtime), "State": e.state.value, "Owner": e.owner,
+        "ClaimedAt": e.claimed_at, "JobId": e.job_id, "TransferId": e.transfer_id, "Container": e.container,
+        "BlobPath": e.blob_path, "Attempts": e.attempts, "Sha256": e.sha256,
+        "Error": e.error[:_MAX_ERROR_CHARS], "UpdatedAt": _now(),
+    }
+
+
+def _ledger_entry(row: Mapping[str, Any], etag: str | None = None) -> LedgerEntry:
+    claimed = _when(row.get("ClaimedAt"))
+    assert claimed is not None
+    return LedgerEntry(
+        partner=row["PartitionKey"], key=row["RowKey"], channel=row.get("Channel", ""),
+        path=decode_original(row.get("Path", "")), size=_int(row.get("Size", 0)), mtime=_int(row.get("Mtime", 0)),
+        state=LedgerState(row["State"]), owner=row.get("Owner", ""), claimed_at=claimed,
+        job_id=row.get("JobId", ""), transfer_id=row.get("TransferId", ""), container=row.get("Container", ""),
+        blob_path=row.get("BlobPath", ""), attempts=_int(row.get("Attempts", 1)), sha256=row.get("Sha256", ""),
+        error=row.get("Error", ""), updated_at=_when(row.get("UpdatedAt")),
+        etag=etag if etag is not None else str(getattr(row, "metadata", {}).get("etag", "")),
+    )
+
+
+def _etag(metadata: Mapping[str, Any] | None) -> str:
+    return str((metadata or {}).get("etag", ""))
+
+
+class _TablesAdapter:
+    table: str
+
+    def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
+        self._service = service
+        self._prefix = prefix
+
+    @classmethod
+    def from_connection_string(cls, conn: str, *, prefix: str = "") -> Any:
+        return cls(TableServiceClient.from_connection_string(conn), prefix=prefix)
+
+    @property
+    def table_name(self) -> str:
+        return f"{self._prefix}{self.table}"
+
+    def _client(self) -> TableClient:
+        return self._service.get_table_client(self.table_name)
+
+    def ensure_table(self) -> None:
+        self._service.create_table_if_not_exists(self.table_name)
+
+
+def _transaction_error(exc: TableTransactionError, what: str) -> Exception:
+    code = str(getattr(exc, "error_code", "") or "")
+    if exc.status_code == 404 or "NotFound" in code:
+        return NotFoundError(f"{what}: an entry is gone")
+    return ConflictError(f"{what}: another instance wrote first ({code or exc.status_code})")
+
+
+class LedgerClient(_TablesAdapter):
+    """Ledger over Azure Tables (PK partner, RK ledger key)."""
+
+    table = LEDGER_TABLE
+
+    def get(self, partner: str, key: str) -> LedgerEntry:
+        try:
+            row = self._client().get_entity(partner, key)
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"ledger entry {partner}/{key} not found") from exc
+        return _ledger_entry(row)
+
+    def get_many(self, partner: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+        wanted = sorted(set(keys))
+        found: dict[str, LedgerEntry] = {}
+        client = self._client()
+        with span("ledger.get_many", {"wharf.partner": partner, "wharf.keys": len(wanted)}):
+            for start in range(0, len(wanted), _KEYS_PER_QUERY - 1):
+                chunk = wanted[start:start + _KEYS_PER_QUERY - 1]
+                keys_filter = " or ".join(f"RowKey eq {_odata(key)}" for key in chunk)
+                for row in client.query_entities(f"PartitionKey eq {_odata(partner)} and ({keys_filter})"):
+                    entry = _ledger_entry(row)
+                    found[entry.key] = entry
+        return found
+
+    def create(self, entry: LedgerEntry) -> LedgerEntry:
+        try:
+            meta = self._client().create_entity(_ledger_entity(entry))
+        except ResourceExistsError as exc:
+            raise ConflictError(f"ledger entry {entry.partner}/{entry.key} already exists") from exc
+        return _with_etag(entry, _etag(meta))
+
+    def create_many(self, entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
+        batch = list(entries)
+        if not batch:
+            return []
+        _check_batch(batch)
+        try:
+            results = self._client().submit_transaction([("create", _ledger_entity(e)) for e in batch])
+        except TableTransactionError as exc:
+            raise _transaction_error(exc, f"ledger batch of {len(batch)} for {batch[0].partner}") from exc
+        return [_with_etag(e, _etag(r)) for e, r in zip(batch, results, strict=True)]
+
+    def update(self, entry: LedgerEntry) -> LedgerEntry:
+        if not entry.etag:
+            raise ValueError("update needs the entry's etag (read it first)")
+        try:
+            meta = self._client().update_entity(_ledger_entity(entry), mode=UpdateMode.REPLACE, etag=entry.etag,
+                                                match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"ledger entry {entry.partner}/{entry.key} not found") from exc
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            raise ConflictError(f"ledger entry {entry.partner}/{entry.key} was changed by another instance") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise ConflictError(f"ledger entry {entry.partner}/{entry.key} was changed by another "
+                                    "instance") from exc
+            raise
+        return _with_etag(entry, _etag(meta))
+
+    def update_many(self, entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
+        batch = list(entries)
+        if not batch:
+            return []
+        _check_batch(batch)
+        if not all(e.etag for e in batch):
+            raise ValueError("update needs the entry's etag (read it first)")
+        operations: list[Any] = [
+            ("update", _ledger_entity(e), {"mode": UpdateMode.REPLACE, "etag": e.etag,
+                                           "match_condition": MatchConditions.IfNotModified})
+            for e in batch]
+        try:
+            results = self._client().submit_transaction(operations)
+        except TableTransactionError as exc:
+            raise _transaction_error(exc, f"ledger batch update of {len(batch)} for {batch[0].partner}") from exc
+        return [_with_etag(e, _etag(r)) for e, r in zip(batch, results, strict=True)]
+
+    def entries(self, partner: str, *, state: str | None = None) -> list[LedgerEntry]:
+        query = "PartitionKey eq @pk" + (" and State eq @state" if state else "")
+        params = {"pk": partner, **({"state": str(state)} if state else {})}
+        return [_ledger_entry(row) for row in self._client().query_entities(query, parameters=params)]
+
+
+def _check_batch(batch: list[LedgerEntry]) -> None:
+    if len(batch) > MAX_BATCH:
+        raise ValueError(f"at most {MAX_BATCH} ledger entries per batch, got {len(batch)}")
+    if len({e.partner for e in batch}) != 1:
+        raise ValueError("a ledger batch holds entries of one partner only")
+    if len({e.key for e in batch}) != len(batch):
+        raise ValueError("a ledger batch must not repeat a key")
+
+
+def _with_etag(entry: LedgerEntry, etag: str) -> LedgerEntry:
+    return replace(entry, etag=etag, updated_at=_now())
+
+
+def _breaker_entity(r: BreakerRecord) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": r.channel, "RowKey": r.partner, "State": r.state.value, "Failures": r.failures,
+        "LastError": r.last_error[:_MAX_ERROR_CHARS], "UpdatedAt": _now(),
+    }
+    if r.opened_at is not None:
+        entity["OpenedAt"] = r.opened_at
+    if r.probe_at is not None:
+        entity["ProbeAt"] = r.probe_at
+    return entity
+
+
+def _breaker_record(row: Mapping[str, Any]) -> BreakerRecord:
+    return BreakerRecord(
+        channel=row["PartitionKey"], partner=row["RowKey"], state=BreakerState(row.get("State", "CLOSED")),
+        failures=_int(row.get("Failures", 0)), opened_at=_when(row.get("OpenedAt")),
+        probe_at=_when(row.get("ProbeAt")), last_error=row.get("LastError", ""),
+        updated_at=_when(row.get("UpdatedAt")), etag=str(getattr(row, "metadata", {}).get("etag", "")),
+    )
+
+
+class BreakersClient(_TablesAdapter):
+    """Breakers over Azure Tables (PK channel, RK partner)."""
+
+    table = BREAKERS_TABLE
+
+    def get(self, channel: str, partner: str) -> BreakerRecord:
+        try:
+            return _breaker_record(self._client().get_entity(channel, partner))
+        except ResourceNotFoundError:
+            return BreakerRecord(channel=channel, partner=partner)
+
+    def save(self, record: BreakerRecord) -> BreakerRecord:
+        client = self._client()
+        try:
+            if not record.etag:
+                meta = client.create_entity(_breaker_entity(record))
+            else:
+                meta = client.update_entity(_breaker_entity(record), mode=UpdateMode.REPLACE, etag=record.etag,
+                                            match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise ConflictError(f"breaker {record.channel}/{record.partner} was changed by another instance") from exc
+        return replace(record, etag=_etag(meta), updated_at=_now())

@@ -1,0 +1,81 @@
+"""Shared fixtures: Azurite, unique names per test, Services wired to real storage, the private sshd."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+
+from shared.bootstrap import Services, build_services
+from shared.settings import Settings, azurite_connection_string
+from tests.integration.sshd_server import private_sshd, sshd_server  # noqa: F401 (fixtures)
+
+
+def unique(prefix: str = "t") -> str:
+    """A name no other test (or run) uses: letters and digits only, valid for tables, queues, containers."""
+    return f"{prefix}{uuid.uuid4().hex}"
+
+
+def _reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def azurite() -> str:
+    """The local Azurite's connection string. Fails (never skips) when Azurite is not running."""
+    conn = azurite_connection_string()
+    endpoints = [part.split("=", 1)[1] for part in conn.split(";") if part.endswith("/devstoreaccount1")]
+    down = [url for url in endpoints if not _reachable(url)]
+    if down:
+        pytest.fail(f"Azurite is not reachable at {', '.join(down)}: start it (scripts/stack.sh start, or "
+                    "node_modules/.bin/azurite --silent --skipApiVersionCheck --loose --location /tmp/azurite)",
+                    pytrace=False)
+    return conn
+
+
+@pytest.fixture
+def table_prefix() -> str:
+    """A WHARF_TABLE_PREFIX for one test: its tables are its own."""
+    return unique("t")
+
+
+@pytest.fixture
+def test_settings(azurite: str, table_prefix: str) -> Settings:
+    """Settings for real Azurite with this test's own tables and queues (containers are shared; tests
+    write under unique partner ids / paths)."""
+    tag = uuid.uuid4().hex[:16]
+    return Settings(AzureWebJobsStorage=azurite, WHARF_TABLE_PREFIX=table_prefix, POLL_QUEUE=f"poll-{tag}",
+                    LANDED_QUEUE=f"landed-{tag}", WHARF_EVENTS_QUEUE=f"events-{tag}")
+
+
+@pytest.fixture
+def services(test_settings: Settings) -> Iterator[Services]:
+    """Real adapters against Azurite, resources created. Override the catalogue with
+    `services.overrides["catalog"] = ...` (and anything else before its first use)."""
+    svc = build_services(test_settings)
+    svc.ensure_resources()
+    yield svc
+    from azure.core.exceptions import AzureError
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    from shared.adapters.tables import TABLE_NAMES
+
+    conn = test_settings.storage_connection_string or ""
+    queues = QueueServiceClient.from_connection_string(conn)
+    tables = TableServiceClient.from_connection_string(conn)
+    try:  # best effort: cleanup must not hide the test's own outcome
+        for name in svc.queue_names():
+            queues.delete_queue(name)
+        for name in TABLE_NAMES:
+            tables.delete_table(f"{test_settings.table_prefix}{name}")
+    except AzureError:
+        pass

@@ -1,0 +1,607 @@
+"""In-memory fakes of the ports. Each passes the same contract tests as its real adapter
+(tests/integration/test_contracts.py), so service tests can trust them. Faults are injected explicitly."""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import hashlib
+import json
+import posixpath
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared.adapters.blobs import CONTAINERS
+from shared.adapters.tables import MAX_DATA_CHARS
+from shared.domain.errors import ConflictError, NotFoundError
+from shared.domain.jobs import (
+    EventType,
+    FileTransfer,
+    Job,
+    JobEvent,
+    LogEntry,
+    LogLevel,
+    apply,
+    project,
+    utcnow,
+)
+from shared.domain.ledger import BreakerRecord, LedgerEntry
+from shared.domain.remote import (
+    HostKeyMismatchError,
+    RemoteFile,
+    RemoteFileChangedError,
+    RemoteFileError,
+    SftpAuthError,
+    SourceUnavailableError,
+)
+from shared.ports import BlobInfo
+from shared.telemetry import inject_traceparent
+
+# --------------------------------------------------------------------------------------------------
+# Blob storage
+
+
+class FakeBlobStore:
+    """BlobStore in memory. Like Azure: a blob appears only when the upload finished (commit once);
+    unknown containers raise azure's ResourceNotFoundError; metadata must be ASCII."""
+
+    def __init__(self, containers: Iterable[str] = CONTAINERS) -> None:
+        self._containers: set[str] = set(containers)
+        self._blobs: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+        self.uploads = 0
+        self.fail_uploads: list[BaseException] = []  # raised (once each) by the next uploads
+
+    def ensure_containers(self, names: Iterable[str] = CONTAINERS) -> None:
+        with self._lock:
+            self._containers.update(names)
+
+    def _check_container(self, container: str) -> None:
+        if container not in self._containers:
+            raise ResourceNotFoundError(f"The specified container does not exist: {container}")
+
+    def upload_stream(self, container: str, path: str, chunks: Iterable[bytes], *,
+                      metadata: Mapping[str, str] | None = None, overwrite: bool = True,
+                      content_type: str | None = None) -> BlobInfo:
+        self._check_container(container)
+        if not overwrite and (container, path) in self._blobs:
+            raise ConflictError(f"blob {container}/{path} already exists")
+        for key, value in (metadata or {}).items():
+            if not (key.isascii() and str(value).isascii()):
+                raise ValueError(f"blob metadata must be ASCII ({key})")
+        with self._lock:
+            self.uploads += 1
+            failure = self.fail_uploads.pop(0) if self.fail_uploads else None
+        if failure is not None:
+            raise failure
+        digest = hashlib.sha256()
+        parts: list[bytes] = []
+        for chunk in chunks:  # an exception here leaves nothing behind, like uncommitted blocks
+            digest.update(chunk)
+            parts.append(bytes(chunk))
+        data = b"".join(parts)
+        meta = {**(metadata or {}), "sha256": digest.hexdigest()}
+        with self._lock:
+            self._blobs[(container, path)] = (data, meta)
+        return BlobInfo(container=container, path=path, size=len(data), sha256=meta["sha256"], metadata=meta,
+                        url=f"http://fake-blob/{container}/{path}")
+
+    def open_read(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+        if (container, path) not in self._blobs:
+            raise NotFoundError(f"blob {container}/{path} not found")
+        data = self._blobs[(container, path)][0]
+        return iter([data[i:i + chunk_size] for i in range(0, len(data), chunk_size)])
+
+    def get_info(self, container: str, path: str) -> BlobInfo:
+        if (container, path) not in self._blobs:
+            raise NotFoundError(f"blob {container}/{path} not found")
+        data, meta = self._blobs[(container, path)]
+        return BlobInfo(container=container, path=path, size=len(data), sha256=meta.get("sha256", ""),
+                        metadata=dict(meta), url=f"http://fake-blob/{container}/{path}")
+
+    def exists(self, container: str, path: str) -> bool:
+        return (container, path) in self._blobs
+
+    def list_blobs(self, container: str, prefix: str = "") -> list[BlobInfo]:
+        self._check_container(container)
+        return [self.get_info(c, p) for (c, p) in sorted(self._blobs) if c == container and p.startswith(prefix)]
+
+    def delete(self, container: str, path: str) -> None:
+        with self._lock:
+            self._blobs.pop((container, path), None)
+
+    def read(self, container: str, path: str) -> bytes:
+        """Test helper: the whole blob."""
+        return b"".join(self.open_read(container, path))
+
+
+# --------------------------------------------------------------------------------------------------
+# Jobs
+
+
+def _roundtrip(data: Mapping[str, Any] | None, job_id: str) -> dict[str, Any]:
+    payload = json.dumps(dict(data or {}), default=str, sort_keys=True)
+    if len(payload) > MAX_DATA_CHARS:
+        raise ValueError(f"event data for job {job_id} is {len(payload)} chars; store large data in a blob")
+    return dict(json.loads(payload))
+
+
+class FakeJobStore:
+    """JobStore in memory, with JobStoreClient's rules: CREATED first and once, data JSON round-tripped."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[JobEvent]] = {}
+        self._jobs: dict[str, Job] = {}
+        self._transfers: dict[str, dict[str, FileTransfer]] = {}
+        self._logs: dict[str, list[LogEntry]] = {}
+        self._lock = threading.RLock()
+
+    def ensure_tables(self) -> None:
+        pass
+
+    def append(self, job_id: str, event_type: str, data: Mapping[str, Any] | None = None) -> JobEvent:
+        etype = EventType(event_type)
+        payload = _roundtrip(data, job_id)
+        with self._lock:
+            events = self._events.get(job_id)
+            if etype is EventType.CREATED:
+                if events:
+                    raise ConflictError(f"job {job_id} already exists")
+                str(payload["partner"])
+                events = self._events[job_id] = []
+            elif not events:
+                raise NotFoundError(f"job {job_id} not found")
+            event = JobEvent(job_id=job_id, seq=len(events), type=etype, at=utcnow(), data=payload)
+            events.append(event)
+            self._jobs[job_id] = apply(self._jobs.get(job_id), event)
+            return event
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        with self._lock:
+            return list(self._events.get(job_id, []))
+
+    def get_job(self, job_id: str) -> Job:
+        with self._lock:
+            if job_id not in self._jobs:
+                raise NotFoundError(f"job {job_id} not found")
+            return self._jobs[job_id].model_copy(deep=True)
+
+    def list_jobs(self, *, partner: str | None = None, status: str | None = None, limit: int = 50) -> list[Job]:
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if (not partner or j.partner == partner)
+                    and (not status or j.status.value == status)]
+        return sorted(jobs, key=lambda j: j.created_at, reverse=True)[:limit]
+
+    def rebuild(self, job_id: str | None = None) -> int:
+        with self._lock:
+            ids = [job_id] if job_id else sorted(self._events)
+            count = 0
+            for jid in ids:
+                if self._events.get(jid):
+                    self._jobs[jid] = project(self._events[jid])
+                    count += 1
+            return count
+
+    def add_transfer(self, transfer: FileTransfer) -> None:
+        with self._lock:
+            self._transfers.setdefault(transfer.job_id, {})[transfer.transfer_id] = transfer.model_copy()
+
+    def transfers(self, job_id: str) -> list[FileTransfer]:
+        with self._lock:
+            rows = self._transfers.get(job_id, {})
+            return [rows[k] for k in sorted(rows)]
+
+    def log(self, job_id: str, level: str, message: str, *, trace_id: str = "") -> None:
+        entry = LogEntry(job_id=job_id, level=LogLevel(level), message=message[:MAX_DATA_CHARS],
+                         timestamp=datetime.now(UTC), trace_id=trace_id)
+        with self._lock:
+            self._logs.setdefault(job_id, []).append(entry)
+
+    def logs(self, job_id: str) -> list[LogEntry]:
+        with self._lock:
+            return list(self._logs.get(job_id, []))
+
+    def job_ids(self) -> list[str]:
+        """Test helper: every job id, in creation order."""
+        with self._lock:
+            return list(self._events)
+
+
+# --------------------------------------------------------------------------------------------------
+# Queues and publishing
+
+
+class FakeMessageQueue:
+    """MessageQueue in memory: JSON text per message, traceparent injected, the same size limit."""
+
+    def __init__(self, queues: Iterable[str] = ()) -> None:
+        self._queues: dict[str, list[str]] = {name: [] for name in queues}
+        self._lock = threading.Lock()
+
+    def ensure_queues(self, names: Iterable[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._queues.setdefault(name, [])
+
+    def send(self, queue: str, message: Mapping[str, Any], *, visibility_timeout: int | None = None) -> None:
+        body = dict(message)
+        inject_traceparent(body)
+        text = json.dumps(body, default=str)
+        if len(text.encode()) > 48 * 1024:
+            raise ValueError(f"message for {queue} is too large ({len(text)} bytes): send references")
+        with self._lock:
+            if queue not in self._queues:
+                raise ResourceNotFoundError(f"The specified queue does not exist: {queue}")
+            self._queues[queue].append(text)
+
+    def peek(self, queue: str, max_messages: int = 32) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(t) for t in self._queues.get(queue, [])[:max_messages]]
+
+    def messages(self, queue: str) -> list[dict[str, Any]]:
+        """Test helper: every message in the queue (peek stops at 32, like the service)."""
+        with self._lock:
+            return [json.loads(t) for t in self._queues.get(queue, [])]
+
+    def receive_raw(self, queue: str, max_messages: int = 32) -> list[str]:
+        with self._lock:
+            taken, self._queues[queue] = self._queues.get(queue, [])[:max_messages], \
+                self._queues.get(queue, [])[max_messages:]
+            return taken
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any], str]] = []
+
+    def publish(self, event_type: str, data: Mapping[str, Any], *, subject: str = "") -> None:
+        self.published.append((event_type, dict(data), subject))
+
+
+# --------------------------------------------------------------------------------------------------
+# Ledger and breakers
+
+
+def _etag() -> str:
+    return f'W/"fake-{uuid.uuid4().hex}"'
+
+
+class FakeLedger:
+    """Ledger in memory with the adapter's concurrency rules (insert-if-absent, ETags, batches)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], LedgerEntry] = {}
+        self._lock = threading.Lock()
+        self.writes = 0
+
+    def ensure_table(self) -> None:
+        pass
+
+    @staticmethod
+    def _check_batch(batch: list[LedgerEntry]) -> None:
+        if len(batch) > 100:
+            raise ValueError(f"at most 100 ledger entries per batch, got {len(batch)}")
+        if len({e.partner for e in batch}) != 1:
+            raise ValueError("a ledger batch holds entries of one partner only")
+        if len({e.key for e in batch}) != len(batch):
+            raise ValueError("a ledger batch must not repeat a key")
+
+    def _stored(self, entry: LedgerEntry) -> LedgerEntry:
+        return replace(entry, etag=_etag(), updated_at=datetime.now(UTC))
+
+    def get(self, partner: str, key: str) -> LedgerEntry:
+        with self._lock:
+            if (partner, key) not in self._rows:
+                raise NotFoundError(f"ledger entry {partner}/{key} not found")
+            return self._rows[(partner, key)]
+
+    def get_many(self, partner: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+        with self._lock:
+            return {k: self._rows[(partner, k)] for k in set(keys) if (partner, k) in self._rows}
+
+    def create(self, entry: LedgerEntry) -> LedgerEntry:
+        with self._lock:
+            if (entry.partner, entry.key) in self._rows:
+                raise ConflictError(f"ledger entry {entry.partner}/{entry.key} already exists")
+            stored = self._rows[(entry.partner, entry.key)] = self._stored(entry)
+            self.writes += 1
+            return stored
+
+    def create_many(self, entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
+        batch = list(entries)
+        if not batch:
+            return []
+        self._check_batch(batch)
+        with self._lock:
+            if any((e.partner, e.key) in self._rows for e in batch):
+                raise ConflictError(f"ledger batch of {len(batch)} for {batch[0].partner}: another instance "
+                                    "wrote first")
+            stored = [self._stored(e) for e in batch]
+            for e in stored:
+                self._rows[(e.partner, e.key)] = e
+            self.writes += 1
+            return stored
+
+    def update(self, entry: LedgerEntry) -> LedgerEntry:
+        if not entry.etag:
+            raise ValueError("update needs the entry's etag (read it first)")
+        with self._lock:
+            current = self._rows.get((entry.partner, entry.key))
+            if current is None:
+                raise NotFoundError(f"ledger entry {entry.partner}/{entry.key} not found")
+            if current.etag != entry.etag:
+                raise ConflictError(f"ledger entry {entry.partner}/{entry.key} was changed by another instance")
+            stored = self._rows[(entry.partner, entry.key)] = self._stored(entry)
+            self.writes += 1
+            return stored
+
+    def update_many(self, entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
+        batch = list(entries)
+        if not batch:
+            return []
+        self._check_batch(batch)
+        if not all(e.etag for e in batch):
+            raise ValueError("update needs the entry's etag (read it first)")
+        with self._lock:
+            for e in batch:
+                current = self._rows.get((e.partner, e.key))
+                if current is None:
+                    raise NotFoundError(f"ledger batch update for {e.partner}: an entry is gone")
+                if current.etag != e.etag:
+                    raise ConflictError(f"ledger batch update for {e.partner}: another instance wrote first")
+            stored = [self._stored(e) for e in batch]
+            for e in stored:
+                self._rows[(e.partner, e.key)] = e
+            self.writes += 1
+            return stored
+
+    def entries(self, partner: str, *, state: str | None = None) -> list[LedgerEntry]:
+        with self._lock:
+            return [e for (p, _), e in sorted(self._rows.items()) if p == partner
+                    and (state is None or e.state.value == str(state))]
+
+
+class FakeBreakers:
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], BreakerRecord] = {}
+        self._lock = threading.Lock()
+
+    def ensure_table(self) -> None:
+        pass
+
+    def get(self, channel: str, partner: str) -> BreakerRecord:
+        with self._lock:
+            return self._rows.get((channel, partner)) or BreakerRecord(channel=channel, partner=partner)
+
+    def save(self, record: BreakerRecord) -> BreakerRecord:
+        with self._lock:
+            current = self._rows.get((record.channel, record.partner))
+            if (current is None) != (not record.etag) or (current is not None and current.etag != record.etag):
+                raise ConflictError(f"breaker {record.channel}/{record.partner} was changed by another instance")
+            stored = self._rows[(record.channel, record.partner)] = replace(
+                record, etag=_etag(), updated_at=datetime.now(UTC))
+            return stored
+
+
+# --------------------------------------------------------------------------------------------------
+# File sources (SFTP)
+
+
+@dataclass
+class _RemoteBytes:
+    data: bytearray
+    mtime: int
+
+
+@dataclass
+class _Fault:
+    op: str  # "open", "list", "read", "remove", "rename"
+    error: Callable[[str], BaseException]
+    path: str | None = None
+    times: int = 1
+    after_bytes: int = 0  # for "read": fail once this many bytes were yielded
+
+
+@dataclass
+class FakeSftpServer:
+    """The state behind FakeFileSource sessions: files by absolute path, plus injected faults.
+
+    Paths are str; a non-UTF-8 name uses surrogate escapes, as the real adapter gives them.
+    """
+
+    files: dict[str, _RemoteBytes] = field(default_factory=dict)
+    dirs: set[str] = field(default_factory=lambda: {"/"})
+    host: str = "fake-sftp.example"
+    port: int = 22
+    down: bool = False  # connections fail (transient)
+    host_key_ok: bool = True
+    auth_ok: bool = True
+    denied: set[str] = field(default_factory=set)  # open fails with EACCES
+    faults: list[_Fault] = field(default_factory=list)
+    on_read: Callable[[str, int], None] | None = None  # called after each chunk (path, bytes so far)
+    chunk_size: int = 64 * 1024
+    opens: int = 0
+    reads: dict[str, int] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def mkdir(self, path: str) -> None:
+        with self.lock:
+            while path not in self.dirs:
+                self.dirs.add(path)
+                path = posixpath.dirname(path)
+
+    def put(self, path: str, data: bytes, *, mtime: int | None = None, age: float = 3600) -> RemoteFile:
+        with self.lock:
+            self.mkdir(posixpath.dirname(path))
+            when = int(mtime if mtime is not None else time.time() - age)
+            self.files[path] = _RemoteBytes(bytearray(data), when)
+            return RemoteFile(path, len(data), when)
+
+    def append(self, path: str, data: bytes) -> None:
+        with self.lock:
+            f = self.files[path]
+            f.data += data
+            f.mtime = int(time.time())
+
+    def fail(self, op: str, error: Callable[[str], BaseException], *, path: str | None = None, times: int = 1,
+             after_bytes: int = 0) -> None:
+        with self.lock:
+            self.faults.append(_Fault(op, error, path, times, after_bytes))
+
+    def _fault(self, op: str, path: str, done: int = 0) -> BaseException | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.op == op and fault.path in (None, path) and fault.times > 0 and done >= fault.after_bytes:
+                    fault.times -= 1
+                    return fault.error(path)
+        return None
+
+    def names(self) -> list[str]:
+        with self.lock:
+            return sorted(self.files)
+
+
+def unavailable(path: str) -> BaseException:
+    return SourceUnavailableError("sftp fake", f"connection lost while working on {path}")
+
+
+class FakeFileSource:
+    """One session to a FakeSftpServer (FileSource). Usable directly: FakeFileSource({"/out/a.csv": b"x"})."""
+
+    def __init__(self, server: FakeSftpServer | Mapping[str, bytes] | None = None) -> None:
+        if server is None or not isinstance(server, FakeSftpServer):
+            files = dict(server or {})
+            server = FakeSftpServer()
+            for path, data in files.items():
+                server.put(path, data)
+        self.server = server
+        self.host, self.port = server.host, server.port
+        self.closed = False
+
+    def _check(self, op: str, path: str) -> None:
+        if self.closed:
+            raise SourceUnavailableError("sftp fake", "session closed")
+        if self.server.down:
+            raise SourceUnavailableError("sftp fake", "connection refused")
+        fault = self.server._fault(op, path)
+        if fault is not None:
+            raise fault
+
+    def list_files(self, directory: str, *, recursive: bool = False,
+                   skip_dirs: Iterable[str] = ()) -> list[RemoteFile]:
+        self._check("list", directory)
+        base = directory.rstrip("/") or "/"
+        skip = {d.rstrip("/") for d in skip_dirs}
+        out = []
+        with self.server.lock:
+            if base not in self.server.dirs:
+                raise RemoteFileError(directory, errno.ENOENT)
+            for path, f in sorted(self.server.files.items()):
+                parent = posixpath.dirname(path)
+                if parent == base or (recursive and parent.startswith(base.rstrip("/") + "/")
+                                      and not any(parent == s or parent.startswith(s + "/") for s in skip)):
+                    out.append(RemoteFile(path, len(f.data), f.mtime))
+        return out
+
+    def stat(self, path: str) -> RemoteFile:
+        self._check("stat", path)
+        with self.server.lock:
+            if path not in self.server.files:
+                raise RemoteFileError(path, errno.ENOENT)
+            f = self.server.files[path]
+            return RemoteFile(path, len(f.data), f.mtime)
+
+    def read_chunks(self, path: str, *, expected: RemoteFile | None = None) -> Iterator[bytes]:
+        self._check("open", path)
+        with self.server.lock:
+            self.server.opens += 1
+            if path not in self.server.files:
+                raise RemoteFileError(path, errno.ENOENT)
+            if path in self.server.denied:
+                raise RemoteFileError(path, errno.EACCES)
+            self.server.reads[path] = self.server.reads.get(path, 0) + 1
+        size = expected.size if expected else len(self.server.files[path].data)
+        done = 0
+        while done < size:
+            if self.server.down or self.closed:
+                raise SourceUnavailableError("sftp fake", "connection lost")
+            fault = self.server._fault("read", path, done)
+            if fault is not None:
+                raise fault
+            with self.server.lock:
+                f = self.server.files.get(path)
+                chunk = bytes(f.data[done:min(size, done + self.server.chunk_size)]) if f else b""
+            if not chunk:
+                raise RemoteFileChangedError(path, "it is shorter than listed")
+            done += len(chunk)
+            yield chunk
+            if self.server.on_read is not None:
+                self.server.on_read(path, done)
+        if expected is not None:
+            with self.server.lock:
+                f = self.server.files.get(path)
+                now = RemoteFile(path, len(f.data), f.mtime) if f else None
+            if now is None or not now.same_version(expected):
+                raise RemoteFileChangedError(path, "size or mtime moved")
+
+    def remove(self, path: str) -> None:
+        self._check("remove", path)
+        with self.server.lock:
+            if self.server.files.pop(path, None) is not None:
+                self.server.removed.append(path)
+
+    def rename(self, source: str, target: str) -> None:
+        self._check("rename", source)
+        with self.server.lock:
+            if source not in self.server.files:
+                raise RemoteFileError(source, errno.ENOENT)
+            self.server.mkdir(posixpath.dirname(target))
+            self.server.files[target] = self.server.files.pop(source)
+            self.server.renamed.append((source, target))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def glob(self, pattern: str) -> list[str]:
+        return [p for p in self.server.names() if fnmatch.fnmatchcase(p, pattern)]
+
+
+class FakeFileSources:
+    """FileSourceFactory over one FakeSftpServer: each open() is a new session (or the configured error)."""
+
+    def __init__(self, server: FakeSftpServer) -> None:
+        self.server = server
+        self.opened = 0
+
+    def open(self, partner_id: str, config: Any) -> FakeFileSource:
+        with self.server.lock:
+            self.opened += 1
+        if self.server.down:
+            raise SourceUnavailableError(f"sftp {self.server.host}:{self.server.port}", "connection refused")
+        if not self.server.host_key_ok:
+            raise HostKeyMismatchError(self.server.host, self.server.port, "SHA256:presented", ["SHA256:pinned"])
+        if not self.server.auth_ok:
+            raise SftpAuthError(f"login refused for user 'x' at {self.server.host}:{self.server.port}")
+        fault = self.server._fault("connect", "")
+        if fault is not None:
+            raise fault
+        return FakeFileSource(self.server)
+
+
+def remote_error(code: int) -> Callable[[str], BaseException]:
+    return lambda path: RemoteFileError(path, code)
+
+
+__all__ = [
+    "FakeBlobStore", "FakeBreakers", "FakeFileSource", "FakeFileSources", "FakeJobStore", "FakeLedger",
+    "FakeMessageQueue", "FakePublisher", "FakeSftpServer", "remote_error", "unavailable",
+]

@@ -1,0 +1,400 @@
+"""The same contract, run against each fake and its real adapter (Azurite): fakes that pass it are safe
+to use in service tests. Ledger, Breakers, BlobStore, JobStore (events, projection, rebuild, transfers,
+logs) and MessageQueue."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+
+from shared.adapters.blobs import BlobStoreClient
+from shared.adapters.ledger import BreakersClient, LedgerClient
+from shared.adapters.queues import QueueClientAdapter
+from shared.adapters.tables import TABLE_NAMES, JobStoreClient
+from shared.domain.errors import ConflictError, NotFoundError
+from shared.domain.ids import new_job_id, new_transfer_id
+from shared.domain.jobs import EventType, FileTransfer, JobStatus
+from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState, ledger_key
+from shared.ports import BlobStore, Breakers, JobStore, Ledger, MessageQueue
+from tests.fakes import FakeBlobStore, FakeBreakers, FakeJobStore, FakeLedger, FakeMessageQueue
+
+KINDS = ["fake", "azurite"]
+GIB = 1024**3
+
+
+def _prefix() -> str:
+    return f"t{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=KINDS)
+def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    if request.param == "fake":
+        yield FakeLedger()
+        return
+    conn = request.getfixturevalue("azurite")
+    client = LedgerClient.from_connection_string(conn, prefix=_prefix())
+    client.ensure_table()
+    yield client
+    TableServiceClient.from_connection_string(conn).delete_table(client.table_name)
+
+
+@pytest.fixture(params=KINDS)
+def breakers(request: pytest.FixtureRequest) -> Iterator[Breakers]:
+    if request.param == "fake":
+        yield FakeBreakers()
+        return
+    conn = request.getfixturevalue("azurite")
+    client = BreakersClient.from_connection_string(conn, prefix=_prefix())
+    client.ensure_table()
+    yield client
+    TableServiceClient.from_connection_string(conn).delete_table(client.table_name)
+
+
+@pytest.fixture(params=KINDS)
+def blobs(request: pytest.FixtureRequest) -> Iterator[tuple[BlobStore, str]]:
+    container = f"c{uuid.uuid4().hex[:20]}"
+    if request.param == "fake":
+        store = FakeBlobStore(containers=[])
+        store.ensure_containers([container])
+        yield store, container
+        return
+    conn = request.getfixturevalue("azurite")
+    real = BlobStoreClient.from_connection_string(conn, block_size=64 * 1024)
+    real.ensure_containers([container])
+    yield real, container
+    BlobServiceClient.from_connection_string(conn).delete_container(container)
+
+
+@pytest.fixture(params=KINDS)
+def jobs(request: pytest.FixtureRequest) -> Iterator[JobStore]:
+    if request.param == "fake":
+        yield FakeJobStore()
+        return
+    conn = request.getfixturevalue("azurite")
+    prefix = _prefix()
+    store = JobStoreClient.from_connection_string(conn, prefix=prefix)
+    store.ensure_tables()
+    yield store
+    service = TableServiceClient.from_connection_string(conn)
+    for name in TABLE_NAMES:
+        service.delete_table(f"{prefix}{name}")
+
+
+@pytest.fixture(params=KINDS)
+def queues(request: pytest.FixtureRequest) -> Iterator[tuple[MessageQueue, str]]:
+    name = f"q{uuid.uuid4().hex[:20]}"
+    if request.param == "fake":
+        fake = FakeMessageQueue()
+        fake.ensure_queues([name])
+        yield fake, name
+        return
+    conn = request.getfixturevalue("azurite")
+    real = QueueClientAdapter.from_connection_string(conn)
+    real.ensure_queues([name])
+    yield real, name
+    real._service.delete_queue(name)
+
+
+# --- Ledger ----------------------------------------------------------------------------------------
+
+
+def entry(partner: str = "acme", n: int = 0, **kw: Any) -> LedgerEntry:
+    path = kw.pop("path", f"/out/f{n}\udce9.csv")  # a non-UTF-8 byte, as listings carry them
+    size = kw.pop("size", 5 * GIB + n)  # past Int32
+    values: dict[str, Any] = {
+        "partner": partner, "key": ledger_key("sftp", path, size, 1_700_000_000), "channel": "sftp", "path": path,
+        "size": size, "mtime": 1_700_000_000, "state": LedgerState.CLAIMED, "owner": "host:1:abc",
+        "claimed_at": datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), "job_id": new_job_id(),
+        "transfer_id": new_transfer_id(), "container": "inbound", "blob_path": f"{partner}/2025/01/02/tr/f{n}.csv"}
+    values.update(kw)
+    return LedgerEntry(**values)
+
+
+def same(a: LedgerEntry, b: LedgerEntry) -> bool:
+    return replace(a, etag="", updated_at=None) == replace(b, etag="", updated_at=None)
+
+
+def test_ledger_create_is_insert_if_absent(ledger: Ledger) -> None:
+    e = entry()
+    stored = ledger.create(e)
+    assert stored.etag and same(stored, e)
+    assert same(ledger.get("acme", e.key), e) and ledger.get("acme", e.key).etag == stored.etag
+    with pytest.raises(ConflictError):
+        ledger.create(replace(e, owner="someone else"))
+    assert ledger.get("acme", e.key).owner == "host:1:abc"
+
+
+def test_ledger_get_of_a_missing_key_is_not_found(ledger: Ledger) -> None:
+    with pytest.raises(NotFoundError):
+        ledger.get("acme", "0" * 64)
+    assert ledger.get_many("acme", ["0" * 64]) == {}
+
+
+def test_ledger_update_is_etag_conditional(ledger: Ledger) -> None:
+    stored = ledger.create(entry())
+    landed = ledger.update(replace(stored, state=LedgerState.LANDED, sha256="ab" * 32))
+    assert landed.etag != stored.etag and ledger.get("acme", stored.key).state is LedgerState.LANDED
+    with pytest.raises(ConflictError):
+        ledger.update(replace(stored, state=LedgerState.DONE))  # stale etag: someone moved it
+    with pytest.raises(NotFoundError):
+        ledger.update(replace(entry(n=9), etag=landed.etag))
+    with pytest.raises(ValueError, match="etag"):
+        ledger.update(replace(stored, etag=""))
+
+
+def test_ledger_only_one_of_racing_updates_wins(ledger: Ledger) -> None:
+    stored = ledger.create(replace(entry(), claimed_at=datetime.now(UTC) - timedelta(hours=1)))
+    wins: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def take_over(owner: str) -> None:
+        barrier.wait(timeout=10)
+        try:
+            ledger.update(replace(stored, owner=owner, attempts=2))
+            wins.append(owner)
+        except ConflictError:
+            pass
+
+    threads = [threading.Thread(target=take_over, args=(f"o{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and ledger.get("acme", stored.key).owner == wins[0]
+
+
+def test_ledger_batches_are_all_or_nothing(ledger: Ledger) -> None:
+    batch = [entry(n=i) for i in range(20)]
+    stored = ledger.create_many(batch)
+    assert [s.key for s in stored] == [e.key for e in batch] and all(s.etag for s in stored)
+    clash = [entry(n=i) for i in range(19, 25)]  # one key exists
+    with pytest.raises(ConflictError):
+        ledger.create_many(clash)
+    assert set(ledger.get_many("acme", [e.key for e in clash])) == {clash[0].key}
+    assert ledger.create_many([]) == []
+    with pytest.raises(ValueError):
+        ledger.create_many([entry(n=i) for i in range(101, 202)])
+    with pytest.raises(ValueError):
+        ledger.create_many([entry(n=300), entry("other", n=301)])
+
+
+def test_ledger_batch_updates_are_etag_checked_all_or_nothing(ledger: Ledger) -> None:
+    stored = ledger.create_many([entry(n=i) for i in range(30)])
+    done = ledger.update_many([replace(e, state=LedgerState.DONE) for e in stored[:20]])
+    assert all(d.etag and d.etag != s.etag for d, s in zip(done, stored, strict=False))
+    assert len(ledger.entries("acme", state="DONE")) == 20
+    stale = [replace(e, state=LedgerState.FAILED) for e in stored[15:25]]  # 15-19 moved since
+    with pytest.raises(ConflictError):
+        ledger.update_many(stale)
+    assert len(ledger.entries("acme", state="FAILED")) == 0 and len(ledger.entries("acme", state="DONE")) == 20
+    assert ledger.update_many([]) == []
+    with pytest.raises(ValueError, match="etag"):
+        ledger.update_many([replace(stored[29], etag="")])
+
+
+def test_ledger_get_many_and_entries(ledger: Ledger) -> None:
+    batch = [entry(n=i) for i in range(40)]
+    ledger.create_many(batch)
+    ledger.create(entry("other", n=0))
+    wanted = [entry(n=i).key for i in range(0, 60, 2)]  # more than one query's worth of keys
+    found = ledger.get_many("acme", wanted)
+    assert set(found) == {e.key for e in batch[::2]}
+    assert all(same(found[e.key], e) for e in batch[::2])
+    first = ledger.get("acme", entry(n=0).key)
+    ledger.update(replace(first, state=LedgerState.DONE))
+    assert len(ledger.entries("acme")) == 40 and len(ledger.entries("other")) == 1
+    assert [e.key for e in ledger.entries("acme", state="DONE")] == [first.key]
+
+
+# --- Breakers --------------------------------------------------------------------------------------
+
+
+def test_breaker_absent_is_closed(breakers: Breakers) -> None:
+    record = breakers.get("sftp", "acme")
+    assert (record.state, record.failures, record.etag) == (BreakerState.CLOSED, 0, "")
+
+
+def test_breaker_save_is_insert_then_etag_conditional(breakers: Breakers) -> None:
+    opened = datetime(2025, 5, 6, 7, 8, 9, tzinfo=UTC)
+    first = breakers.save(BreakerRecord("sftp", "acme", BreakerState.OPEN, 3, opened_at=opened, last_error="down"))
+    assert first.etag
+    read = breakers.get("sftp", "acme")
+    assert (read.state, read.failures, read.opened_at, read.probe_at, read.last_error) == (
+        BreakerState.OPEN, 3, opened, None, "down")
+    with pytest.raises(ConflictError):
+        breakers.save(BreakerRecord("sftp", "acme"))  # a second insert
+    probing = breakers.save(replace(read, state=BreakerState.HALF_OPEN, probe_at=opened))
+    assert breakers.get("sftp", "acme").state is BreakerState.HALF_OPEN
+    with pytest.raises(ConflictError):
+        breakers.save(replace(read, state=BreakerState.CLOSED))  # stale etag
+    assert breakers.get("mail", "acme").state is BreakerState.CLOSED  # channels are separate
+    assert probing.etag != first.etag
+
+
+# --- BlobStore -------------------------------------------------------------------------------------
+
+
+def test_blob_upload_stream_commits_whole_with_sha256(blobs: tuple[BlobStore, str]) -> None:
+    store, container = blobs
+    chunks = [b"a" * 70_000, b"", b"b" * 100_000, b"c"]
+    info = store.upload_stream(container, "p/2025/x.csv", iter(chunks), metadata={"partner": "acme"})
+    import hashlib
+
+    data = b"".join(chunks)
+    assert (info.size, info.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert info.metadata["sha256"] == info.sha256 and info.metadata["partner"] == "acme"
+    got = store.get_info(container, "p/2025/x.csv")
+    assert (got.size, got.sha256, got.metadata["partner"]) == (len(data), info.sha256, "acme")
+    assert b"".join(store.open_read(container, "p/2025/x.csv", chunk_size=50_000)) == data
+    assert store.exists(container, "p/2025/x.csv") and not store.exists(container, "p/2025/y.csv")
+
+
+def test_blob_a_failed_stream_leaves_no_blob(blobs: tuple[BlobStore, str]) -> None:
+    store, container = blobs
+
+    def broken() -> Iterator[bytes]:
+        yield b"x" * 200_000
+        raise OSError("source dropped")
+
+    with pytest.raises(OSError, match="source dropped"):
+        store.upload_stream(container, "partial.bin", broken())
+    assert not store.exists(container, "partial.bin") and store.list_blobs(container) == []
+
+
+def test_blob_zero_bytes_overwrite_and_missing(blobs: tuple[BlobStore, str]) -> None:
+    store, container = blobs
+    empty = store.upload_stream(container, "empty", iter([]))
+    assert empty.size == 0 and list(store.open_read(container, "empty")) in ([], [b""])
+    store.upload_stream(container, "f", iter([b"one"]))
+    store.upload_stream(container, "f", iter([b"two"]))
+    assert b"".join(store.open_read(container, "f")) == b"two"
+    with pytest.raises(ConflictError):
+        store.upload_stream(container, "f", iter([b"three"]), overwrite=False)
+    with pytest.raises(NotFoundError):
+        store.get_info(container, "nope")
+    with pytest.raises(NotFoundError):
+        store.open_read(container, "nope")
+    store.delete(container, "nope")  # succeeds when absent
+    store.delete(container, "f")
+    assert not store.exists(container, "f")
+
+
+def test_blob_listing_by_prefix_in_name_order(blobs: tuple[BlobStore, str]) -> None:
+    store, container = blobs
+    for name in ("b/2.csv", "a/1.csv", "b/1.csv", "bb/1.csv"):
+        store.upload_stream(container, name, iter([name.encode()]), metadata={"n": name.replace("/", "_")})
+    assert [b.path for b in store.list_blobs(container, "b/")] == ["b/1.csv", "b/2.csv"]
+    listed = store.list_blobs(container)
+    assert [b.path for b in listed] == ["a/1.csv", "b/1.csv", "b/2.csv", "bb/1.csv"]
+    assert all(b.sha256 and b.metadata["n"] for b in listed)
+
+
+# --- JobStore --------------------------------------------------------------------------------------
+
+
+def created(store: JobStore, partner: str = "acme", **data: Any) -> str:
+    job_id = new_job_id()
+    store.append(job_id, EventType.CREATED, {"partner": partner, "job_type": "SFTP_INGEST",
+                                             "source": "sftp://h:22/out/a.csv", "file_name": "a.csv", **data})
+    return job_id
+
+
+def test_jobs_append_events_and_projection(jobs: JobStore) -> None:
+    job_id = created(jobs, at=datetime(2025, 1, 1, tzinfo=UTC))
+    jobs.append(job_id, EventType.FILE_LANDED, {"blob_path": "inbound/acme/a.csv", "bytes": 5 * GIB, "sha256": "ab"})
+    jobs.append(job_id, "job.started")
+    jobs.append(job_id, EventType.STEP_COMPLETED, {"step": "validate", "counts": {"rows": 3}})
+    events = jobs.events(job_id)
+    assert [e.seq for e in events] == [0, 1, 2, 3]
+    assert [e.type for e in events] == [EventType.CREATED, EventType.FILE_LANDED, EventType.STARTED,
+                                        EventType.STEP_COMPLETED]
+    assert events[0].data["at"] == "2025-01-01 00:00:00+00:00"  # data goes through JSON
+    job = jobs.get_job(job_id)
+    assert (job.status, job.bytes, job.blob_path, job.counts, job.event_count) == (
+        JobStatus.RUNNING, 5 * GIB, "inbound/acme/a.csv", {"rows": 3}, 4)
+
+
+def test_jobs_creation_rules(jobs: JobStore) -> None:
+    job_id = created(jobs)
+    with pytest.raises(ConflictError):
+        created_again = {"partner": "acme"}
+        jobs.append(job_id, EventType.CREATED, created_again)
+    with pytest.raises(NotFoundError):
+        jobs.append(new_job_id(), EventType.FILE_LANDED, {"bytes": 1})
+    with pytest.raises(NotFoundError):
+        jobs.get_job(new_job_id())
+    with pytest.raises(ValueError):
+        jobs.append(job_id, "job.exploded")
+    with pytest.raises(ValueError):
+        jobs.append(job_id, EventType.NOTE, {"message": "x" * 40_000})
+    assert jobs.events(new_job_id()) == []
+
+
+def test_jobs_list_newest_first_with_filters(jobs: JobStore) -> None:
+    a = created(jobs, "acme")
+    b = created(jobs, "acme")
+    c = created(jobs, "other")
+    jobs.append(b, EventType.FAILED, {"reason": "bad"})
+    assert [j.job_id for j in jobs.list_jobs(partner="acme")] == [b, a]
+    assert [j.job_id for j in jobs.list_jobs(status="FAILED")] == [b]
+    assert [j.job_id for j in jobs.list_jobs(limit=2)] == [c, b]
+
+
+def test_jobs_rebuild_refolds_from_events(jobs: JobStore) -> None:
+    a = created(jobs)
+    jobs.append(a, EventType.COMPLETED)
+    b = created(jobs)
+    assert jobs.rebuild(a) == 1 and jobs.get_job(a).status is JobStatus.COMPLETED
+    assert jobs.rebuild(new_job_id()) == 0
+    assert jobs.rebuild() >= 2 and jobs.get_job(b).status is JobStatus.PENDING
+
+
+def test_jobs_transfers_are_upserted_and_keep_big_sizes(jobs: JobStore) -> None:
+    job_id = created(jobs)
+    when = datetime(2025, 2, 3, 4, 5, 6, tzinfo=UTC)
+    t1, t2 = sorted([new_transfer_id(), new_transfer_id()])
+    jobs.add_transfer(FileTransfer(job_id=job_id, transfer_id=t1, file_name="a.csv", source="sftp://h/a.csv",
+                                   destination="inbound/acme/a.csv", status="CLAIMED", transfer_date=when, bytes=0))
+    jobs.add_transfer(FileTransfer(job_id=job_id, transfer_id=t1, file_name="a.csv", source="sftp://h/a.csv",
+                                   destination="inbound/acme/a.csv", status="LANDED", transfer_date=when,
+                                   bytes=3 * GIB, sha256="cd"))
+    jobs.add_transfer(FileTransfer(job_id=job_id, transfer_id=t2, file_name="b.csv", source="s", destination="d",
+                                   status="LANDED", transfer_date=when, bytes=1))
+    rows = jobs.transfers(job_id)
+    assert [(r.transfer_id, r.status, r.bytes, r.sha256) for r in rows] == [
+        (t1, "LANDED", 3 * GIB, "cd"), (t2, "LANDED", 1, "")]
+    assert rows[0].transfer_date == when and jobs.transfers(new_job_id()) == []
+
+
+def test_jobs_logs_keep_their_order_and_levels(jobs: JobStore) -> None:
+    job_id = created(jobs)
+    for i, level in enumerate(["INFO", "WARNING", "ERROR", "DEBUG"]):
+        jobs.log(job_id, level, f"line {i}", trace_id="0af7651916cd43dd8448eb211c80319c" if i == 1 else "")
+    logs = jobs.logs(job_id)
+    assert [(e.level.value, e.message) for e in logs] == [("INFO", "line 0"), ("WARNING", "line 1"),
+                                                          ("ERROR", "line 2"), ("DEBUG", "line 3")]
+    assert logs[1].trace_id == "0af7651916cd43dd8448eb211c80319c"
+    with pytest.raises(ValueError):
+        jobs.log(job_id, "LOUD", "x")
+
+
+# --- MessageQueue ----------------------------------------------------------------------------------
+
+
+def test_queue_messages_round_trip_as_json(queues: tuple[MessageQueue, str]) -> None:
+    queue, name = queues
+    queue.send(name, {"job_id": "j1", "bytes": 5 * GIB, "when": datetime(2025, 1, 1, tzinfo=UTC)})
+    queue.send(name, {"job_id": "j2"})
+    peeked = queue.peek(name)
+    assert [m["job_id"] for m in peeked] == ["j1", "j2"]
+    assert peeked[0]["bytes"] == 5 * GIB and peeked[0]["when"] == "2025-01-01 00:00:00+00:00"
+    with pytest.raises(ValueError, match="too large"):
+        queue.send(name, {"blob": "x" * 60_000})
