@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     # Table name prefix lets tests and several deployments share one account.
     table_prefix: str = Field(default="", validation_alias=AliasChoices("WHARF_TABLE_PREFIX"))
 
+    # Microsoft Graph (mailbox partners). Locally the Graph test server: a loopback base URL plus a
+    # static token (used only for loopback URLs; the real Graph always gets the partner's app credential).
+    graph_base_url: str = Field(default="https://graph.microsoft.com/v1.0",
+                                validation_alias=AliasChoices("GRAPH_BASE_URL"))
+    graph_local_token: str | None = Field(default=None, validation_alias=AliasChoices("WHARF_GRAPH_LOCAL_TOKEN"))
+
     # Telemetry.
     appinsights_connection: str | None = Field(
         default=None, validation_alias=AliasChoices("APPLICATIONINSIGHTS_CONNECTION_STRING")
