@@ -2,10 +2,13 @@
 
 import azure.durable_functions as df
 
-from functions import activities, api, intake, orchestrators
+from functions import activities, api, intake, mail, orchestrators, polling, scheduling
 
 app = df.DFApp()
 app.register_functions(api.bp)
 app.register_functions(intake.bp)
 app.register_functions(orchestrators.bp)
 app.register_functions(activities.bp)
+app.register_functions(scheduling.bp)
+app.register_functions(polling.bp)
+app.register_functions(mail.bp)

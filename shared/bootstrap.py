@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         FileSourceFactory,
         JobStore,
         Ledger,
+        MailboxFactory,
         MessageQueue,
         Publisher,
         Secrets,
@@ -131,6 +132,16 @@ class Services:
         from shared.adapters.sftp import SftpConnector
 
         return SftpConnector(self.secrets)
+
+    @cached_property
+    def mailboxes(self) -> MailboxFactory:
+        """Opens Graph mailboxes from a partner's catalogue block (GRAPH_BASE_URL may point at the test server)."""
+        if "mailboxes" in self.overrides:
+            return self.overrides["mailboxes"]
+        from shared.adapters.graph_mail import GraphMailboxes
+
+        s = self.settings
+        return GraphMailboxes(self.secrets, base_url=s.graph_base_url, local_token=s.graph_local_token)
 
     @property
     def catalog(self) -> Catalog:

@@ -34,6 +34,7 @@ class E2E:
     env: dict[str, str]
     catalog_path: Path
     services: Any
+    graph: Any
 
     def request(self, method: str, path: str, body: bytes | None = None, *, key: bool = True) -> tuple[int, Any]:
         req = urllib.request.Request(self.host.http_url + path, data=body, method=method)  # noqa: S310
@@ -68,6 +69,9 @@ class E2E:
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     from devhost.host import DevHost
     from shared import bootstrap
+    from tests.graph_server import TEST_TOKEN, GraphTestServer
+
+    graph = GraphTestServer().start()
 
     run = uuid.uuid4().hex[:8]
     catalog = tmp_path_factory.mktemp("catalog") / "partners.yaml"
@@ -82,6 +86,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         "WHARF_FUNCTION_KEY": FUNCTION_KEY,
         "WHARF_PUBLISHER": "queue",
         "AzureFunctionsWebHost__hostid": f"e2e-{run}",
+        "GRAPH_BASE_URL": graph.base_url,
+        "WHARF_GRAPH_LOCAL_TOKEN": TEST_TOKEN,
     }
     # A fresh function_app module: the functions library lets an app be indexed only once per process.
     sys.modules.pop("function_app", None)
@@ -94,7 +100,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     try:
         services = bootstrap.get_services()
         services.ensure_resources()
-        yield E2E(host=host, env=env, catalog_path=catalog, services=services)
+        yield E2E(host=host, env=env, catalog_path=catalog, services=services, graph=graph)
     finally:
         host.stop()
+        graph.stop()
         bootstrap.get_services.cache_clear()

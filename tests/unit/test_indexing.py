@@ -16,10 +16,13 @@ SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
 
 @functools.cache
 def _functions() -> list[Any]:
-    # The library validates names in state kept on the app, so get_functions() is called once.
-    import function_app
+    # The library validates names in state kept on the app, so an app is indexed once: take a fresh one
+    # (another test, or devhost, may have indexed the module already in this process).
+    import importlib
+    import sys
 
-    return list(function_app.app.get_functions())
+    sys.modules.pop("function_app", None)
+    return list(importlib.import_module("function_app").app.get_functions())
 
 
 def _binding_strings(fn: Any) -> list[str]:
@@ -29,6 +32,10 @@ def _binding_strings(fn: Any) -> list[str]:
             if isinstance(value, str):
                 out.append(value)
     return out
+
+
+def test_nothing_unexpected_is_registered() -> None:
+    assert len(_functions()) == 19
 
 
 def test_names_are_unique_and_follow_the_convention() -> None:
@@ -48,6 +55,22 @@ def test_every_setting_in_bindings_exists_in_the_sample() -> None:
     ("api_health", "httpTrigger", {"req", "$return"}),
     ("api_jobs", "httpTrigger", {"req", "$return"}),
     ("api_job_detail", "httpTrigger", {"req", "$return"}),
+    ("api_job_replay", "httpTrigger", {"req", "$return"}),
+    ("api_partner_poll", "httpTrigger", {"req", "$return"}),
+    ("sftp_schedule", "timerTrigger", {"timer"}),
+    ("mail_schedule", "timerTrigger", {"timer"}),
+    ("poll_worker", "queueTrigger", {"msg"}),
+    ("intake_file_landed", "queueTrigger", {"msg", "client"}),
+    ("intake_drop", "blobTrigger", {"blob", "client"}),
+    ("process_file_orchestrator", "orchestrationTrigger", {"context"}),
+    ("start_job", "activityTrigger", {"ref"}),
+    ("validate_and_transform", "activityTrigger", {"ref"}),
+    ("plan_routes", "activityTrigger", {"ref"}),
+    ("route_file", "activityTrigger", {"ref"}),
+    ("archive_file", "activityTrigger", {"ref"}),
+    ("quarantine_file", "activityTrigger", {"ref"}),
+    ("complete_job", "activityTrigger", {"ref"}),
+    ("fail_job", "activityTrigger", {"ref"}),
 ])
 def test_expected_functions_are_registered(name: str, trigger_type: str, binding_names: set[str]) -> None:
     fn = next((f for f in _functions() if f.get_function_name() == name), None)

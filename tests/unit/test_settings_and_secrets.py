@@ -18,7 +18,8 @@ def test_development_storage_expands_to_azurite() -> None:
     assert f"BlobEndpoint=http://127.0.0.1:10000/{AZURITE_ACCOUNT}" in (s.storage_connection_string or "")
 
 
-def test_identity_based_storage_uses_account_endpoints() -> None:
+def test_identity_based_storage_uses_account_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
     s = Settings(AzureWebJobsStorage__accountName="wharfprod")
     assert s.storage_mode == "identity"
     assert s.service_url("table") == "https://wharfprod.table.core.windows.net"
