@@ -57,8 +57,10 @@ run: setup stack-start ## start the stack, then devhost in the foreground (Ctrl-
 	echo "  SFTP:             sftp -P $$SFTP_PORT -i $$SFTP_CLIENT_KEY -o UserKnownHostsFile=$$SFTP_KNOWN_HOSTS $$SFTP_USER@$$SFTP_HOST"; \
 	echo "  jobs:             $(VENV)/bin/wharf jobs list"; \
 	echo "  logs:             .local/logs/  (stop the stack with: make stack-stop)"; \
-	echo ""
-	WHARF_STACK_ENV=$(STACK_ENV) $(PY) -m devhost --port $(DEVHOST_PORT)
+	echo ""; \
+	export WHARF_STACK_ENV=$(STACK_ENV); \
+	$(VENV)/bin/wharf resources ensure; \
+	exec $(PY) -m devhost --port $(DEVHOST_PORT)
 
 test: setup ## ruff + mypy + pytest with the stack up; stops the stack afterwards (unless it was already running)
 	@scripts/with-stack.sh scripts/test.sh

@@ -300,10 +300,10 @@ seed_demo() {
     if [[ -z "$(ls -A "${DEMO_DIR}/outbound")" ]]; then
         cat >"${DEMO_DIR}/outbound/invoices-demo.csv" <<'CSV'
 invoice_id,customer,amount,currency,issued_on
-INV-1001,Acme Corp,1250.00,EUR,2024-05-01
-INV-1002,Globex Ltd,89.90,USD,2024-05-02
-INV-1003,Initech,4300.50,EUR,2024-05-03
-INV-1004,Umbrella plc,12.00,GBP,2024-05-04
+1001,Acme Corp,1250.00,EUR,2024-05-01
+1002,Globex Ltd,89.90,USD,2024-05-02
+1003,Initech,4300.50,EUR,2024-05-03
+1004,Umbrella plc,12.00,GBP,2024-05-04
 CSV
         log "sftp: seeded ${DEMO_DIR}/outbound/invoices-demo.csv"
     fi
@@ -440,6 +440,7 @@ write_stack_env() {
         env_line AZURITE_QUEUE_ENDPOINT "$queue"
         env_line AZURITE_TABLE_ENDPOINT "$table"
         env_line AZURITE_CONNECTION_STRING "$conn"
+        env_line AzureWebJobsStorage "$conn"
         env_line AZURITE_LOG "${LOG_DIR}/azurite.log"
         env_line SFTP_HOST "$HOST"
         env_line SFTP_PORT "$SFTP_PORT"
