@@ -84,7 +84,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from shared.bootstrap import build_services
-    from shared.services.poll_sftp import PollOptions
+    from shared.services.polls import PollOptions
     from shared.services.scheduling import poll_channel, run_poll_request
 
     if not args.verbose:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlparse
 
 from azure.core.exceptions import AzureError
 
@@ -25,9 +24,8 @@ from shared.domain.ledger import LedgerEntry, LedgerState
 from shared.domain.mail_rules import MailRules, Verdict, item_file_name
 from shared.domain.sanitize import display_name, sanitize_name
 from shared.ports import MailAttachment, Mailbox, MailMessage
-from shared.services.breaker import CircuitBreaker
 from shared.services.landing import Arrival, Claim, ClaimLostError, Landing
-from shared.services.poll_sftp import FileOutcome, PollOptions, PollProgress, PollSummary
+from shared.services.polls import PollOptions, PollProgress, PollSummary, PollTally, guarded_poll
 from shared.telemetry import log_fields, span
 
 if TYPE_CHECKING:
@@ -39,7 +37,6 @@ CHANNEL = "mail"
 MAX_MESSAGES_PER_POLL = 200  # accepted mails handled per poll; the rest waits for the next one, oldest first
 MAX_LISTED = 5000  # mails listed per poll (metadata only)
 PAGE_SIZE = 50
-_MAX_LISTED_DETAILS = 200
 _SUBJECT_IN_LOGS = 120
 
 T = TypeVar("T")
@@ -58,100 +55,12 @@ def poll_mailbox(services: Services, partner_id: str, *, options: PollOptions | 
     cfg = partner.mailbox
     if cfg is None:
         raise ConfigurationError(f"partner {partner_id} has no mailbox block in the catalogue")
-    summary = PollSummary(partner=partner_id, channel=CHANNEL, started_at=opts.clock(), requested_by=requested_by)
-    if not partner.enabled:
-        summary.status, summary.error = "disabled", f"partner {partner_id} is disabled in the catalogue"
-        summary.finished_at = opts.clock()
-        return summary
-    breaker = CircuitBreaker(services.breakers, CHANNEL, threshold=opts.breaker_threshold,
-                             cooldown=opts.breaker_cooldown, clock=opts.clock)
-    attrs = {"wharf.partner": partner_id, "wharf.channel": CHANNEL, "wharf.requested_by": requested_by}
-    with span("mail.poll", attrs) as s:
-        decision = breaker.allow(partner_id)
-        if not decision.allowed:
-            summary.status, summary.retry_at = "circuit_open", decision.retry_at
-            summary.error = (f"circuit open for {partner_id} after repeated failures (last: "
-                             f"{decision.last_error or 'unknown'}); next try after {decision.retry_at}")
-            summary.finished_at = opts.clock()
-            s.set_attribute("wharf.status", summary.status)
-            return summary
-        tally = _Tally(summary, progress)
-        try:
-            mailbox = services.mailboxes.open(partner_id, cfg)
-            _MailPoll(services, partner_id, cfg, mailbox, opts, tally, max_messages, page_size).run()
-        except WharfError as exc:
-            # The poll as a whole failed: credentials, a missing folder, Graph down or throttling us.
-            summary.status, summary.error = "failed", str(exc)
-            breaker.record_failure(partner_id, str(exc))
-            log.error("mail poll of %s failed: %s", partner_id, exc, extra=log_fields(partner=partner_id))
-            s.set_attribute("wharf.error", type(exc).__name__)
-        else:
-            if tally.source_failed:
-                breaker.record_failure(partner_id, tally.source_failed)
-            else:
-                breaker.record_success(partner_id)
-            summary.status = "partial" if summary.failed else "ok"
-        summary.finished_at = opts.clock()
-        tally.set_phase("done")
-        for key in ("listed", "landed", "skipped", "failed", "bytes"):
-            s.set_attribute(f"wharf.{key}", getattr(summary, key))
-        s.set_attribute("wharf.status", summary.status)
-        log.info("mail poll of %s: %s, %d mails listed, %d attachments landed, %d skipped, %d failed, %d bytes",
-                 partner_id, summary.status, summary.listed, summary.landed, summary.skipped, summary.failed,
-                 summary.bytes, extra=log_fields(partner=partner_id))
-        return summary
-
-
-class _Tally:
-    """Counters behind the summary and the progress callback (one poll, one thread)."""
-
-    def __init__(self, summary: PollSummary, progress: Callable[[PollProgress], None] | None) -> None:
-        self.summary = summary
-        self._progress = progress
-        self._lock = threading.Lock()
-        self.phase: Any = "connecting"
-        self.current = ""
-        self.source_failed = ""
-        self._last = 0.0
-
-    def report(self, *, force: bool = False) -> None:
-        if self._progress is None or (not force and time.monotonic() - self._last < 0.2):
-            return
-        self._last = time.monotonic()
-        s = self.summary
-        self._progress(PollProgress(partner=s.partner, phase=self.phase, listed=s.listed, landed=s.landed,
-                                    skipped=s.skipped, failed=s.failed, bytes=s.bytes, current=self.current))
-
-    def set_phase(self, phase: str) -> None:
-        self.phase = phase
-        self.report(force=True)
-
-    def add_bytes(self, count: int) -> None:
-        with self._lock:
-            self.summary.bytes += count
-        self.report()
-
-    def landed(self, what: str, size: int, job_id: str, blob: str) -> None:
-        self.summary.landed += 1
-        if len(self.summary.landed_files) < _MAX_LISTED_DETAILS:
-            self.summary.landed_files.append(FileOutcome(path=what, size=size, job_id=job_id, blob=blob))
-        self.report(force=True)
-
-    def skipped(self, what: str, size: int, reason: str, job_id: str = "", *, detail: bool = True) -> None:
-        s = self.summary
-        s.skipped += 1
-        s.skipped_reasons[reason] = s.skipped_reasons.get(reason, 0) + 1
-        if detail and len(s.skipped_files) < _MAX_LISTED_DETAILS:
-            s.skipped_files.append(FileOutcome(path=what, size=size, reason=reason, job_id=job_id))
-
-    def failed(self, what: str, size: int, reason: str, job_id: str = "", *, message: str = "") -> None:
-        s = self.summary
-        s.failed += 1
-        s.failed_reasons[reason] = s.failed_reasons.get(reason, 0) + 1
-        if len(s.failed_files) < _MAX_LISTED_DETAILS:
-            s.failed_files.append(FileOutcome(path=what, size=size, job_id=job_id,
-                                              reason=f"{reason}: {message}" if message else reason))
-        self.report(force=True)
+    graph_host = urlparse(services.settings.graph_base_url).hostname
+    return guarded_poll(services, partner, channel=CHANNEL, opts=opts, requested_by=requested_by,
+                        progress=progress, attrs={"server.address": graph_host},
+                        run=lambda tally: _MailPoll(services, partner_id, cfg, services.mailboxes.open(partner_id, cfg),
+                                                    opts, tally, max_messages, page_size).run(),
+                        poll_failures=(WharfError,))
 
 
 @dataclass(frozen=True)
@@ -175,7 +84,7 @@ class _MailPoll:
     """One poll of one mailbox: the policy. GraphMailClient makes the calls, Landing keeps the books."""
 
     def __init__(self, services: Services, partner_id: str, cfg: Any, mailbox: Mailbox, opts: PollOptions,
-                 tally: _Tally, max_messages: int, page_size: int = PAGE_SIZE) -> None:
+                 tally: PollTally, max_messages: int, page_size: int = PAGE_SIZE) -> None:
         self._s, self.partner, self.cfg, self.mail, self.opts = services, partner_id, cfg, mailbox, opts
         self.tally, self.max_messages, self.page_size = tally, max_messages, page_size
         self.rules = MailRules.from_config(cfg)

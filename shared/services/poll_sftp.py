@@ -6,21 +6,15 @@ import contextvars
 import logging
 import os
 import posixpath
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from azure.core.exceptions import AzureError
-from opentelemetry.trace import Status, StatusCode
-from pydantic import BaseModel, Field
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -30,7 +24,7 @@ from tenacity import (
 )
 
 from shared.domain.errors import ConfigurationError, WharfError
-from shared.domain.jobs import JobType, utcnow
+from shared.domain.jobs import JobType
 from shared.domain.ledger import LedgerEntry
 from shared.domain.remote import (
     RemoteError,
@@ -42,8 +36,16 @@ from shared.domain.remote import (
 )
 from shared.domain.sanitize import display_name, remote_bytes
 from shared.ports import FileSource
-from shared.services.breaker import CircuitBreaker
 from shared.services.landing import Arrival, Claim, ClaimLostError, Landing
+from shared.services.polls import (
+    FileOutcome,
+    PollOptions,
+    PollProgress,
+    PollSummary,
+    PollTally,
+    default_owner,
+    guarded_poll,
+)
 from shared.telemetry import log_fields, span
 
 if TYPE_CHECKING:
@@ -54,145 +56,6 @@ log = logging.getLogger(__name__)
 CHANNEL = "sftp"
 T = TypeVar("T")
 _URI_SAFE = "/-._~!$&'()*+,;=:@"
-_MAX_LISTED_DETAILS = 200  # keep summaries (HTTP responses, CLI --json) small
-
-
-def default_owner() -> str:
-    """Who holds a claim: host, process and a random suffix (several pollers may share a process)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-@dataclass(frozen=True)
-class PollOptions:
-    """How a poll behaves. The defaults suit the minute timer; tests and the CLI shorten them."""
-
-    settle_seconds: float = 1.0  # gap between the two listings that decide a file is stable
-    concurrency: int = 4  # files transferred at once, each over its own SFTP session
-    lease: timedelta = timedelta(minutes=10)  # a CLAIMED entry older than this was abandoned by a crash
-    max_attempts: int = 5  # transfer attempts per file version, across polls
-    retry_attempts: int = 3  # tenacity attempts for transient errors (connect, list, transfer)
-    retry_initial: float = 1.0
-    retry_max: float = 30.0
-    breaker_threshold: int = 5  # consecutive failed polls that open the circuit
-    breaker_cooldown: timedelta = timedelta(minutes=5)
-    owner: str = field(default_factory=default_owner)
-    clock: Callable[[], datetime] = utcnow
-    sleep: Callable[[float], None] = time.sleep
-
-
-class FileOutcome(BaseModel):
-    path: str
-    size: int
-    reason: str = ""
-    job_id: str = ""
-    blob: str = ""
-
-
-class PollProgress(BaseModel):
-    """What a running poll reports to its caller (the CLI prints it)."""
-
-    partner: str
-    phase: Literal["connecting", "listing", "settling", "transferring", "done"]
-    listed: int = 0
-    to_transfer: int = 0
-    bytes_to_transfer: int = 0
-    landed: int = 0
-    skipped: int = 0
-    failed: int = 0
-    bytes: int = 0
-    current: str = ""
-
-
-class PollSummary(BaseModel):
-    """The outcome of one poll. `status`: ok, partial (some files failed), failed (the poll could not
-    run: connection, host key, login, listing), circuit_open, disabled."""
-
-    partner: str
-    channel: str = CHANNEL
-    status: Literal["ok", "partial", "failed", "circuit_open", "disabled"] = "ok"
-    requested_by: str = ""
-    started_at: datetime
-    finished_at: datetime | None = None
-    listed: int = 0
-    ignored: int = 0  # not matched by include/exclude
-    landed: int = 0
-    skipped: int = 0
-    failed: int = 0
-    bytes: int = 0
-    skipped_reasons: dict[str, int] = Field(default_factory=dict)
-    failed_reasons: dict[str, int] = Field(default_factory=dict)
-    landed_files: list[FileOutcome] = Field(default_factory=list)
-    skipped_files: list[FileOutcome] = Field(default_factory=list)
-    failed_files: list[FileOutcome] = Field(default_factory=list)
-    error: str = ""
-    retry_at: datetime | None = None
-
-    @property
-    def duration_seconds(self) -> float:
-        return ((self.finished_at or self.started_at) - self.started_at).total_seconds()
-
-
-class _Tally:
-    """Thread-safe counters behind the summary and the progress callback."""
-
-    def __init__(self, summary: PollSummary, progress: Callable[[PollProgress], None] | None) -> None:
-        self.summary = summary
-        self._progress = progress
-        self._lock = threading.Lock()
-        self.phase: Any = "connecting"
-        self.to_transfer = 0
-        self.bytes_to_transfer = 0
-        self.current = ""
-        self.source_failed = ""
-        self._last_report = 0.0
-
-    def report(self, *, force: bool = False) -> None:
-        if self._progress is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_report < 0.2:
-            return
-        self._last_report = now
-        s = self.summary
-        self._progress(PollProgress(
-            partner=s.partner, phase=self.phase, listed=s.listed, to_transfer=self.to_transfer,
-            bytes_to_transfer=self.bytes_to_transfer, landed=s.landed, skipped=s.skipped, failed=s.failed,
-            bytes=s.bytes, current=self.current))
-
-    def set_phase(self, phase: str) -> None:
-        self.phase = phase
-        self.report(force=True)
-
-    def add_bytes(self, count: int) -> None:
-        with self._lock:
-            self.summary.bytes += count
-        self.report()
-
-    def landed(self, f: RemoteFile, job_id: str, blob: str) -> None:
-        with self._lock:
-            self.summary.landed += 1
-            if len(self.summary.landed_files) < _MAX_LISTED_DETAILS:
-                self.summary.landed_files.append(FileOutcome(path=display_name(f.path), size=f.size,
-                                                             job_id=job_id, blob=blob))
-        self.report(force=True)
-
-    def skipped(self, f: RemoteFile, reason: str, job_id: str = "", *, detail: bool = True) -> None:
-        with self._lock:
-            self.summary.skipped += 1
-            self.summary.skipped_reasons[reason] = self.summary.skipped_reasons.get(reason, 0) + 1
-            if detail and len(self.summary.skipped_files) < _MAX_LISTED_DETAILS:
-                self.summary.skipped_files.append(FileOutcome(path=display_name(f.path), size=f.size,
-                                                              reason=reason, job_id=job_id))
-
-    def failed(self, f: RemoteFile, reason: str, job_id: str = "", *, message: str = "") -> None:
-        with self._lock:
-            self.summary.failed += 1
-            self.summary.failed_reasons[reason] = self.summary.failed_reasons.get(reason, 0) + 1
-            if len(self.summary.failed_files) < _MAX_LISTED_DETAILS:
-                self.summary.failed_files.append(FileOutcome(path=display_name(f.path), size=f.size,
-                                                             reason=f"{reason}: {message}" if message else reason,
-                                                             job_id=job_id))
-        self.report(force=True)
 
 
 def poll_partner(services: Services, partner_id: str, *, options: PollOptions | None = None,
@@ -208,55 +71,21 @@ def poll_partner(services: Services, partner_id: str, *, options: PollOptions | 
     cfg = partner.sftp
     if cfg is None:
         raise ConfigurationError(f"partner {partner_id} has no sftp block in the catalogue")
-    summary = PollSummary(partner=partner_id, started_at=opts.clock(), requested_by=requested_by)
-    if not partner.enabled:
-        summary.status, summary.error = "disabled", f"partner {partner_id} is disabled in the catalogue"
-        summary.finished_at = opts.clock()
-        return summary
-    breaker = CircuitBreaker(services.breakers, CHANNEL, threshold=opts.breaker_threshold,
-                             cooldown=opts.breaker_cooldown, clock=opts.clock)
-    attrs = {"wharf.partner": partner_id, "server.address": cfg.host, "server.port": cfg.port,
-             "wharf.requested_by": requested_by}
-    with span("sftp.poll", attrs) as s:
-        decision = breaker.allow(partner_id)
-        if not decision.allowed:
-            summary.status, summary.retry_at = "circuit_open", decision.retry_at
-            summary.error = (f"circuit open for {partner_id} after repeated failures (last: "
-                             f"{decision.last_error or 'unknown'}); next try after {decision.retry_at}")
-            summary.finished_at = opts.clock()
-            s.set_attribute("wharf.status", summary.status)
-            return summary
-        tally = _Tally(summary, progress)
-        try:
-            _SftpPoll(services, partner_id, cfg, opts, tally).run()
-        except (RemoteError, ConfigurationError) as exc:
-            # The poll as a whole failed: connection, host key, login, a folder that cannot be listed.
-            summary.status, summary.error = "failed", str(exc)
-            breaker.record_failure(partner_id, str(exc))
-            log.error("sftp poll of %s failed: %s", partner_id, exc, extra=log_fields(partner=partner_id))
-            s.set_attribute("wharf.error", type(exc).__name__)
-            s.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-        else:
-            if tally.source_failed:
-                breaker.record_failure(partner_id, tally.source_failed)
-            else:
-                breaker.record_success(partner_id)
-            summary.status = "partial" if summary.failed else "ok"
-        summary.finished_at = opts.clock()
-        tally.set_phase("done")
-        for key in ("listed", "landed", "skipped", "failed", "bytes"):
-            s.set_attribute(f"wharf.{key}", getattr(summary, key))
-        s.set_attribute("wharf.status", summary.status)
-        log.info("sftp poll of %s: %s, %d listed, %d landed, %d skipped, %d failed, %d bytes", partner_id,
-                 summary.status, summary.listed, summary.landed, summary.skipped, summary.failed, summary.bytes,
-                 extra=log_fields(partner=partner_id))
-        return summary
+    return guarded_poll(services, partner, channel=CHANNEL, opts=opts, requested_by=requested_by,
+                        progress=progress, attrs={"server.address": cfg.host, "server.port": cfg.port},
+                        run=lambda tally: _SftpPoll(services, partner_id, cfg, opts, tally).run(),
+                        poll_failures=(RemoteError, ConfigurationError))
+
+
+def _who(f: RemoteFile) -> tuple[str, int]:
+    """How a remote file appears in a poll summary: its printable path and size."""
+    return display_name(f.path), f.size
 
 
 class _SftpPoll:
     """One poll of one partner: the policy. SftpClient makes the protocol calls, Landing the bookkeeping."""
 
-    def __init__(self, services: Services, partner_id: str, cfg: Any, opts: PollOptions, tally: _Tally) -> None:
+    def __init__(self, services: Services, partner_id: str, cfg: Any, opts: PollOptions, tally: PollTally) -> None:
         self._s, self.partner, self.cfg, self.opts, self.tally = services, partner_id, cfg, opts, tally
         self.landing = Landing(services, partner_id, channel=CHANNEL, job_type=JobType.SFTP_INGEST,
                                owner=opts.owner, lease=opts.lease, max_attempts=opts.max_attempts,
@@ -395,16 +224,16 @@ class _SftpPoll:
                 if entry.state.value == "LANDED" or cfg.post_action != "leave":
                     finishes.append((f, entry, entry.state.value))
                 else:
-                    tally.skipped(f, "already_ingested", entry.job_id, detail=False)
+                    tally.skipped(*_who(f), "already_ingested", entry.job_id, detail=False)
                 continue
             if again is None:
-                tally.skipped(f, "vanished")
+                tally.skipped(*_who(f), "vanished")
                 continue
             if not f.same_version(again):
-                tally.skipped(f, "changing")
+                tally.skipped(*_who(f), "changing")
                 continue
             if now.timestamp() - f.mtime < cfg.min_age_seconds:
-                tally.skipped(f, "too_new")
+                tally.skipped(*_who(f), "too_new")
                 continue
             plan = self.landing.plan(entry, now)
             if plan.action == "claim":
@@ -412,7 +241,7 @@ class _SftpPoll:
             elif plan.action == "take_over" and entry is not None:
                 takeovers.append((f, arrival, entry))
             else:
-                tally.skipped(f, plan.reason or plan.action, entry.job_id if entry else "",
+                tally.skipped(*_who(f), plan.reason or plan.action, entry.job_id if entry else "",
                               detail=plan.reason != "already_skipped")
 
         # Post-actions left over (crash after landing) or for a file that came back: no re-landing.
@@ -425,32 +254,32 @@ class _SftpPoll:
         for f, arrival in claims_wanted:
             if f.size > cfg.max_file_size_bytes:
                 stored = self.landing.skip(arrival, self._over_size(f))
-                tally.skipped(f, "over_size", stored.job_id if stored else "")
+                tally.skipped(*_who(f), "over_size", stored.job_id if stored else "")
             elif budget > 0:
                 to_claim.append((f, arrival))
                 budget -= 1
             else:
-                tally.skipped(f, "deferred")
+                tally.skipped(*_who(f), "deferred")
         to_take: list[tuple[RemoteFile, Arrival, LedgerEntry]] = []
         for f, arrival, entry in takeovers:
             if f.size > cfg.max_file_size_bytes:  # the limit was lowered since an earlier attempt
                 stored = self.landing.skip(arrival, self._over_size(f), entry=entry)
-                tally.skipped(f, "over_size", stored.job_id if stored else "")
+                tally.skipped(*_who(f), "over_size", stored.job_id if stored else "")
             elif budget > 0:
                 to_take.append((f, arrival, entry))
                 budget -= 1
             else:
-                tally.skipped(f, "deferred")
+                tally.skipped(*_who(f), "deferred")
 
         files = {a.key: f for f, a in to_claim}
         claims, lost = self.landing.claim_new([a for _, a in to_claim])
         for key, reason in lost.items():
-            tally.skipped(files[key], reason)
+            tally.skipped(*_who(files[key]), reason)
         work = [(files[c.arrival.key], c) for c in claims]
         for f, arrival, entry in to_take:
             claim = self.landing.take_over(arrival, entry)
             if claim is None:
-                tally.skipped(f, "claimed_elsewhere")
+                tally.skipped(*_who(f), "claimed_elsewhere")
             else:
                 work.append((f, claim))
         if not work:
@@ -498,29 +327,29 @@ class _SftpPoll:
             except RemoteFileError as exc:
                 if exc.missing:
                     self.landing.fail(claim, "vanished before it was read", gone=True)
-                    self.tally.skipped(f, "vanished", claim.job_id if claim.job_created else "")
+                    self.tally.skipped(*_who(f), "vanished", claim.job_id if claim.job_created else "")
                 else:
                     reason = "permission_denied" if exc.denied else "read_error"
                     self.landing.fail(claim, str(exc))
-                    self.tally.failed(f, reason, claim.job_id if claim.job_created else "", message=str(exc))
+                    self.tally.failed(*_who(f), reason, claim.job_id if claim.job_created else "", message=str(exc))
                 return
             except RemoteFileChangedError as exc:
                 self.landing.fail(claim, str(exc), gone=True)
-                self.tally.skipped(f, "changing", claim.job_id if claim.job_created else "")
+                self.tally.skipped(*_who(f), "changing", claim.job_id if claim.job_created else "")
                 return
             except SourceUnavailableError as exc:
                 self.landing.fail(claim, str(exc))
                 self.tally.source_failed = str(exc)
-                self.tally.failed(f, "source_unavailable", claim.job_id if claim.job_created else "",
+                self.tally.failed(*_who(f), "source_unavailable", claim.job_id if claim.job_created else "",
                                   message=str(exc))
                 return
             except (ClaimLostError, AzureError, WharfError) as exc:
                 log.exception("landing %s failed", display_name(f.path), extra=log_fields(claim.job_id))
                 self.landing.fail(claim, str(exc))
-                self.tally.failed(f, "storage_error" if isinstance(exc, AzureError) else "error",
+                self.tally.failed(*_who(f), "storage_error" if isinstance(exc, AzureError) else "error",
                                   claim.job_id if claim.job_created else "", message=str(exc))
                 return
-            self.tally.landed(f, claim.job_id, f"{e.container}/{e.blob_path}")
+            self.tally.landed(*_who(f), claim.job_id, f"{e.container}/{e.blob_path}")
             if not final and self._post_action(box, f, claim.entry):
                 with self._lock:
                     self._finished.append(claim.entry)
@@ -532,7 +361,7 @@ class _SftpPoll:
                                   "wharf.transfer_id": entry.transfer_id}):
             if self._post_action(self._main, f, entry) and state == "LANDED":
                 self.landing.finish(entry)
-        self.tally.skipped(f, "already_ingested", entry.job_id, detail=state == "LANDED")
+        self.tally.skipped(*_who(f), "already_ingested", entry.job_id, detail=state == "LANDED")
 
     def _post_action(self, box: list[FileSource], f: RemoteFile, entry: LedgerEntry) -> bool:
         cfg = self.cfg

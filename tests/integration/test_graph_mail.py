@@ -20,7 +20,7 @@ from shared.domain.jobs import Job
 from shared.domain.ledger import BreakerState, LedgerEntry, LedgerState
 from shared.domain.sanitize import decode_original
 from shared.services.poll_mailbox import poll_mailbox
-from shared.services.poll_sftp import PollOptions, PollSummary
+from shared.services.polls import PollOptions, PollSummary
 from tests.graph_server import (
     TEST_TOKEN,
     Attachment,

@@ -15,7 +15,7 @@ from shared.domain.jobs import EventType, JobStatus
 from shared.domain.ledger import BreakerState, LedgerState
 from shared.domain.messages import FileLanded, PollRequest
 from shared.services.poll_mailbox import poll_mailbox
-from shared.services.poll_sftp import PollOptions, PollProgress, PollSummary
+from shared.services.polls import PollOptions, PollProgress, PollSummary
 from shared.services.scheduling import run_poll_request, schedule_polls
 from shared.settings import Settings
 from tests.fake_mailbox import FakeMailbox
