@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -605,3 +605,20 @@ __all__ = [
     "FakeBlobStore", "FakeBreakers", "FakeFileSource", "FakeFileSources", "FakeJobStore", "FakeLedger",
     "FakeMessageQueue", "FakePublisher", "FakeSftpServer", "remote_error", "unavailable",
 ]
+
+
+class Clock:
+    """A settable clock for services that take `clock=`."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+class Crash(BaseException):
+    """A process dying mid-way: nothing in Wharf catches it."""

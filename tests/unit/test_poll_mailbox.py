@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,7 +19,16 @@ from shared.services.polls import PollOptions, PollProgress, PollSummary
 from shared.services.scheduling import run_poll_request, schedule_polls
 from shared.settings import Settings
 from tests.fake_mailbox import FakeMailbox
-from tests.fakes import FakeBlobStore, FakeBreakers, FakeJobStore, FakeLedger, FakeMessageQueue, FakePublisher
+from tests.fakes import (
+    Clock,
+    Crash,
+    FakeBlobStore,
+    FakeBreakers,
+    FakeJobStore,
+    FakeLedger,
+    FakeMessageQueue,
+    FakePublisher,
+)
 from tests.graph_server.model import Attachment, Message, file_attachment, item_attachment
 
 PARTNER = "acme"
@@ -27,21 +36,6 @@ BOX = "ingest@wharf.test"
 FOLDER = "Inbox/Partners/Acme"
 AUTH = {"tenant_id": "contoso.onmicrosoft.com", "client_id": "00000000-0000-0000-0000-0000000000aa",
         "client_secret_secret": "acme-graph-secret"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
-
-
-class Crash(BaseException):
-    """A process dying mid-way: nothing in Wharf catches it."""
 
 
 def make_catalog(**mailbox: Any) -> Catalog:

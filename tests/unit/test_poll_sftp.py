@@ -20,6 +20,8 @@ from shared.services.landing import Arrival, Landing
 from shared.services.poll_sftp import PollOptions, PollProgress, PollSummary, poll_partner
 from shared.settings import Settings
 from tests.fakes import (
+    Clock,
+    Crash,
     FakeBlobStore,
     FakeBreakers,
     FakeFileSources,
@@ -34,21 +36,6 @@ from tests.fakes import (
 
 FINGERPRINT = "SHA256:" + "A" * 43
 PARTNER = "acme"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
-
-
-class Crash(BaseException):
-    """A process dying mid-way: nothing in Wharf catches it."""
 
 
 def make_catalog(**sftp: Any) -> Catalog:
