@@ -39,6 +39,7 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_http.kiota_client_factory import KiotaClientFactory
 from kiota_http.middleware import RetryHandler
 from kiota_http.middleware.options import RetryHandlerOption
+from opentelemetry.trace import SpanKind
 
 with warnings.catch_warnings():
     # msgraph-sdk warns about its own generated classes when they are defined, not when used.
@@ -61,6 +62,7 @@ with warnings.catch_warnings():
 
 from shared.domain.errors import ConfigurationError, DependencyUnavailableError, NotFoundError, WharfError
 from shared.ports import MailAttachment, MailMessage
+from shared.telemetry import span
 
 GRAPH_V1 = "https://graph.microsoft.com/v1.0"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -302,10 +304,13 @@ class GraphMailClient:
         return self._client.users.by_user_id(mailbox)
 
     def _call(self, coro: Coroutine[Any, Any, T], what: str) -> T:
-        try:
-            return self._loop.run(coro)
-        except (APIError, httpx.HTTPError, TimeoutError) as exc:
-            raise _map_error(exc, what) from exc
+        parts = urlsplit(self.base_url)
+        attrs = {"server.address": parts.hostname, "server.port": parts.port, "wharf.graph.operation": what}
+        with span("graph.request", attrs, kind=SpanKind.CLIENT):
+            try:
+                return self._loop.run(coro)
+            except (APIError, httpx.HTTPError, TimeoutError) as exc:
+                raise _map_error(exc, what) from exc
 
     # --- Mailbox ---------------------------------------------------------------------------------
 

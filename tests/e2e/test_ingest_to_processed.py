@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from shared import telemetry
 from shared.adapters.secrets import env_name
 from tests.e2e.conftest import E2E
 from tests.e2e.test_processing import GOOD, catalog_yaml
@@ -53,6 +54,7 @@ def test_file_dropped_on_the_partner_sftp_server_is_ingested_and_processed(
 
 def test_attachment_in_the_partner_mailbox_is_ingested_and_processed(
         e2e: E2E, monkeypatch: pytest.MonkeyPatch) -> None:
+    capture = telemetry.for_tests()
     partner = f"m{uuid.uuid4().hex[:8]}"
     address = f"{partner}@wharf.test"
     user = e2e.graph.add_user(address)
@@ -85,3 +87,8 @@ def test_attachment_in_the_partner_mailbox_is_ingested_and_processed(
     assert detail["job"]["file_name"] == "invoices-mail.csv"
     assert e2e.services.blobs.exists("processed", f"{partner}/{datetime.now(UTC):%Y/%m/%d}/invoices-mail.jsonl")
     assert len(e2e.services.jobs.list_jobs(partner=partner)) == 1  # the unknown sender's mail made no job
+    # Each call to Graph is a client span in the poll's trace.
+    graph_calls = capture.spans_named("graph.request")
+    assert graph_calls and {s.attributes["server.address"] for s in graph_calls} == {"127.0.0.1"}
+    [poll] = capture.spans_named("mail.poll")
+    assert {s.context.trace_id for s in graph_calls} == {poll.context.trace_id}
