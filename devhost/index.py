@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,11 @@ def _annotations(func: Callable[..., Any]) -> dict[str, Any]:
         sig = inspect.signature(target)
     except (TypeError, ValueError):
         return {}
-    return {name: p.annotation for name, p in sig.parameters.items()}
+    try:  # string annotations (`from __future__ import annotations`) resolved as the worker would
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - an unresolvable hint stays as written
+        hints = {}
+    return {name: hints.get(name, p.annotation) for name, p in sig.parameters.items()}
 
 
 def index_app(app: Any, env: Mapping[str, str]) -> list[FunctionSpec]:

@@ -17,7 +17,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.functions.blob import InputStream
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 from croniter import croniter
 
@@ -360,21 +360,33 @@ class BlobPoller:
     def _process(self, name: str) -> None:
         try:
             blob = self._container.get_blob_client(name)
+            annotation = self.spec.annotation(self.spec.trigger_param)
+            value: Any
+            if isinstance(annotation, type) and issubclass(annotation, BlobClient):
+                # SDK-type binding (azurefunctions-extensions-bindings-blob): the function gets a client
+                # and reads the blob itself; the content never passes through the host.
+                try:
+                    props = blob.get_blob_properties()
+                except ResourceNotFoundError:
+                    return
+                etag, value = _etag(props.etag), blob
+            else:
+                try:
+                    downloader = blob.download_blob()
+                except ResourceNotFoundError:
+                    return  # deleted between listing and download
+                props = downloader.properties
+                etag = _etag(props.etag)
+                data = downloader.readall()
+                stream = InputStream(
+                    data=data, name=f"{self.container}/{name}", length=props.size, uri=blob.url,
+                    blob_properties={"ContentLength": props.size,
+                                     "ContentType": props.content_settings.content_type,
+                                     "ETag": etag, "LastModified": props.last_modified.isoformat()},
+                    metadata=dict(props.metadata or {}))
+                value = _param_value(self.spec, stream, data)
             try:
-                downloader = blob.download_blob()
-            except ResourceNotFoundError:
-                return  # deleted between listing and download
-            props = downloader.properties
-            etag = _etag(props.etag)
-            data = downloader.readall()
-            stream = InputStream(
-                data=data, name=f"{self.container}/{name}", length=props.size, uri=blob.url,
-                blob_properties={"ContentLength": props.size, "ContentType": props.content_settings.content_type,
-                                 "ETag": etag, "LastModified": props.last_modified.isoformat()},
-                metadata=dict(props.metadata or {}))
-            try:
-                self._invoker.call(self.spec, {self.spec.trigger_param: _param_value(self.spec, stream, data)},
-                                   detail=f"{self.container}/{name}")
+                self._invoker.call(self.spec, {self.spec.trigger_param: value}, detail=f"{self.container}/{name}")
             except Exception:  # noqa: BLE001 - logged by the invoker; retried on the next scan, then poisoned
                 with self._lock:
                     attempts = self._failures.get((name, etag), 0) + 1

@@ -61,7 +61,7 @@ def test_every_setting_in_bindings_exists_in_the_sample() -> None:
     ("mail_schedule", "timerTrigger", {"timer"}),
     ("poll_worker", "queueTrigger", {"msg"}),
     ("intake_file_landed", "queueTrigger", {"msg", "client"}),
-    ("intake_drop", "blobTrigger", {"blob", "client"}),
+    ("intake_drop", "blobTrigger", {"dropped", "client"}),
     ("process_file_orchestrator", "orchestrationTrigger", {"context"}),
     ("start_job", "activityTrigger", {"ref"}),
     ("validate_and_transform", "activityTrigger", {"ref"}),
