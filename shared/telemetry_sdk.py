@@ -30,7 +30,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider, set_logger_provider
@@ -317,15 +317,22 @@ def span_printer_processor(stream: IO[str] | None = None) -> SpanProcessor:
 
 # --- slots ---------------------------------------------------------------------------------------------------
 
-class _SpanSlots(SpanProcessor):
-    """Named, swappable groups of span processors behind one registered processor."""
+P = TypeVar("P", SpanProcessor, LogRecordProcessor)
+
+
+class _Slots(Generic[P]):
+    """Named, swappable groups of processors behind one registered processor (span or log)."""
 
     def __init__(self) -> None:
-        self._slots: dict[str, tuple[SpanProcessor, ...]] = {}
-        self._all: tuple[SpanProcessor, ...] = ()
+        self._slots: dict[str, tuple[P, ...]] = {}
+        self._all: tuple[P, ...] = ()
         self._lock = threading.Lock()
 
-    def set(self, slot: str, processors: Sequence[SpanProcessor]) -> None:
+    @property
+    def empty(self) -> bool:
+        return not self._all
+
+    def set(self, slot: str, processors: Sequence[P]) -> None:
         with self._lock:
             old = self._slots.get(slot, ())
             self._slots[slot] = tuple(processors)
@@ -334,6 +341,15 @@ class _SpanSlots(SpanProcessor):
             if p not in processors:
                 p.shutdown()
 
+    def shutdown(self) -> None:
+        for p in self._all:
+            p.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(p.force_flush(timeout_millis) for p in self._all)
+
+
+class _SpanSlots(_Slots[SpanProcessor], SpanProcessor):
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
         for p in self._all:
             p.on_start(span, parent_context=parent_context)
@@ -346,43 +362,11 @@ class _SpanSlots(SpanProcessor):
         for p in self._all:
             p.on_end(span)
 
-    def shutdown(self) -> None:
-        for p in self._all:
-            p.shutdown()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(p.force_flush(timeout_millis) for p in self._all)
-
-
-class _LogSlots(LogRecordProcessor):
-    def __init__(self) -> None:
-        self._slots: dict[str, tuple[LogRecordProcessor, ...]] = {}
-        self._all: tuple[LogRecordProcessor, ...] = ()
-        self._lock = threading.Lock()
-
-    @property
-    def empty(self) -> bool:
-        return not self._all
-
-    def set(self, slot: str, processors: Sequence[LogRecordProcessor]) -> None:
-        with self._lock:
-            old = self._slots.get(slot, ())
-            self._slots[slot] = tuple(processors)
-            self._all = tuple(p for group in self._slots.values() for p in group)
-        for p in old:
-            if p not in processors:
-                p.shutdown()
-
+class _LogSlots(_Slots[LogRecordProcessor], LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         for p in self._all:
             p.on_emit(log_record)
-
-    def shutdown(self) -> None:
-        for p in self._all:
-            p.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(p.force_flush(timeout_millis) for p in self._all)
 
 
 def _is_unset(provider: object) -> bool:
