@@ -127,7 +127,7 @@ def load_local_environment(root: Path = Path()) -> list[Path]:
     used: list[Path] = []
     stack_env = Path(os.environ.get("WHARF_STACK_ENV", root / ".local" / "stack.env"))
     if stack_env.is_file():  # first: it has the running stack's real ports
-        for key, value in _dotenv(stack_env.read_text()).items():
+        for key, value in parse_env_file(stack_env.read_text()).items():
             os.environ.setdefault(key, value)
         used.append(stack_env)
     for name in ("local.settings.json", "local.settings.sample.json"):
@@ -141,7 +141,7 @@ def load_local_environment(root: Path = Path()) -> list[Path]:
     return used
 
 
-def _dotenv(text: str) -> dict[str, str]:
+def parse_env_file(text: str) -> dict[str, str]:
     """`KEY=value` and `KEY='value'` lines (what scripts/stack.sh writes); comments and blanks skipped."""
     out: dict[str, str] = {}
     for line in text.splitlines():

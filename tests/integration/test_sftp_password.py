@@ -7,12 +7,12 @@ that, so CI runs these; elsewhere they are skipped, and say why.
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 
 import pytest
 
 from shared.adapters.sftp import SftpClient
+from shared.cli import parse_env_file
 from shared.domain.remote import SftpAuthError
 
 pytestmark = pytest.mark.sshd
@@ -20,14 +20,7 @@ pytestmark = pytest.mark.sshd
 
 def _stack() -> dict[str, str]:
     path = Path(os.environ.get("WHARF_STACK_ENV", Path(__file__).resolve().parents[2] / ".local" / "stack.env"))
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            out[key.strip()] = shlex.split(value)[0] if value.strip() else ""
-    return out
+    return parse_env_file(path.read_text()) if path.is_file() else {}
 
 
 STACK = _stack()
