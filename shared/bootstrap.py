@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
+from shared.adapters.http import transport_options
+
 if TYPE_CHECKING:
     from shared.catalog import Catalog
     from shared.ports import (
@@ -46,7 +48,8 @@ class Services:
         conn = self.settings.storage_connection_string
         if conn:
             return BlobStoreClient.from_connection_string(conn)
-        return BlobStoreClient(BlobServiceClient(self.settings.service_url("blob"), self._credential()))
+        return BlobStoreClient(BlobServiceClient(self.settings.service_url("blob"), self._credential(),
+                                                 **transport_options()))
 
     @cached_property
     def jobs(self) -> JobStore:
@@ -60,7 +63,8 @@ class Services:
         prefix = self.settings.table_prefix
         if conn:
             return JobStoreClient.from_connection_string(conn, prefix=prefix)
-        service = TableServiceClient(self.settings.service_url("table"), credential=self._credential())
+        service = TableServiceClient(self.settings.service_url("table"), credential=self._credential(),
+                                     **transport_options())
         return JobStoreClient(service, prefix=prefix)
 
     @cached_property
@@ -74,7 +78,8 @@ class Services:
         conn = self.settings.storage_connection_string
         if conn:
             return QueueClientAdapter.from_connection_string(conn)
-        return QueueClientAdapter(QueueServiceClient(self.settings.service_url("queue"), self._credential()))
+        return QueueClientAdapter(QueueServiceClient(self.settings.service_url("queue"), self._credential(),
+                                                     **transport_options()))
 
     @cached_property
     def publisher(self) -> Publisher:
@@ -105,7 +110,8 @@ class Services:
             return adapter.from_connection_string(conn, prefix=prefix)
         from azure.data.tables import TableServiceClient
 
-        return adapter(TableServiceClient(self.settings.service_url("table"), credential=self._credential()),
+        return adapter(TableServiceClient(self.settings.service_url("table"), credential=self._credential(),
+                                          **transport_options()),
                        prefix=prefix)
 
     @cached_property

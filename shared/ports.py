@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from shared.domain.jobs import FileTransfer, Job, JobEvent, LogEntry
+from shared.domain.jobs import FileTransfer, Job, JobEvent, LogEntry, NewJob
 from shared.domain.ledger import BreakerRecord, LedgerEntry
 from shared.domain.remote import RemoteFile
 
@@ -30,9 +30,11 @@ class BlobStore(Protocol):
 
     def upload_stream(
         self, container: str, path: str, chunks: Iterable[bytes], *, metadata: Mapping[str, str] | None = None,
-        overwrite: bool = True, content_type: str | None = None,
+        overwrite: bool = True, content_type: str | None = None, before_commit: Callable[[], None] | None = None,
     ) -> BlobInfo:
-        """Stream chunks into staged blocks, compute sha256 on the way, commit once."""
+        """Stream chunks into staged blocks, compute sha256 on the way, commit once (a body that fits in one
+        block goes up in a single Put Blob). `before_commit` runs once every byte has been read and before
+        anything becomes visible; if it raises, nothing is committed."""
         ...
 
     def open_read(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
@@ -60,6 +62,13 @@ class JobStore(Protocol):
 
     def append(self, job_id: str, event_type: str, data: Mapping[str, Any] | None = None) -> JobEvent:
         """Append an event (next sequence number, insert-if-absent) and update the projection."""
+        ...
+
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Create many new jobs at once, each with its first events (seq 0, 1, ...), FileTransfer rows and log
+        lines, and its projection. Jobs sharing a partition (`job_partition`) are written in table transactions.
+        A job that already exists is left untouched (none of its rows written): its id is returned, so the
+        caller can record it the one-by-one way. Returns the ids that already existed."""
         ...
 
     def events(self, job_id: str) -> list[JobEvent]: ...

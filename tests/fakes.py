@@ -11,7 +11,7 @@ import posixpath
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.blobs import CONTAINERS
-from shared.adapters.tables import MAX_DATA_CHARS
+from shared.adapters.tables import MAX_DATA_CHARS, new_job_payloads
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.jobs import (
     EventType,
@@ -28,6 +28,7 @@ from shared.domain.jobs import (
     JobEvent,
     LogEntry,
     LogLevel,
+    NewJob,
     apply,
     project,
     utcnow,
@@ -69,7 +70,8 @@ class FakeBlobStore:
 
     def upload_stream(self, container: str, path: str, chunks: Iterable[bytes], *,
                       metadata: Mapping[str, str] | None = None, overwrite: bool = True,
-                      content_type: str | None = None) -> BlobInfo:
+                      content_type: str | None = None,
+                      before_commit: Callable[[], None] | None = None) -> BlobInfo:
         self._check_container(container)
         if not overwrite and (container, path) in self._blobs:
             raise ConflictError(f"blob {container}/{path} already exists")
@@ -88,6 +90,8 @@ class FakeBlobStore:
             parts.append(bytes(chunk))
         data = b"".join(parts)
         meta = {**(metadata or {}), "sha256": digest.hexdigest()}
+        if before_commit is not None:
+            before_commit()  # raising here commits nothing
         with self._lock:
             self._blobs[(container, path)] = (data, meta)
         return BlobInfo(container=container, path=path, size=len(data), sha256=meta["sha256"], metadata=meta,
@@ -163,6 +167,26 @@ class FakeJobStore:
             self._jobs[job_id] = apply(self._jobs.get(job_id), event)
             return event
 
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[str]:
+        payloads = new_job_payloads(jobs)  # JobStoreClient's validation, so both refuse the same batches
+        now = utcnow()
+        existing: list[str] = []
+        with self._lock:
+            for job, job_payloads in zip(jobs, payloads, strict=True):
+                if self._events.get(job.job_id):
+                    existing.append(job.job_id)
+                    continue
+                events = [JobEvent(job_id=job.job_id, seq=seq, type=event.type, at=now, data=json.loads(payload))
+                          for seq, (event, payload) in enumerate(zip(job.events, job_payloads, strict=True))]
+                self._events[job.job_id] = events
+                self._jobs[job.job_id] = project(events)
+                for transfer in job.transfers:
+                    self._transfers.setdefault(job.job_id, {})[transfer.transfer_id] = transfer.model_copy()
+                self._logs.setdefault(job.job_id, []).extend(
+                    LogEntry(job_id=job.job_id, level=line.level, message=line.message[:MAX_DATA_CHARS],
+                             timestamp=now, trace_id=line.trace_id) for line in job.logs)
+        return existing
+
     def events(self, job_id: str) -> list[JobEvent]:
         with self._lock:
             return list(self._events.get(job_id, []))
@@ -177,7 +201,7 @@ class FakeJobStore:
         with self._lock:
             jobs = [j for j in self._jobs.values() if (not partner or j.partner == partner)
                     and (not status or j.status.value == status)]
-        return sorted(jobs, key=lambda j: j.created_at, reverse=True)[:limit]
+        return sorted(jobs, key=lambda j: (j.created_at, j.job_id), reverse=True)[:limit]
 
     def rebuild(self, job_id: str | None = None) -> int:
         with self._lock:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
+from shared.adapters.http import transport_options
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.ports import BlobInfo
 from shared.telemetry import span
@@ -34,6 +35,12 @@ def _rebuffer(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buf)
 
 
+def _chain_blocks(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield second
+    yield from rest
+
+
 class BlobStoreClient:
     """BlobStore over azure-storage-blob. Uploads stage blocks in parallel and commit once."""
 
@@ -45,7 +52,7 @@ class BlobStoreClient:
 
     @classmethod
     def from_connection_string(cls, conn: str, **kwargs: Any) -> BlobStoreClient:
-        return cls(BlobServiceClient.from_connection_string(conn), **kwargs)
+        return cls(BlobServiceClient.from_connection_string(conn, **transport_options()), **kwargs)
 
     def ensure_containers(self, names: Iterable[str] = CONTAINERS) -> None:
         for name in names:
@@ -56,7 +63,7 @@ class BlobStoreClient:
 
     def upload_stream(
         self, container: str, path: str, chunks: Iterable[bytes], *, metadata: Mapping[str, str] | None = None,
-        overwrite: bool = True, content_type: str | None = None,
+        overwrite: bool = True, content_type: str | None = None, before_commit: Callable[[], None] | None = None,
     ) -> BlobInfo:
         blob = self._service.get_blob_client(container, path)
         if not overwrite and blob.exists():
@@ -67,24 +74,42 @@ class BlobStoreClient:
         # Unique block id prefix per upload: a retried upload never mixes with a crashed one's blocks.
         prefix = uuid.uuid4().hex[:16]
         in_flight: set[Future[Any]] = set()
-        with span("blob.upload", {"wharf.container": container, "wharf.blob_path": path}) as s, \
-                ThreadPoolExecutor(max_workers=self._max_concurrency, thread_name_prefix="blob-stage") as pool:
-            for index, block in enumerate(_rebuffer(chunks, self._block_size)):
-                digest.update(block)
-                size += len(block)
-                block_id = base64.b64encode(f"{prefix}-{index:08d}".encode()).decode()
-                block_ids.append(block_id)
-                # Bound the blocks held in memory: at most max_concurrency in flight.
-                while len(in_flight) >= self._max_concurrency:
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        fut.result()
-                in_flight.add(pool.submit(blob.stage_block, block_id, block, length=len(block)))
-            for fut in in_flight:
-                fut.result()
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        blocks = _rebuffer(chunks, self._block_size)
+        with span("blob.upload", {"wharf.container": container, "wharf.blob_path": path}) as s:
+            first = next(blocks, b"")
+            second = next(blocks, None)
+            if second is None:
+                # The whole body fits in one block: one Put Blob request instead of Put Block + Put Block List.
+                # Same guarantee: the blob appears whole or not at all.
+                sha = hashlib.sha256(first).hexdigest()
+                meta = {**(metadata or {}), "sha256": sha}
+                if before_commit is not None:
+                    before_commit()
+                blob.upload_blob(first, overwrite=True, metadata=meta, content_settings=settings,
+                                 length=len(first))
+                s.set_attribute("file.size", len(first))
+                s.set_attribute("wharf.single_put", True)
+                return BlobInfo(container=container, path=path, size=len(first), sha256=sha, metadata=meta,
+                                url=blob.url)
+            with ThreadPoolExecutor(max_workers=self._max_concurrency, thread_name_prefix="blob-stage") as pool:
+                for index, block in enumerate(_chain_blocks(first, second, blocks)):
+                    digest.update(block)
+                    size += len(block)
+                    block_id = base64.b64encode(f"{prefix}-{index:08d}".encode()).decode()
+                    block_ids.append(block_id)
+                    # Bound the blocks held in memory: at most max_concurrency in flight.
+                    while len(in_flight) >= self._max_concurrency:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            fut.result()
+                    in_flight.add(pool.submit(blob.stage_block, block_id, block, length=len(block)))
+                for fut in in_flight:
+                    fut.result()
             sha = digest.hexdigest()
             meta = {**(metadata or {}), "sha256": sha}
-            settings = ContentSettings(content_type=content_type) if content_type else None
+            if before_commit is not None:
+                before_commit()  # may raise: the staged blocks are then never committed (nothing visible)
             blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids], metadata=meta,
                                    content_settings=settings)
             s.set_attribute("file.size", size)

@@ -23,6 +23,7 @@ from azure.data.tables import (
     UpdateMode,
 )
 
+from shared.adapters.http import transport_options
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState
 from shared.domain.sanitize import decode_original, encode_original
@@ -91,17 +92,20 @@ class _TablesAdapter:
     def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
         self._service = service
         self._prefix = prefix
+        self._table_client: TableClient | None = None
 
     @classmethod
     def from_connection_string(cls, conn: str, *, prefix: str = "") -> Any:
-        return cls(TableServiceClient.from_connection_string(conn), prefix=prefix)
+        return cls(TableServiceClient.from_connection_string(conn, **transport_options()), prefix=prefix)
 
     @property
     def table_name(self) -> str:
         return f"{self._prefix}{self.table}"
 
     def _client(self) -> TableClient:
-        return self._service.get_table_client(self.table_name)
+        if self._table_client is None:
+            self._table_client = self._service.get_table_client(self.table_name)
+        return self._table_client
 
     def ensure_table(self) -> None:
         self._service.create_table_if_not_exists(self.table_name)

@@ -9,6 +9,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from shared.adapters.http import transport_options
 from shared.telemetry import inject_traceparent, span
 
 
@@ -17,15 +18,18 @@ class QueueClientAdapter:
 
     def __init__(self, service: QueueServiceClient) -> None:
         self._service = service
+        self._clients: dict[str, QueueClient] = {}
 
     @classmethod
     def from_connection_string(cls, conn: str) -> QueueClientAdapter:
-        return cls(QueueServiceClient.from_connection_string(conn))
+        return cls(QueueServiceClient.from_connection_string(conn, **transport_options()))
 
     def _client(self, queue: str) -> QueueClient:
-        return self._service.get_queue_client(
-            queue, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
-        )
+        client = self._clients.get(queue)
+        if client is None:  # a benign race builds two; either is fine (clients are thread-safe)
+            client = self._clients[queue] = self._service.get_queue_client(
+                queue, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+        return client
 
     def ensure_queues(self, names: Iterable[str]) -> None:
         for name in names:

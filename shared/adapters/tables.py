@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import (
+    EdmType,
+    EntityProperty,
+    TableClient,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
 
+from shared.adapters.http import transport_options
 from shared.domain.errors import ConflictError, NotFoundError
+from shared.domain.ids import job_partition
 from shared.domain.jobs import (
     EventType,
     FileTransfer,
@@ -21,6 +32,7 @@ from shared.domain.jobs import (
     JobEvent,
     LogEntry,
     LogLevel,
+    NewJob,
     apply,
     project,
     utcnow,
@@ -31,6 +43,12 @@ TABLE_NAMES = ("IntegrationJob", "FileTransfer", "IntegrationLog", "JobEvents", 
 # A table property holds at most 64 KiB (32K UTF-16 chars); keep event data well under it.
 MAX_DATA_CHARS = 30_000
 _APPEND_ATTEMPTS = 20
+# One table transaction (entity group transaction): at most 100 operations on one partition, 4 MiB of payload.
+MAX_BATCH = 100
+MAX_BATCH_BYTES = 3 * 1024 * 1024
+_ROW_OVERHEAD = 1024  # multipart headers, keys and the other properties of one operation (generous)
+
+_T = TypeVar("_T")
 
 
 def _int64(value: int) -> EntityProperty:
@@ -45,6 +63,34 @@ def _int(value: Any) -> int:
 
 def _seq_key(seq: int) -> str:
     return f"{seq:010d}"
+
+
+def _row_key(prefix: str, suffix: str) -> str:
+    """A job's RowKey in JobEvents, FileTransfer and IntegrationLog: `<prefix>-<suffix>` (`job_partition`)."""
+    return f"{prefix}-{suffix}" if prefix else suffix
+
+
+def _event_key(job_id: str, seq: int) -> tuple[str, str]:
+    """(PartitionKey, RowKey) of a job's event `seq` in JobEvents."""
+    pk, prefix = job_partition(job_id)
+    return pk, _row_key(prefix, _seq_key(seq))
+
+
+def _rows_filter(job_id: str) -> str:
+    """The $filter selecting one job's rows in JobEvents, FileTransfer or IntegrationLog: the RowKeys that
+    start with `<prefix>-` (`.` follows `-`). A job id without a prefix owns its whole partition; the JobId
+    check keeps out rows of `<id>-<suffix>` jobs, which share that partition name."""
+    pk, prefix = job_partition(job_id)
+    if not prefix:
+        return f"PartitionKey eq {_odata_str(pk)} and JobId eq {_odata_str(job_id)}"
+    return (f"PartitionKey eq {_odata_str(pk)} and RowKey ge {_odata_str(prefix + '-')} "
+            f"and RowKey lt {_odata_str(prefix + '.')}")
+
+
+def _suffix(row_key: str, job_id: str) -> str:
+    """The RowKey without the job's `<prefix>-`."""
+    _, prefix = job_partition(job_id)
+    return row_key[len(prefix) + 1:] if prefix and row_key.startswith(prefix + "-") else row_key
 
 
 def _odata_str(value: str) -> str:
@@ -97,9 +143,104 @@ def _entity_to_job(e: Mapping[str, Any]) -> Job:
     )
 
 
-def _entity_to_event(e: Mapping[str, Any]) -> JobEvent:
-    return JobEvent(job_id=e["PartitionKey"], seq=int(e["RowKey"]), type=e["Type"], at=e["At"],
+def _entity_to_event(e: Mapping[str, Any], job_id: str) -> JobEvent:
+    return JobEvent(job_id=job_id, seq=int(e["RowKey"].rsplit("-", 1)[-1]), type=e["Type"], at=e["At"],
                     data=json.loads(e.get("Data") or "{}"))
+
+
+def _event_entity(job_id: str, seq: int, etype: EventType, at: datetime, payload: str) -> dict[str, Any]:
+    pk, rk = _event_key(job_id, seq)
+    return {"PartitionKey": pk, "RowKey": rk, "JobId": job_id, "Type": etype.value, "At": at, "Data": payload}
+
+
+def _transfer_entity(transfer: FileTransfer) -> dict[str, Any]:
+    pk, prefix = job_partition(transfer.job_id)
+    return {
+        "PartitionKey": pk, "RowKey": _row_key(prefix, transfer.transfer_id), "JobId": transfer.job_id,
+        "FileName": transfer.file_name, "Source": transfer.source, "Destination": transfer.destination,
+        "Status": transfer.status, "TransferDate": transfer.transfer_date, "Bytes": _int64(transfer.bytes),
+        "Sha256": transfer.sha256,
+    }
+
+
+def _log_entity(job_id: str, level: str, message: str, trace_id: str, at: datetime, ns: int) -> dict[str, Any]:
+    pk, prefix = job_partition(job_id)
+    return {
+        "PartitionKey": pk, "RowKey": _row_key(prefix, f"{ns:020d}-{uuid.uuid4().hex[:8]}"), "JobId": job_id,
+        "LogLevel": LogLevel(level).value, "Message": message[:MAX_DATA_CHARS], "LoggedAt": at, "TraceId": trace_id,
+    }
+
+
+def _row_bytes(entity: Mapping[str, Any]) -> int:
+    """A generous estimate of one entity's share of a transaction's body (JSON; strings escaped again)."""
+    return _ROW_OVERHEAD + sum(len(json.dumps(v)) for v in entity.values() if isinstance(v, str))
+
+
+def _chunks(items: Sequence[_T], size: Callable[[_T], tuple[int, int]]) -> Iterator[list[_T]]:
+    """Consecutive runs of `items` that fit one transaction; `size(item)` is its (rows, bytes)."""
+    chunk: list[_T] = []
+    rows = nbytes = 0
+    for item in items:
+        n, b = size(item)
+        if chunk and (rows + n > MAX_BATCH or nbytes + b > MAX_BATCH_BYTES):
+            yield chunk
+            chunk, rows, nbytes = [], 0, 0
+        chunk.append(item)
+        rows += n
+        nbytes += b
+    if chunk:
+        yield chunk
+
+
+def _is_conflict(exc: TableTransactionError) -> bool:
+    """The transaction failed because an entity it creates already exists (and for no other reason)."""
+    code = str(getattr(exc, "error_code", "") or "")
+    return exc.status_code == 409 or "AlreadyExists" in code
+
+
+def new_job_payloads(jobs: Sequence[NewJob]) -> list[list[str]]:
+    """Validate a `create_jobs` batch; the JSON `Data` of each job's events, as `append` would store them.
+
+    ValueError when a job has no events, does not start with a `job.created` naming the partner, has another
+    `job.created` later, has event data over MAX_DATA_CHARS, has more events than one transaction holds, or has
+    a FileTransfer of another job; and when a job id appears twice. (FakeJobStore applies the same rules.)
+    """
+    seen: set[str] = set()
+    payloads: list[list[str]] = []
+    for job in jobs:
+        if job.job_id in seen:
+            raise ValueError(f"job {job.job_id} appears twice in one create_jobs call")
+        seen.add(job.job_id)
+        if not job.events or job.events[0].type is not EventType.CREATED:
+            raise ValueError(f"job {job.job_id}: the first event must be {EventType.CREATED.value}")
+        if "partner" not in job.events[0].data:
+            raise ValueError(f"job {job.job_id}: {EventType.CREATED.value} must name the partner")
+        if any(e.type is EventType.CREATED for e in job.events[1:]):
+            raise ValueError(f"job {job.job_id}: only the first event may be {EventType.CREATED.value}")
+        if any(t.job_id != job.job_id for t in job.transfers):
+            raise ValueError(f"job {job.job_id}: a FileTransfer names another job")
+        job_payloads = []
+        for event in job.events:
+            payload = json.dumps(dict(event.data), default=str, sort_keys=True)
+            if len(payload) > MAX_DATA_CHARS:
+                raise ValueError(f"event data for job {job.job_id} is {len(payload)} chars; "
+                                 "store large data in a blob")
+            job_payloads.append(payload)
+        size = sum(_ROW_OVERHEAD + len(json.dumps(p)) for p in job_payloads)
+        if len(job_payloads) > MAX_BATCH or size > MAX_BATCH_BYTES:
+            raise ValueError(f"job {job.job_id}: {len(job_payloads)} events ({size} bytes) do not fit one "
+                             "table transaction; create it with fewer events and append the rest")
+        payloads.append(job_payloads)
+    return payloads
+
+
+@dataclass
+class _Pending:
+    """One job of a create_jobs call, with its event rows."""
+
+    job: NewJob
+    rows: list[dict[str, Any]]
+    nbytes: int
 
 
 class JobStoreClient:
@@ -110,16 +251,25 @@ class JobStoreClient:
         self._service = service
         self._prefix = prefix
         self._partner_of: dict[str, str] = {}
+        self._tables: dict[str, TableClient] = {}
+        self._tables_lock = threading.Lock()
 
     @classmethod
     def from_connection_string(cls, conn: str, *, prefix: str = "") -> JobStoreClient:
-        return cls(TableServiceClient.from_connection_string(conn), prefix=prefix)
+        return cls(TableServiceClient.from_connection_string(conn, **transport_options()), prefix=prefix)
 
     def table_name(self, name: str) -> str:
         return f"{self._prefix}{name}"
 
     def _table(self, name: str) -> TableClient:
-        return self._service.get_table_client(self.table_name(name))
+        """One TableClient per table, built on first use (they share the service's transport)."""
+        client = self._tables.get(name)
+        if client is None:
+            with self._tables_lock:
+                client = self._tables.get(name)
+                if client is None:
+                    client = self._tables[name] = self._service.get_table_client(self.table_name(name))
+        return client
 
     def ensure_tables(self, names: Iterable[str] = TABLE_NAMES) -> None:
         for name in names:
@@ -134,7 +284,7 @@ class JobStoreClient:
     def _partner(self, job_id: str) -> str:
         if job_id not in self._partner_of:
             try:
-                first = self._table("JobEvents").get_entity(job_id, _seq_key(0))
+                first = self._table("JobEvents").get_entity(*_event_key(job_id, 0))
             except ResourceNotFoundError as exc:
                 raise NotFoundError(f"job {job_id} not found") from exc
             self._partner_of[job_id] = json.loads(first.get("Data") or "{}")["partner"]
@@ -185,10 +335,7 @@ class JobStoreClient:
                     seq = job.event_count
                 event = JobEvent(job_id=job_id, seq=seq, type=etype, at=utcnow(), data=json.loads(payload))
                 try:
-                    self._table("JobEvents").create_entity({
-                        "PartitionKey": job_id, "RowKey": _seq_key(seq), "Type": etype.value,
-                        "At": event.at, "Data": payload,
-                    })
+                    self._table("JobEvents").create_entity(_event_entity(job_id, seq, etype, event.at, payload))
                 except ResourceExistsError:
                     if etype is EventType.CREATED:
                         raise ConflictError(f"job {job_id} already exists") from None
@@ -203,14 +350,14 @@ class JobStoreClient:
 
     def _event_exists(self, job_id: str, seq: int) -> bool:
         try:
-            self._table("JobEvents").get_entity(job_id, _seq_key(seq))
+            self._table("JobEvents").get_entity(*_event_key(job_id, seq))
         except ResourceNotFoundError:
             return False
         return True
 
     def events(self, job_id: str) -> list[JobEvent]:
-        rows = self._table("JobEvents").query_entities(f"PartitionKey eq {_odata_str(job_id)}")
-        return sorted((_entity_to_event(r) for r in rows), key=lambda e: e.seq)
+        rows = self._table("JobEvents").query_entities(_rows_filter(job_id))
+        return sorted((_entity_to_event(r, job_id) for r in rows), key=lambda e: e.seq)
 
     def get_job(self, job_id: str) -> Job:
         job, _ = self._read_projection(job_id)
@@ -228,43 +375,127 @@ class JobStoreClient:
             filters.append(f"Status eq {_odata_str(status)}")
         table = self._table("IntegrationJob")
         rows = table.query_entities(" and ".join(filters)) if filters else table.list_entities()
-        jobs = sorted((_entity_to_job(r) for r in rows), key=lambda j: j.created_at, reverse=True)
+        jobs = sorted((_entity_to_job(r) for r in rows), key=lambda j: (j.created_at, j.job_id), reverse=True)
         return jobs[:limit]
 
     def rebuild(self, job_id: str | None = None) -> int:
         with span("jobstore.rebuild", {"wharf.job_id": job_id}):
             if job_id:
                 return 1 if self._refold(job_id) else 0
-            job_ids = {e["PartitionKey"] for e in self._table("JobEvents").query_entities(
-                f"RowKey eq {_odata_str(_seq_key(0))}", select=["PartitionKey"])}
+            job_ids = {e["JobId"] for e in self._table("JobEvents").query_entities(
+                f"Type eq {_odata_str(EventType.CREATED.value)}", select=["JobId"]) if e.get("JobId")}
             return sum(1 for jid in sorted(job_ids) if self._refold(jid))
 
     # --- transfers and logs ----------------------------------------------------------------
 
     def add_transfer(self, transfer: FileTransfer) -> None:
-        self._table("FileTransfer").upsert_entity({
-            "PartitionKey": transfer.job_id, "RowKey": transfer.transfer_id, "FileName": transfer.file_name,
-            "Source": transfer.source, "Destination": transfer.destination, "Status": transfer.status,
-            "TransferDate": transfer.transfer_date, "Bytes": _int64(transfer.bytes), "Sha256": transfer.sha256,
-        })
+        self._table("FileTransfer").upsert_entity(_transfer_entity(transfer))
 
     def transfers(self, job_id: str) -> list[FileTransfer]:
-        rows = self._table("FileTransfer").query_entities(f"PartitionKey eq {_odata_str(job_id)}")
-        return [FileTransfer(job_id=r["PartitionKey"], transfer_id=r["RowKey"], file_name=r["FileName"],
+        rows = self._table("FileTransfer").query_entities(_rows_filter(job_id))
+        return [FileTransfer(job_id=job_id, transfer_id=_suffix(r["RowKey"], job_id), file_name=r["FileName"],
                              source=r["Source"], destination=r["Destination"], status=r["Status"],
                              transfer_date=r["TransferDate"], bytes=_int(r.get("Bytes", 0)),
                              sha256=r.get("Sha256", "")) for r in rows]
 
     def log(self, job_id: str, level: str, message: str, *, trace_id: str = "") -> None:
-        now = datetime.now(UTC)
-        self._table("IntegrationLog").create_entity({
-            "PartitionKey": job_id, "RowKey": f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}",
-            "LogLevel": LogLevel(level).value, "Message": message[:MAX_DATA_CHARS], "LoggedAt": now,
-            "TraceId": trace_id,
-        })
+        self._table("IntegrationLog").create_entity(
+            _log_entity(job_id, level, message, trace_id, datetime.now(UTC), time.time_ns()))
 
     def logs(self, job_id: str) -> list[LogEntry]:
-        rows = self._table("IntegrationLog").query_entities(f"PartitionKey eq {_odata_str(job_id)}")
-        return [LogEntry(job_id=r["PartitionKey"], level=r["LogLevel"], message=r["Message"],
+        rows = self._table("IntegrationLog").query_entities(_rows_filter(job_id))
+        return [LogEntry(job_id=job_id, level=r["LogLevel"], message=r["Message"],
                          timestamp=r["LoggedAt"], trace_id=r.get("TraceId", ""))
                 for r in sorted(rows, key=lambda r: r["RowKey"])]
+
+    # --- bulk creation ---------------------------------------------------------------------
+
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Create new jobs with their first events, transfers, logs and projection, in table transactions.
+
+        Events first: per partition, runs of whole jobs (<= 100 rows, <= MAX_BATCH_BYTES) are inserted with
+        "create" operations, so a run fails as a whole when any of its rows exists; such a run is retried one
+        job per transaction, and a job whose own transaction conflicts already existed (returned, nothing of
+        it written). Then FileTransfer (upsert) and IntegrationLog (create) rows per partition and the
+        projection (upsert, replace) per partner, for the jobs created here only.
+        """
+        payloads = new_job_payloads(jobs)
+        with span("jobstore.create_jobs", {"wharf.jobs": len(jobs)}) as s:
+            if not jobs:
+                s.set_attribute("wharf.existing", 0)
+                return []
+            now = utcnow()
+            by_partition: dict[str, list[_Pending]] = {}
+            for job, job_payloads in zip(jobs, payloads, strict=True):
+                rows = [_event_entity(job.job_id, seq, event.type, now, payload)
+                        for seq, (event, payload) in enumerate(zip(job.events, job_payloads, strict=True))]
+                pending = _Pending(job=job, rows=rows, nbytes=sum(_row_bytes(r) for r in rows))
+                by_partition.setdefault(job_partition(job.job_id)[0], []).append(pending)
+
+            existing: set[str] = set()
+            for pendings in by_partition.values():
+                for chunk in _chunks(pendings, lambda p: (len(p.rows), p.nbytes)):
+                    existing.update(self._create_events(chunk))
+            created = [(job, p) for job, p in zip(jobs, payloads, strict=True) if job.job_id not in existing]
+            self._write_rows(created, now)
+            result = [job.job_id for job in jobs if job.job_id in existing]
+            s.set_attribute("wharf.existing", len(result))
+            return result
+
+    def _create_events(self, chunk: list[_Pending]) -> list[str]:
+        """Insert the event rows of these jobs (one partition) in one transaction; on a conflict, one
+        transaction per job. Returns the ids of the jobs that already existed."""
+        table = self._table("JobEvents")
+        try:
+            table.submit_transaction([("create", row) for p in chunk for row in p.rows])
+            return []
+        except TableTransactionError as exc:
+            if not _is_conflict(exc):
+                raise
+            if len(chunk) == 1:
+                return [chunk[0].job.job_id]
+        existing = []
+        for p in chunk:
+            try:
+                table.submit_transaction([("create", row) for row in p.rows])
+            except TableTransactionError as exc:
+                if not _is_conflict(exc):
+                    raise
+                existing.append(p.job.job_id)
+        return existing
+
+    def _write_rows(self, created: list[tuple[NewJob, list[str]]], now: datetime) -> None:
+        """Transfers, logs and projections of the jobs just created (their events are stored)."""
+        transfers: dict[str, dict[str, dict[str, Any]]] = {}  # partition -> RowKey -> row (the last one wins)
+        logs: dict[str, list[dict[str, Any]]] = {}
+        projections: dict[str, list[dict[str, Any]]] = {}
+        ns = time.time_ns()
+        for job, payloads in created:
+            pk = job_partition(job.job_id)[0]
+            for transfer in job.transfers:
+                row = _transfer_entity(transfer)
+                transfers.setdefault(pk, {})[row["RowKey"]] = row
+            for line in job.logs:  # consecutive nanoseconds keep a job's lines in order
+                logs.setdefault(pk, []).append(
+                    _log_entity(job.job_id, line.level, line.message, line.trace_id, now, ns))
+                ns += 1
+            events = [JobEvent(job_id=job.job_id, seq=seq, type=event.type, at=now, data=json.loads(payload))
+                      for seq, (event, payload) in enumerate(zip(job.events, payloads, strict=True))]
+            projection = project(events)
+            projections.setdefault(projection.partner, []).append(_job_to_entity(projection))
+            self._partner_of[job.job_id] = projection.partner
+        for rows_by_key in transfers.values():
+            self._submit("FileTransfer", "upsert", list(rows_by_key.values()))
+        for rows in logs.values():
+            self._submit("IntegrationLog", "create", rows)
+        for rows in projections.values():
+            self._submit("IntegrationJob", "upsert", rows)
+
+    def _submit(self, table_name: str, operation: str, rows: list[dict[str, Any]]) -> None:
+        """Rows of one partition in as few transactions as fit (upserts replace)."""
+        table = self._table(table_name)
+        for chunk in _chunks(rows, lambda r: (1, _row_bytes(r))):
+            if operation == "upsert":
+                table.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE}) for row in chunk])
+            else:
+                table.submit_transaction([(operation, row) for row in chunk])

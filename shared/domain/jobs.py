@@ -167,3 +167,30 @@ class LogEntry(BaseModel):
     message: str
     timestamp: datetime
     trace_id: str = ""
+
+
+class NewEvent(BaseModel):
+    """One event of a job being created in bulk (`JobStore.create_jobs`)."""
+
+    type: EventType
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class NewLog(BaseModel):
+    level: LogLevel
+    message: str
+    trace_id: str = ""
+
+
+class NewJob(BaseModel):
+    """A job created in bulk with its first events (the first is `job.created`, whose data names the partner),
+    its FileTransfer rows and its log lines: what a poll records for each file it landed."""
+
+    job_id: str
+    events: list[NewEvent]
+    transfers: list[FileTransfer] = Field(default_factory=list)
+    logs: list[NewLog] = Field(default_factory=list)
+
+    @property
+    def partner(self) -> str:
+        return str(self.events[0].data["partner"])

@@ -20,8 +20,8 @@ from shared.adapters.ledger import BreakersClient, LedgerClient
 from shared.adapters.queues import QueueClientAdapter
 from shared.adapters.tables import TABLE_NAMES, JobStoreClient
 from shared.domain.errors import ConflictError, NotFoundError
-from shared.domain.ids import new_job_id, new_transfer_id
-from shared.domain.jobs import EventType, FileTransfer, JobStatus
+from shared.domain.ids import job_partition, new_job_id, new_transfer_id
+from shared.domain.jobs import EventType, FileTransfer, JobStatus, LogLevel, NewEvent, NewJob, NewLog
 from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState, ledger_key
 from shared.ports import BlobStore, Breakers, JobStore, Ledger, MessageQueue
 from tests.fakes import FakeBlobStore, FakeBreakers, FakeJobStore, FakeLedger, FakeMessageQueue
@@ -384,6 +384,173 @@ def test_jobs_logs_keep_their_order_and_levels(jobs: JobStore) -> None:
     assert logs[1].trace_id == "0af7651916cd43dd8448eb211c80319c"
     with pytest.raises(ValueError):
         jobs.log(job_id, "LOUD", "x")
+
+
+def new_job(partner: str = "acme", now: datetime | None = None, *, name: str = "a.csv", job_id: str = "",
+            extra: list[NewEvent] | None = None, note: str = "") -> NewJob:
+    """A job as a poll records a landed file: created + file.landed, one FileTransfer, two log lines."""
+    job_id = job_id or new_job_id(now)
+    transfer = FileTransfer(job_id=job_id, transfer_id=new_transfer_id(now), file_name=name,
+                            source=f"sftp://h:22/out/{name}", destination=f"inbound/{partner}/{name}",
+                            status="LANDED", transfer_date=datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC), bytes=5 * GIB,
+                            sha256="ab" * 32)
+    events = [
+        NewEvent(type=EventType.CREATED, data={"partner": partner, "job_type": "SFTP_INGEST",
+                                               "source": transfer.source, "file_name": name}),
+        NewEvent(type=EventType.FILE_LANDED, data={"blob_path": transfer.destination, "bytes": 5 * GIB,
+                                                   "sha256": "ab" * 32, "transfer_id": transfer.transfer_id,
+                                                   **({"note": note} if note else {})}),
+        *(extra or []),
+    ]
+    logs = [NewLog(level=LogLevel.INFO, message=f"landed {name}", trace_id="0af7651916cd43dd8448eb211c80319c"),
+            NewLog(level=LogLevel.DEBUG, message=f"claimed {name}")]
+    return NewJob(job_id=job_id, events=events, transfers=[transfer], logs=logs)
+
+
+def assert_created(jobs: JobStore, job: NewJob) -> None:
+    events = jobs.events(job.job_id)
+    assert [(e.seq, e.type) for e in events] == [(i, e.type) for i, e in enumerate(job.events)]
+    assert [e.data for e in events] == [e.data for e in job.events]
+    got = jobs.get_job(job.job_id)
+    landed = job.events[1].data
+    assert (got.partner, got.status, got.blob_path, got.bytes, got.sha256, got.file_name, got.event_count) == (
+        job.partner, JobStatus.PENDING, landed["blob_path"], landed["bytes"], landed["sha256"],
+        job.events[0].data["file_name"], len(job.events))
+    assert jobs.transfers(job.job_id) == job.transfers
+    assert [(e.level, e.message, e.trace_id) for e in jobs.logs(job.job_id)] == [
+        (line.level, line.message, line.trace_id) for line in job.logs]
+
+
+def test_jobs_create_jobs_are_readable_like_appended_ones(jobs: JobStore) -> None:
+    now = datetime.now(UTC)
+    batch = [new_job(now=now, name=f"f{i}.csv") for i in range(3)] + [new_job("globex", name="g.csv")]
+    assert jobs.create_jobs(batch) == []
+    for job in batch:
+        assert_created(jobs, job)
+    assert {j.job_id for j in jobs.list_jobs()} == {j.job_id for j in batch}
+    assert {j.job_id for j in jobs.list_jobs(partner="acme", status="PENDING")} == {j.job_id for j in batch[:3]}
+    assert jobs.create_jobs([]) == []
+
+
+def test_jobs_create_jobs_again_returns_every_id_and_changes_nothing(jobs: JobStore) -> None:
+    now = datetime.now(UTC)
+    batch = [new_job(now=now, name=f"f{i}.csv") for i in range(5)]
+    assert jobs.create_jobs(batch) == []
+    before = {j.job_id: (jobs.get_job(j.job_id), jobs.events(j.job_id), jobs.logs(j.job_id)) for j in batch}
+    again = [new_job(job_id=j.job_id, name="other.csv", extra=[NewEvent(type=EventType.STARTED)]) for j in batch]
+    assert jobs.create_jobs(list(reversed(again))) == [j.job_id for j in reversed(batch)]
+    for job in batch:
+        assert (jobs.get_job(job.job_id), jobs.events(job.job_id), jobs.logs(job.job_id)) == before[job.job_id]
+        assert_created(jobs, job)
+
+
+def test_jobs_create_jobs_reports_only_the_job_that_exists(jobs: JobStore) -> None:
+    now = datetime.now(UTC)
+    batch = [new_job(now=now, name=f"f{i}.csv") for i in range(4)]
+    old = batch[2]
+    jobs.append(old.job_id, EventType.CREATED, {"partner": "acme", "job_type": "UPLOAD", "file_name": "old.csv"})
+    jobs.append(old.job_id, EventType.NOTE, {"message": "before"})
+    assert jobs.create_jobs(batch) == [old.job_id]
+    for job in batch[:2] + batch[3:]:
+        assert_created(jobs, job)
+    assert [e.type for e in jobs.events(old.job_id)] == [EventType.CREATED, EventType.NOTE]
+    got = jobs.get_job(old.job_id)
+    assert (got.file_name, got.blob_path, got.event_count) == ("old.csv", "", 2)
+    assert jobs.transfers(old.job_id) == [] and jobs.logs(old.job_id) == []
+    assert len(jobs.list_jobs()) == 4
+
+
+def test_jobs_append_after_create_jobs_continues_the_sequence(jobs: JobStore) -> None:
+    job = new_job()
+    jobs.create_jobs([job])
+    assert jobs.append(job.job_id, EventType.STARTED).seq == 2
+    assert jobs.append(job.job_id, EventType.COMPLETED).seq == 3
+    got = jobs.get_job(job.job_id)
+    assert (got.status, got.event_count, got.blob_path) == (JobStatus.COMPLETED, 4, job.events[1].data["blob_path"])
+    assert [e.seq for e in jobs.events(job.job_id)] == [0, 1, 2, 3]
+    jobs.log(job.job_id, "ERROR", "after")
+    assert [e.message for e in jobs.logs(job.job_id)] == ["landed a.csv", "claimed a.csv", "after"]
+    with pytest.raises(ConflictError):
+        jobs.append(job.job_id, EventType.CREATED, {"partner": "acme"})
+
+
+def test_jobs_create_jobs_many_sharing_a_partition(jobs: JobStore) -> None:
+    now = datetime.now(UTC)
+    # Two or three events each, so the 100-row transactions do not line up with the jobs.
+    batch = [new_job(now=now, name=f"f{i}.csv", extra=[NewEvent(type=EventType.STARTED)] if i % 3 == 0 else None)
+             for i in range(250)]
+    assert len({job_partition(j.job_id)[0] for j in batch}) == 1
+    assert jobs.create_jobs(batch) == []
+    listed = {j.job_id: j for j in jobs.list_jobs(limit=1000)}
+    assert set(listed) == {j.job_id for j in batch}
+    for i, job in enumerate(batch):
+        assert listed[job.job_id].event_count == len(job.events)
+        assert listed[job.job_id].status is (JobStatus.RUNNING if i % 3 == 0 else JobStatus.PENDING)
+    for job in (batch[0], batch[99], batch[100], batch[249]):
+        assert [e.seq for e in jobs.events(job.job_id)] == list(range(len(job.events)))
+        assert len(jobs.logs(job.job_id)) == 2 and len(jobs.transfers(job.job_id)) == 1
+    fresh = new_job(now=now, name="late.csv")
+    assert jobs.create_jobs([*batch[:150], fresh]) == [j.job_id for j in batch[:150]]
+    assert_created(jobs, fresh)
+    assert len(jobs.list_jobs(limit=1000)) == 251
+
+
+def test_jobs_create_jobs_with_large_data_split_by_size(jobs: JobStore) -> None:
+    now = datetime.now(UTC)
+    batch = [new_job(now=now, name=f"f{i}.csv", note=f"{i}" + '"' * 14_000) for i in range(60)]  # ~1.7 MB of JSON
+    batch += [new_job(now=now, name=f"g{i}.csv", note="x" * 28_000) for i in range(60)]
+    assert jobs.create_jobs(batch) == []
+    assert len(jobs.list_jobs(limit=1000)) == 120
+    for job in (batch[0], batch[59], batch[60], batch[119]):
+        assert_created(jobs, job)
+
+
+def test_jobs_create_jobs_for_two_partners_in_one_partition(jobs: JobStore) -> None:
+    now = datetime.now(UTC)
+    batch = [new_job("acme" if i % 2 else "globex", now=now, name=f"f{i}.csv") for i in range(10)]
+    assert jobs.create_jobs(batch) == []
+    assert {j.job_id for j in jobs.list_jobs(partner="acme")} == {j.job_id for j in batch[1::2]}
+    assert {j.job_id for j in jobs.list_jobs(partner="globex")} == {j.job_id for j in batch[::2]}
+    for job in batch:
+        assert_created(jobs, job)
+    jobs.append(batch[0].job_id, EventType.FAILED, {"reason": "no route"})
+    assert jobs.get_job(batch[0].job_id).partner == "globex"
+    assert [j.job_id for j in jobs.list_jobs(status="FAILED")] == [batch[0].job_id]
+
+
+def test_jobs_rebuild_after_create_jobs(jobs: JobStore) -> None:
+    now = datetime.now(UTC)
+    batch = [new_job(now=now, name=f"f{i}.csv") for i in range(3)] + [new_job("globex")]
+    jobs.create_jobs(batch)
+    appended = created(jobs)
+    jobs.append(batch[1].job_id, EventType.COMPLETED)
+    before = {j.job_id: j for j in jobs.list_jobs()}
+    assert jobs.rebuild() == 5
+    assert {j.job_id: j for j in jobs.list_jobs()} == before
+    assert jobs.rebuild(batch[1].job_id) == 1 and jobs.get_job(batch[1].job_id).status is JobStatus.COMPLETED
+    assert jobs.rebuild(appended) == 1 and jobs.rebuild(new_job_id(now)) == 0
+
+
+def test_jobs_create_jobs_refuses_invalid_input(jobs: JobStore) -> None:
+    good = new_job()
+    not_created_first = new_job()
+    not_created_first.events.reverse()
+    no_partner = new_job()
+    no_partner.events[0].data.pop("partner")
+    twice_created = new_job(extra=[NewEvent(type=EventType.CREATED, data={"partner": "acme"})])
+    oversize = new_job(note="x" * 40_000)
+    foreign_transfer = new_job()
+    foreign_transfer.transfers[0].job_id = new_job_id()
+    bad: list[list[NewJob]] = [
+        [good, not_created_first], [good, NewJob(job_id=new_job_id(), events=[])], [good, no_partner],
+        [good, twice_created], [good, oversize], [good, foreign_transfer], [good, new_job(job_id=good.job_id)],
+        [good, new_job(extra=[NewEvent(type=EventType.NOTE) for _ in range(100)])],
+    ]
+    for batch in bad:
+        with pytest.raises(ValueError):
+            jobs.create_jobs(batch)
+    assert jobs.events(good.job_id) == [] and jobs.list_jobs() == []  # nothing of a refused batch is written
+    assert jobs.create_jobs([good]) == []
 
 
 # --- MessageQueue ----------------------------------------------------------------------------------

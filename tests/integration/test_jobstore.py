@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from azure.data.tables import TableClient
 
-from shared.adapters.tables import JobStoreClient
+from shared import telemetry
+from shared.adapters.tables import MAX_BATCH, MAX_BATCH_BYTES, JobStoreClient, _row_bytes
 from shared.domain.errors import ConflictError, NotFoundError
-from shared.domain.ids import new_job_id, new_transfer_id
-from shared.domain.jobs import EventType, FileTransfer, JobStatus
+from shared.domain.ids import job_partition, new_job_id, new_transfer_id
+from shared.domain.jobs import EventType, FileTransfer, JobStatus, LogLevel, NewEvent, NewJob, NewLog
 from shared.settings import azurite_connection_string
 
 pytestmark = pytest.mark.azurite
@@ -103,8 +108,10 @@ def test_projection_is_rebuilt_from_events(store: JobStoreClient) -> None:
 def test_append_repairs_a_lagging_projection(store: JobStoreClient) -> None:
     job_id = _created(store)
     # A crash after the event insert but before the projection update leaves the projection behind.
-    store._table("JobEvents").create_entity({"PartitionKey": job_id, "RowKey": f"{1:010d}", "Type": "job.started",
-                                             "At": datetime.now(UTC), "Data": "{}"})
+    partition, prefix = job_partition(job_id)
+    store._table("JobEvents").create_entity({"PartitionKey": partition, "RowKey": f"{prefix}-{1:010d}",
+                                             "JobId": job_id, "Type": "job.started", "At": datetime.now(UTC),
+                                             "Data": "{}"})
     store.append(job_id, EventType.COMPLETED)
     assert [e.type for e in store.events(job_id)] == [EventType.CREATED, EventType.STARTED, EventType.COMPLETED]
     assert store.get_job(job_id).status is JobStatus.COMPLETED
@@ -138,3 +145,146 @@ def test_oversized_event_data_is_refused(store: JobStoreClient) -> None:
     job_id = _created(store)
     with pytest.raises(ValueError, match="store large data in a blob"):
         store.append(job_id, EventType.NOTE, {"message": "x" * 40_000})
+
+
+# --- keys and bulk creation ------------------------------------------------------------------------
+
+
+def _new_job(now: datetime, i: int, partner: str = "acme", note: str = "") -> NewJob:
+    job_id = new_job_id(now)
+    transfer = FileTransfer(job_id=job_id, transfer_id=new_transfer_id(now), file_name=f"f{i}.csv",
+                            source=f"sftp://h/out/f{i}.csv", destination=f"inbound/{partner}/f{i}.csv",
+                            status="LANDED", transfer_date=now, bytes=i, sha256="ab")
+    return NewJob(job_id=job_id, transfers=[transfer],
+                  events=[NewEvent(type=EventType.CREATED, data={"partner": partner, "job_type": "SFTP_INGEST",
+                                                                 "file_name": f"f{i}.csv"}),
+                          NewEvent(type=EventType.FILE_LANDED, data={"blob_path": transfer.destination, "bytes": i,
+                                                                     "note": note})],
+                  logs=[NewLog(level=LogLevel.INFO, message=f"landed f{i}.csv")])
+
+
+class _Calls:
+    """Counts the storage calls made through TableClient (per method and table), and each transaction's size."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: JobStoreClient) -> None:
+        self._prefix = store.table_name("")
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.transactions: list[tuple[str, int, int]] = []  # (table, operations, estimated bytes)
+        for name in ("submit_transaction", "create_entity", "upsert_entity", "update_entity", "get_entity",
+                     "query_entities", "list_entities", "delete_entity"):
+            monkeypatch.setattr(TableClient, name, self._wrap(name, getattr(TableClient, name)))
+
+    def _wrap(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(client: TableClient, *args: Any, **kwargs: Any) -> Any:
+            table = client.table_name.removeprefix(self._prefix)
+            self.calls[(name, table)] += 1
+            if name == "submit_transaction":
+                ops = list(args[0])
+                self.transactions.append((table, len(ops), sum(_row_bytes(op[1]) for op in ops)))
+                args = (ops, *args[1:])
+            return method(client, *args, **kwargs)
+        return counted
+
+    def total(self, name: str | None = None) -> int:
+        return sum(n for (method, _), n in self.calls.items() if name in (None, method))
+
+
+def test_rows_are_keyed_by_the_job_partition(store: JobStoreClient) -> None:
+    job_id = _created(store)
+    store.append(job_id, EventType.STARTED)
+    store.add_transfer(FileTransfer(job_id=job_id, transfer_id="tr-1", file_name="a.csv", source="s",
+                                    destination="d", status="LANDED", transfer_date=datetime.now(UTC)))
+    store.log(job_id, "INFO", "hello")
+    partition, prefix = job_partition(job_id)
+    assert partition.startswith("job-") and len(prefix) == 12 and job_id == f"{partition}-{prefix}"
+    rows = {name: list(store._table(name).list_entities()) for name in ("JobEvents", "FileTransfer", "IntegrationLog")}
+    assert [(r["PartitionKey"], r["RowKey"], r["JobId"]) for r in rows["JobEvents"]] == [
+        (partition, f"{prefix}-0000000000", job_id), (partition, f"{prefix}-0000000001", job_id)]
+    assert [(r["PartitionKey"], r["RowKey"], r["JobId"]) for r in rows["FileTransfer"]] == [
+        (partition, f"{prefix}-tr-1", job_id)]
+    [log] = rows["IntegrationLog"]
+    assert (log["PartitionKey"], log["JobId"]) == (partition, job_id) and log["RowKey"].startswith(f"{prefix}-")
+    assert store.transfers(job_id)[0].transfer_id == "tr-1"
+
+
+def test_jobs_sharing_a_partition_keep_their_rows_apart(store: JobStoreClient) -> None:
+    now = datetime.now(UTC)
+    a, b = new_job_id(now), new_job_id(now)
+    plain = job_partition(a)[0]  # an id without a prefix: its partition is the one a and b share
+    for job_id in (a, b, plain):
+        store.append(job_id, EventType.CREATED, {"partner": "acme"})
+        store.log(job_id, "INFO", f"log of {job_id}")
+    store.append(b, EventType.STARTED)
+    assert [e.seq for e in store.events(a)] == [0] and [e.seq for e in store.events(b)] == [0, 1]
+    assert [e.seq for e in store.events(plain)] == [0] and store.events(plain)[0].job_id == plain
+    for job_id in (a, b, plain):
+        assert [entry.message for entry in store.logs(job_id)] == [f"log of {job_id}"]
+    assert store.get_job(b).status is JobStatus.RUNNING and store.get_job(plain).event_count == 1
+
+
+def test_create_jobs_writes_a_shared_partition_in_a_few_transactions(store: JobStoreClient,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    now = datetime.now(UTC)
+    batch = [_new_job(now, i) for i in range(100)]
+    store._table("JobEvents")  # (clients are built once; counting starts with the requests)
+    calls = _Calls(monkeypatch, store)
+    otel = telemetry.for_tests()
+    assert store.create_jobs(batch) == []
+    # 200 events: 2 transactions; 100 transfers, 100 logs, 100 projections (one partner): 1 each.
+    assert calls.total() == calls.total("submit_transaction") == 5, calls.calls
+    assert sorted(t[:2] for t in calls.transactions) == [
+        ("FileTransfer", 100), ("IntegrationJob", 100), ("IntegrationLog", 100), ("JobEvents", 100),
+        ("JobEvents", 100)]
+    span = otel.span("jobstore.create_jobs")
+    assert span.attributes is not None
+    assert (span.attributes["wharf.jobs"], span.attributes["wharf.existing"]) == (100, 0)
+    assert store.get_job(batch[57].job_id).blob_path == "inbound/acme/f57.csv"
+
+    # The same jobs again, one new: one failed transaction, then one per job of that run (none is written).
+    calls.calls.clear()
+    fresh = _new_job(now, 100)
+    assert store.create_jobs([*batch[:40], fresh]) == [j.job_id for j in batch[:40]]
+    assert calls.total() == calls.total("submit_transaction") == 1 + 41 + 3, calls.calls
+    assert otel.spans_named("jobstore.create_jobs")[-1].attributes == {"wharf.jobs": 41, "wharf.existing": 40}
+    assert store.get_job(fresh.job_id).event_count == 2 and len(store.logs(batch[0].job_id)) == 1
+
+
+def test_create_jobs_splits_transactions_by_size(store: JobStoreClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = datetime.now(UTC)
+    batch = [_new_job(now, i, note='"' * 14_000) for i in range(80)]  # each ~29 KB once escaped twice
+    calls = _Calls(monkeypatch, store)
+    assert store.create_jobs(batch) == []
+    events = [t for t in calls.transactions if t[0] == "JobEvents"]
+    assert len(events) >= 2 and sum(t[1] for t in events) == 160
+    assert all(ops <= MAX_BATCH and size <= MAX_BATCH_BYTES for _, ops, size in calls.transactions)
+    assert all(ops % 2 == 0 for _, ops, _ in events)  # a job's events never span two transactions
+    assert store.events(batch[79].job_id)[1].data["note"] == '"' * 14_000
+
+
+def test_create_jobs_per_partition_and_partner(store: JobStoreClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC)
+    batch = [_new_job(first if i % 2 else second, i, "acme" if i < 10 else "globex") for i in range(20)]
+    calls = _Calls(monkeypatch, store)
+    assert store.create_jobs(batch) == []
+    by_table = Counter(t[0] for t in calls.transactions)
+    assert by_table == {"JobEvents": 2, "FileTransfer": 2, "IntegrationLog": 2, "IntegrationJob": 2}
+    assert calls.total() == 8
+
+
+def test_rebuild_finds_jobs_created_in_bulk(store: JobStoreClient) -> None:
+    now = datetime.now(UTC)
+    batch = [_new_job(now, i, "acme" if i % 2 else "globex") for i in range(30)]
+    store.create_jobs(batch)
+    single = _created(store)
+    store.append(batch[3].job_id, EventType.COMPLETED)
+    before = {j.job_id: j for j in store.list_jobs(limit=100)}
+    store._service.delete_table(store.table_name("IntegrationJob"))
+    store.ensure_tables()
+    assert store.rebuild() == 31
+    assert {j.job_id: j for j in store.list_jobs(limit=100)} == before
+    assert before[batch[3].job_id].status is JobStatus.COMPLETED and single in before
+
+
+def test_table_clients_are_built_once(store: JobStoreClient) -> None:
+    assert store._table("JobEvents") is store._table("JobEvents")
+    assert store._table("JobEvents") is not store._table("IntegrationLog")
