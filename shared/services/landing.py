@@ -6,16 +6,20 @@ from __future__ import annotations
 import logging
 import posixpath
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from azure.core.exceptions import AzureError
+from opentelemetry import context as otel_context
+
 from shared.domain.errors import ConflictError, NotFoundError, WharfError
 from shared.domain.ids import new_job_id, new_transfer_id
-from shared.domain.jobs import EventType, FileTransfer, JobType, utcnow
+from shared.domain.jobs import EventType, FileTransfer, JobType, LogLevel, NewEvent, NewJob, NewLog, utcnow
 from shared.domain.ledger import LedgerEntry, LedgerState, ledger_key
 from shared.domain.messages import FileLanded
+from shared.domain.remote import RemoteFileChangedError
 from shared.domain.sanitize import display_name, encode_original, sanitize_name
 from shared.metrics import record_failure, record_ingest
 from shared.ports import BlobInfo
@@ -33,6 +37,15 @@ _METADATA_MAX = 2048  # blob metadata is at most 8 KiB in all; keep each value w
 
 class ClaimLostError(WharfError):
     """Another instance took this file over (our lease ran out): stop without committing anything."""
+
+
+class NotStableError(WharfError):
+    """The second look at the source disagreed with the first (`reason`: vanished or changing): the file
+    is not committed, and a later poll takes the version that stays."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,16 @@ class Landed:
     blob: BlobInfo
     message: FileLanded
     reused_blob: bool = False
+
+
+@dataclass
+class Uploaded:
+    """A file whose blob is committed and whose bookkeeping is still to be written (`Landing.record_many`)."""
+
+    claim: Claim
+    blob: BlobInfo
+    seconds: float  # transfer time, for the ingest metrics
+    context: otel_context.Context = field(default_factory=otel_context.get_current)
 
 
 @dataclass
@@ -144,8 +167,8 @@ class Landing:
                 return Plan("skip", "already_skipped")
 
     def new_entry(self, arrival: Arrival, *, state: LedgerState = LedgerState.CLAIMED,
-                  error: str = "") -> LedgerEntry:
-        now = self._clock()
+                  error: str = "", now: datetime | None = None) -> LedgerEntry:
+        now = now or self._clock()
         transfer_id = new_transfer_id(now)
         name = sanitize_name(arrival.name)
         return LedgerEntry(
@@ -166,7 +189,10 @@ class Landing:
         with span("landing.claim", {"wharf.partner": self.partner, "wharf.files": len(todo)}):
             for start in range(0, len(todo), _BATCH):
                 chunk = todo[start:start + _BATCH]
-                entries = [self.new_entry(a) for a in chunk]
+                # One `now` for the batch: its job ids share a time part, so their rows share a partition
+                # and `record_many` writes them in a few table transactions.
+                now = self._clock()
+                entries = [self.new_entry(a, now=now) for a in chunk]
                 try:
                     stored = self._s.ledger.create_many(entries)
                 except ConflictError:
@@ -211,17 +237,18 @@ class Landing:
 
     # --- landing ------------------------------------------------------------------------------
 
+    def _created_data(self, claim: Claim) -> dict[str, Any]:
+        a, e = claim.arrival, claim.entry
+        return {"partner": self.partner, "job_type": self.job_type, "source": a.source,
+                "file_name": posixpath.basename(e.blob_path), "original_name": display_name(a.name),
+                "remote_path": display_name(a.path), "size": a.size, "mtime": a.mtime,
+                "transfer_id": e.transfer_id, "channel": a.channel}
+
     def _ensure_job(self, claim: Claim) -> None:
         if claim.job_created:
             return
-        a, e = claim.arrival, claim.entry
         try:
-            self._s.jobs.append(e.job_id, EventType.CREATED, {
-                "partner": self.partner, "job_type": self.job_type, "source": a.source,
-                "file_name": posixpath.basename(e.blob_path), "original_name": display_name(a.name),
-                "remote_path": display_name(a.path), "size": a.size, "mtime": a.mtime,
-                "transfer_id": e.transfer_id, "channel": a.channel,
-            })
+            self._s.jobs.append(claim.entry.job_id, EventType.CREATED, self._created_data(claim))
         except ConflictError:
             pass  # an earlier attempt created it: same job id by design
         claim.job_created = True
@@ -270,7 +297,8 @@ class Landing:
         return meta
 
     def land(self, claim: Claim, open_chunks: Callable[[], Iterable[bytes]], *,
-             on_bytes: Callable[[int], None] | None = None, final: bool = False) -> Landed:
+             on_bytes: Callable[[int], None] | None = None, final: bool = False,
+             before_commit: Callable[[], None] | None = None) -> Landed:
         """Stream the file into its blob (committed once, whole) and record it: job events, FileTransfer,
         log line, file-landed message, ledger LANDED (DONE when `final`: no post-action follows).
         Idempotent per claim: safe to call again after any failure. A file that cannot be opened fails
@@ -293,7 +321,9 @@ class Landing:
                 try:
                     blob = self._s.blobs.upload_stream(e.container, e.blob_path,
                                                        self._renewing(claim, body, on_bytes),
-                                                       metadata=self.metadata(claim))
+                                                       metadata=self.metadata(claim), before_commit=before_commit)
+                except NotStableError:
+                    raise
                 except Exception as exc:
                     self._note_failure(claim, exc)
                     record_failure(self.partner, self.channel, exc)
@@ -321,42 +351,192 @@ class Landing:
         except WharfError:
             log.exception("could not record the failed transfer", extra=log_fields(claim.job_id))
 
-    def _record(self, claim: Claim, blob: BlobInfo, *, reused: bool, final: bool) -> FileLanded:
+    def _landed_data(self, claim: Claim, blob: BlobInfo) -> dict[str, Any]:
+        e = claim.entry
+        return {"blob_path": f"{e.container}/{e.blob_path}", "bytes": blob.size, "sha256": blob.sha256,
+                "transfer_id": e.transfer_id, "file_name": posixpath.basename(e.blob_path)}
+
+    def _transfer_row(self, claim: Claim, blob: BlobInfo) -> FileTransfer:
+        a, e = claim.arrival, claim.entry
+        return FileTransfer(job_id=e.job_id, transfer_id=e.transfer_id, file_name=posixpath.basename(e.blob_path),
+                            source=a.source, destination=f"{e.container}/{e.blob_path}", status="LANDED",
+                            transfer_date=self._clock(), bytes=blob.size, sha256=blob.sha256)
+
+    def _landed_text(self, claim: Claim, blob: BlobInfo) -> str:
         a, e = claim.arrival, claim.entry
         name = posixpath.basename(e.blob_path)
-        already = reused or e.attempts > 1
-        if not (already and any(ev.type is EventType.FILE_LANDED for ev in self._s.jobs.events(e.job_id))):
-            self._s.jobs.append(e.job_id, EventType.FILE_LANDED, {
-                "blob_path": f"{e.container}/{e.blob_path}", "bytes": blob.size, "sha256": blob.sha256,
-                "transfer_id": e.transfer_id, "file_name": name})
-        now = self._clock()
-        self._s.jobs.add_transfer(FileTransfer(
-            job_id=e.job_id, transfer_id=e.transfer_id, file_name=name, source=a.source,
-            destination=f"{e.container}/{e.blob_path}", status="LANDED", transfer_date=now, bytes=blob.size,
-            sha256=blob.sha256))
         note = " (zero-byte file)" if blob.size == 0 else ""
         renamed = f" as {name}" if name != a.name else ""
-        self._s.jobs.log(e.job_id, "INFO", f"landed {display_name(a.name)}{renamed} from {display_name(a.source)}: "
-                                          f"{blob.size} bytes{note}, sha256 {blob.sha256}, blob {e.container}/"
-                                          f"{e.blob_path}", trace_id=current_trace_id())
+        return (f"landed {display_name(a.name)}{renamed} from {display_name(a.source)}: {blob.size} bytes{note}, "
+                f"sha256 {blob.sha256}, blob {e.container}/{e.blob_path}")
+
+    def _send_landed(self, claim: Claim, blob: BlobInfo) -> FileLanded:
+        """The file-landed message, carrying the current trace context."""
+        a, e = claim.arrival, claim.entry
         carrier: dict[str, Any] = {}
         inject_traceparent(carrier)
         message = FileLanded(job_id=e.job_id, partner=self.partner, container=e.container, blob_path=e.blob_path,
-                             file_name=name, bytes=blob.size, sha256=blob.sha256, transfer_id=e.transfer_id,
-                             source=a.source, traceparent=carrier.get("traceparent"))
+                             file_name=posixpath.basename(e.blob_path), bytes=blob.size, sha256=blob.sha256,
+                             transfer_id=e.transfer_id, source=a.source, traceparent=carrier.get("traceparent"))
         self._s.queues.send(self._s.settings.landed_queue, message.to_message())
+        return message
+
+    def _landed_state(self, claim: Claim, blob: BlobInfo, *, final: bool) -> LedgerEntry:
+        return replace(claim.entry, state=LedgerState.DONE if final else LedgerState.LANDED, sha256=blob.sha256,
+                       error="")
+
+    def _mark_landed(self, claim: Claim, blob: BlobInfo, *, final: bool) -> None:
         try:
-            state = LedgerState.DONE if final else LedgerState.LANDED
-            claim.entry = self._s.ledger.update(replace(e, state=state, sha256=blob.sha256, error=""))
+            claim.entry = self._s.ledger.update(self._landed_state(claim, blob, final=final))
         except (ConflictError, NotFoundError):
             # Only when our lease ran out mid-way: the taker re-records idempotently (same job, same blob).
             log.warning("ledger entry moved while landing; the new owner finishes it",
-                        extra=log_fields(e.job_id, partner=self.partner))
+                        extra=log_fields(claim.job_id, partner=self.partner))
+
+    def _landed_log(self, claim: Claim, blob: BlobInfo) -> None:
+        e = claim.entry
         if blob.size == 0:
             log.info("landed a zero-byte file", extra=log_fields(e.job_id, partner=self.partner))
         log.info("file landed", extra=log_fields(e.job_id, partner=self.partner, bytes=blob.size,
                                                  transfer_id=e.transfer_id))
+
+    def _record(self, claim: Claim, blob: BlobInfo, *, reused: bool, final: bool) -> FileLanded:
+        """One file's bookkeeping, one write at a time; idempotent (a retry skips what an attempt wrote)."""
+        e = claim.entry
+        already = reused or e.attempts > 1
+        if not (already and any(ev.type is EventType.FILE_LANDED for ev in self._s.jobs.events(e.job_id))):
+            self._s.jobs.append(e.job_id, EventType.FILE_LANDED, self._landed_data(claim, blob))
+        self._s.jobs.add_transfer(self._transfer_row(claim, blob))
+        self._s.jobs.log(e.job_id, "INFO", self._landed_text(claim, blob), trace_id=current_trace_id())
+        message = self._send_landed(claim, blob)
+        self._mark_landed(claim, blob, final=final)
+        self._landed_log(claim, blob)
         return message
+
+    # --- landing many: upload now, record in batches ----------------------------------------------
+
+    def upload(self, claim: Claim, open_chunks: Callable[[], Iterable[bytes]], *,
+               on_bytes: Callable[[int], None] | None = None,
+               before_commit: Callable[[], None] | None = None) -> Uploaded:
+        """Stream a claimed file into its blob (committed once, whole) and write nothing else yet: the
+        caller hands the result to `record_many`, which records many files in a few writes.
+
+        `before_commit` (e.g. the second look at the source) runs after the last byte is read and before
+        the commit; what it raises propagates with nothing committed. A file that vanished, could not be
+        opened, changed or was refused by `before_commit` leaves no job behind; any other failure is noted
+        on the file's job (created for the purpose) before it propagates."""
+        e = claim.entry
+        attrs = {"wharf.partner": self.partner, "wharf.job_id": e.job_id, "wharf.transfer_id": e.transfer_id,
+                 "file.size": e.size, "wharf.channel": self.channel}
+        with span("landing.upload", attrs):
+            started = time.monotonic()
+            chunks = iter(open_chunks())
+            first = next(chunks, None)
+            try:
+                blob = self._s.blobs.upload_stream(e.container, e.blob_path,
+                                                   self._renewing(claim, _chain(first, chunks), on_bytes),
+                                                   metadata=self.metadata(claim), before_commit=before_commit)
+            except (NotStableError, RemoteFileChangedError):
+                raise
+            except Exception as exc:
+                try:
+                    self._ensure_job(claim)
+                    self._note_failure(claim, exc)
+                except Exception:  # storage is down too: the ledger and the poll summary still say why
+                    log.exception("could not record the failed transfer", extra=log_fields(e.job_id))
+                record_failure(self.partner, self.channel, exc)
+                raise
+            return Uploaded(claim, blob, time.monotonic() - started)
+
+    def _new_job(self, up: Uploaded) -> NewJob:
+        claim, blob = up.claim, up.blob
+        return NewJob(job_id=claim.job_id,
+                      events=[NewEvent(type=EventType.CREATED, data=self._created_data(claim)),
+                              NewEvent(type=EventType.FILE_LANDED, data=self._landed_data(claim, blob))],
+                      transfers=[self._transfer_row(claim, blob)],
+                      logs=[NewLog(level=LogLevel.INFO, message=self._landed_text(claim, blob),
+                                   trace_id=_trace_id(up.context))])
+
+    def record_many(self, uploads: Sequence[Uploaded], *, final: bool
+                    ) -> tuple[list[Landed], list[tuple[Uploaded, Exception]]]:
+        """Record many uploaded files together: their jobs (`job.created` + `file.landed`), FileTransfer
+        rows and log lines through `JobStore.create_jobs` (a few table transactions per hundred files), one
+        file-landed message each, and the ledger (LANDED, or DONE when `final`) in batches of 100.
+
+        A file whose job exists already (a retry, or a job created to note a failure) is recorded the
+        one-by-one, idempotent way. Returns the files recorded and those that were not, with the error:
+        their ledger entries stay CLAIMED for the caller to release (a later poll then finds the
+        committed blob and records it without downloading again)."""
+        landed: list[Landed] = []
+        failed: list[tuple[Uploaded, Exception]] = []
+        if not uploads:
+            return landed, failed
+        with span("landing.record_many", {"wharf.partner": self.partner, "wharf.files": len(uploads),
+                                          "wharf.channel": self.channel}):
+            fresh = [u for u in uploads if not u.claim.job_created]
+            singles = [u for u in uploads if u.claim.job_created]
+            created: list[Uploaded] = []
+            if fresh:
+                try:
+                    existing = set(self._s.jobs.create_jobs([self._new_job(u) for u in fresh]))
+                except (AzureError, WharfError) as exc:
+                    log.warning("recording %d landed files failed: %s", len(fresh), exc,
+                                extra=log_fields(partner=self.partner))
+                    failed += [(u, exc) for u in fresh]
+                    fresh = []
+                    existing = set()
+                for u in fresh:
+                    u.claim.job_created = True
+                    (singles if u.claim.job_id in existing else created).append(u)
+            sent: list[tuple[Uploaded, FileLanded]] = []
+            for u in created:
+                token = otel_context.attach(u.context)
+                try:
+                    sent.append((u, self._send_landed(u.claim, u.blob)))
+                except (AzureError, WharfError) as exc:
+                    failed.append((u, exc))
+                finally:
+                    otel_context.detach(token)
+            self._mark_many([(u.claim, u.blob) for u, _ in sent], final=final)
+            for u, message in sent:
+                token = otel_context.attach(u.context)
+                try:
+                    self._landed_log(u.claim, u.blob)
+                finally:
+                    otel_context.detach(token)
+                landed.append(Landed(u.claim, u.blob, message))
+            for u in singles:
+                token = otel_context.attach(u.context)
+                try:
+                    landed.append(Landed(u.claim, u.blob, self._record(u.claim, u.blob, reused=True, final=final)))
+                except (AzureError, WharfError) as exc:
+                    failed.append((u, exc))
+                finally:
+                    otel_context.detach(token)
+            for item in landed:
+                up = next(u for u in uploads if u.claim is item.claim)
+                record_ingest(self.partner, self.channel, item.blob.size, up.seconds)
+        return landed, failed
+
+    def _mark_many(self, items: Sequence[tuple[Claim, BlobInfo]], *, final: bool) -> None:
+        """Ledger LANDED/DONE for many claims, 100 per transaction; an entry that moved meanwhile (our lease ran
+        out) is left to its new owner, which re-records idempotently."""
+        for start in range(0, len(items), _BATCH):
+            chunk = items[start:start + _BATCH]
+            try:
+                stored = self._s.ledger.update_many([self._landed_state(c, b, final=final) for c, b in chunk])
+            except (ConflictError, NotFoundError):
+                for claim, blob in chunk:
+                    self._mark_landed(claim, blob, final=final)
+                continue
+            except AzureError as exc:
+                # Recorded, but the ledger still says CLAIMED: no post-action runs now, and once the lease
+                # runs out a later poll re-records these files idempotently (same jobs, same blobs) and tidies.
+                log.warning("ledger update of %d landed files failed: %s; a later poll finishes them", len(chunk),
+                            exc, extra=log_fields(partner=self.partner))
+                continue
+            for (claim, _), entry in zip(chunk, stored, strict=True):
+                claim.entry = entry
 
     # --- after landing ------------------------------------------------------------------------
 
@@ -410,6 +590,14 @@ class Landing:
             self._s.jobs.append(stored.job_id, EventType.FAILED, {"reason": f"skipped: {reason}"})
             log.warning(text, extra=log_fields(stored.job_id, partner=self.partner))
             return stored
+
+
+def _trace_id(context: otel_context.Context) -> str:
+    token = otel_context.attach(context)
+    try:
+        return current_trace_id()
+    finally:
+        otel_context.detach(token)
 
 
 def _chain(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:

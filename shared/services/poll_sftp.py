@@ -36,7 +36,7 @@ from shared.domain.remote import (
 )
 from shared.domain.sanitize import display_name, remote_bytes
 from shared.ports import FileSource
-from shared.services.landing import Arrival, Claim, ClaimLostError, Landing
+from shared.services.landing import Arrival, Claim, ClaimLostError, Landing, NotStableError, Uploaded
 from shared.services.polls import (
     FileOutcome,
     PollOptions,
@@ -56,6 +56,41 @@ log = logging.getLogger(__name__)
 CHANNEL = "sftp"
 T = TypeVar("T")
 _URI_SAFE = "/-._~!$&'()*+,;=:@"
+_RECORD_BATCH = 100  # landed files recorded together (jobs, transfers, logs, ledger in a few transactions)
+_RECORD_SECONDS = 2.0  # ... or sooner, once the oldest of them has waited this long
+_OVERLAP_BYTES = 64 * 1024 * 1024  # one worker overlaps the stability wait with its transfer from this size
+
+
+class _SecondLook:
+    """The second listing, taken `settle_seconds` after the first while the transfers already run.
+    Every commit waits for it: a file is committed only if both listings (and the read's final fstat)
+    agree on its size and mtime, so the stability wait overlaps the transfer instead of preceding it."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._files: dict[str, RemoteFile] = {}
+        self._error: BaseException | None = None
+
+    def open(self, files: dict[str, RemoteFile]) -> None:
+        self._files = files
+        self._done.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._done.set()
+
+    def confirm(self, f: RemoteFile) -> None:
+        self._done.wait()
+        name = display_name(f.path)
+        if self._error is not None:
+            raise NotStableError(f"{name}: the second listing failed ({self._error}); not committed",
+                                 reason="unconfirmed")
+        again = self._files.get(f.path)
+        if again is None:
+            raise NotStableError(f"{name} vanished between the two listings", reason="vanished")
+        if not f.same_version(again):
+            raise NotStableError(f"{name} changed between the two listings ({f.size} bytes at mtime {f.mtime}, "
+                                 f"then {again.size} at {again.mtime})", reason="changing")
 
 
 def poll_partner(services: Services, partner_id: str, *, options: PollOptions | None = None,
@@ -92,6 +127,8 @@ class _SftpPoll:
                                clock=opts.clock)
         self._main: list[FileSource] = []
         self._finished: list[LedgerEntry] = []  # post-action done: marked DONE in batches at the end
+        self._pending: list[tuple[RemoteFile, Uploaded]] = []  # uploaded, waiting to be recorded together
+        self._pending_since = 0.0
         self._sessions: list[FileSource] = []
         self._free: list[FileSource] = []
         self._lock = threading.Lock()
@@ -203,15 +240,6 @@ class _SftpPoll:
         tally.summary.listed = len(first)
         arrivals = {path: self._arrival(f) for path, f in first.items()}
         entries = self.landing.lookup(arrivals.values()) if arrivals else {}
-        # Stability: a file is taken only when it is old enough AND a second listing, settle_seconds
-        # later, shows the same size and mtime (so a slow upload with an old mtime is not cut short).
-        second: dict[str, RemoteFile] = {}
-        if first:
-            tally.set_phase("settling")
-            wait = opts.settle_seconds - (time.monotonic() - started)
-            if wait > 0:
-                opts.sleep(wait)
-            second = self._list()
         now = opts.clock()
         claims_wanted: list[tuple[RemoteFile, Arrival]] = []
         takeovers: list[tuple[RemoteFile, Arrival, LedgerEntry]] = []
@@ -219,18 +247,11 @@ class _SftpPoll:
         for path, f in sorted(first.items(), key=lambda item: (item[1].mtime, item[0])):
             arrival = arrivals[path]
             entry = entries.get(arrival.key)
-            again = second.get(path)
             if entry is not None and entry.state.value in ("LANDED", "DONE"):
                 if entry.state.value == "LANDED" or cfg.post_action != "leave":
                     finishes.append((f, entry, entry.state.value))
                 else:
                     tally.skipped(*_who(f), "already_ingested", entry.job_id, detail=False)
-                continue
-            if again is None:
-                tally.skipped(*_who(f), "vanished")
-                continue
-            if not f.same_version(again):
-                tally.skipped(*_who(f), "changing")
                 continue
             if now.timestamp() - f.mtime < cfg.min_age_seconds:
                 tally.skipped(*_who(f), "too_new")
@@ -288,24 +309,50 @@ class _SftpPoll:
         tally.bytes_to_transfer = sum(f.size for f, _ in work)
         tally.set_phase("transferring")
         workers = max(1, min(self.opts.concurrency, len(work)))
-        with self._lock:
-            self._free.append(self._main[0])  # the listing session becomes a worker's
+        # Stability: a file is committed only when it was old enough at the first listing AND the second
+        # listing, settle_seconds later, shows the same size and mtime (so a slow upload with an old mtime is
+        # not cut short). With several workers or much to move, the transfers run meanwhile and only their
+        # commits wait for the second look (it costs one more session); otherwise it is taken first and the
+        # listing session does the transfer.
+        second_look = _SecondLook()
+        overlap = workers > 1 or tally.bytes_to_transfer >= _OVERLAP_BYTES
+        if not overlap:
+            self._second_look(second_look, started)
         try:
-            if workers == 1:
-                for f, claim in work:
-                    self._transfer(f, claim)
-                return
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sftp-{self.partner}") as pool:
+                if not overlap:
+                    with self._lock:
+                        self._free.append(self._main[0])
                 # Each task runs in a copy of this context: its spans stay children of the poll's span.
-                futures = [pool.submit(contextvars.copy_context().run, self._transfer, f, claim)
+                futures = [pool.submit(contextvars.copy_context().run, self._transfer, f, claim, second_look)
                            for f, claim in work]
+                if overlap:
+                    self._second_look(second_look, started)
+                    with self._lock:
+                        self._free.append(self._main[0])  # the listing session becomes a worker's
                 for future in futures:
                     future.result()
+            remaining = self._take_pending(force=True)
+            if remaining:
+                with self._session() as box:
+                    self._flush(box, remaining)
         finally:
             with self._lock:
                 finished, self._finished = self._finished, []
             if finished:
                 self.landing.finish_many(finished)
+
+    def _second_look(self, gate: _SecondLook, started: float) -> None:
+        try:
+            wait = self.opts.settle_seconds - (time.monotonic() - started)
+            if wait > 0:
+                self.tally.set_phase("settling")
+                self.opts.sleep(wait)
+            gate.open(self._list())
+        except BaseException as exc:
+            gate.fail(exc)
+            raise
+        self.tally.set_phase("transferring")
 
     def _over_size(self, f: RemoteFile) -> str:
         return (f"over-size: {f.size} bytes is more than the partner's max_file_size_bytes "
@@ -313,17 +360,34 @@ class _SftpPoll:
 
     # --- one file -----------------------------------------------------------------------------
 
-    def _transfer(self, f: RemoteFile, claim: Claim) -> None:
+    def _transfer(self, f: RemoteFile, claim: Claim, second_look: _SecondLook) -> None:
         e = claim.entry
         attrs = {"server.address": self.cfg.host, "server.port": self.cfg.port, "file.size": f.size,
                  "wharf.partner": self.partner, "wharf.job_id": e.job_id, "wharf.transfer_id": e.transfer_id}
         with span("sftp.file", attrs), self._session() as box:
             self.tally.current = display_name(f.name)
             final = self.cfg.post_action == "leave"  # nothing follows: straight to DONE
+            retry = claim.job_created or e.attempts > 1
+            uploaded: Uploaded | None = None
             try:
-                self._call(box, lambda src: self.landing.land(
-                    claim, lambda: src.read_chunks(f.path, expected=f), on_bytes=self.tally.add_bytes,
-                    final=final))
+                if retry:
+                    # A take-over: the one-by-one path, which reuses a blob an earlier attempt committed.
+                    self._call(box, lambda src: self.landing.land(
+                        claim, lambda: src.read_chunks(f.path, expected=f), on_bytes=self.tally.add_bytes,
+                        final=final, before_commit=lambda: second_look.confirm(f)))
+                else:
+                    uploaded = self._call(box, lambda src: self.landing.upload(
+                        claim, lambda: src.read_chunks(f.path, expected=f), on_bytes=self.tally.add_bytes,
+                        before_commit=lambda: second_look.confirm(f)))
+            except NotStableError as exc:
+                if exc.reason == "unconfirmed":
+                    self.landing.fail(claim, str(exc))
+                    self.tally.failed(*_who(f), "source_unavailable", claim.job_id if claim.job_created else "",
+                                      message=str(exc))
+                else:
+                    self.landing.fail(claim, str(exc), gone=True)
+                    self.tally.skipped(*_who(f), exc.reason, claim.job_id if claim.job_created else "")
+                return
             except RemoteFileError as exc:
                 if exc.missing:
                     self.landing.fail(claim, "vanished before it was read", gone=True)
@@ -349,10 +413,50 @@ class _SftpPoll:
                 self.tally.failed(*_who(f), "storage_error" if isinstance(exc, AzureError) else "error",
                                   claim.job_id if claim.job_created else "", message=str(exc))
                 return
-            self.tally.landed(*_who(f), claim.job_id, f"{e.container}/{e.blob_path}")
-            if not final and self._post_action(box, f, claim.entry):
-                with self._lock:
-                    self._finished.append(claim.entry)
+            if uploaded is None:
+                self._after_landing(box, f, claim)
+                return
+            with self._lock:
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                self._pending.append((f, uploaded))
+            batch = self._take_pending()
+            if batch:
+                self._flush(box, batch)
+
+    def _take_pending(self, *, force: bool = False) -> list[tuple[RemoteFile, Uploaded]]:
+        """The uploaded files to record now: all of them when forced, when a batch is full, or when the oldest
+        has waited `_RECORD_SECONDS` (so that a poll of large files does not hold its first ones back)."""
+        with self._lock:
+            due = force or len(self._pending) >= _RECORD_BATCH or (
+                bool(self._pending) and time.monotonic() - self._pending_since >= _RECORD_SECONDS)
+            if not due:
+                return []
+            batch, self._pending = self._pending, []
+            return batch
+
+    def _flush(self, box: list[FileSource], batch: list[tuple[RemoteFile, Uploaded]]) -> None:
+        """Record uploaded files together, then run their post-actions (never before they are recorded)."""
+        files = {id(up.claim): f for f, up in batch}
+        landed, failed = self.landing.record_many([up for _, up in batch], final=self.cfg.post_action == "leave")
+        for up, exc in failed:
+            f = files[id(up.claim)]
+            log.warning("recording %s failed: %s; a later poll records it from the committed blob",
+                        display_name(f.path), exc, extra=log_fields(up.claim.job_id, partner=self.partner))
+            self.landing.fail(up.claim, f"recording failed: {exc}")
+            self.tally.failed(*_who(f), "storage_error" if isinstance(exc, AzureError) else "error",
+                              up.claim.job_id if up.claim.job_created else "", message=str(exc))
+        for item in landed:
+            self._after_landing(box, files[id(item.claim)], item.claim)
+
+    def _after_landing(self, box: list[FileSource], f: RemoteFile, claim: Claim) -> None:
+        e = claim.entry
+        self.tally.landed(*_who(f), claim.job_id, f"{e.container}/{e.blob_path}")
+        if self.cfg.post_action == "leave" or e.state.value != "LANDED":
+            return  # DONE already, or the ledger write failed: a later poll tidies up
+        if self._post_action(box, f, e):
+            with self._lock:
+                self._finished.append(e)
 
     def _finish_only(self, f: RemoteFile, entry: LedgerEntry, state: str) -> None:
         """The file was landed before: only the post-action (and DONE) are left; never land it twice."""

@@ -202,7 +202,10 @@ def test_crash_mid_transfer_leaves_no_blob_and_a_later_poll_takes_over_after_the
     with pytest.raises(Crash):
         world.poll()
     assert world.inbound() == [] and world.state("/out/a.csv") is LedgerState.CLAIMED
-    (job_id,) = world.jobs.job_ids()
+    # A fresh claim's job is written with its bookkeeping, after the upload: a crash before leaves none.
+    assert world.jobs.job_ids() == []
+    (claimed,) = world.ledger.entries(PARTNER)
+    job_id = claimed.job_id
     world.server.on_read = None
     world.clock.advance(minutes=5)
     early = world.poll()  # the lease (10 min) still holds: someone might be working on it
@@ -293,7 +296,13 @@ def test_two_pollers_racing_land_each_file_once() -> None:
     for i in range(40):
         world.server.put(f"/out/f{i:02d}.csv", f"file {i}".encode())
     barrier = threading.Barrier(2)
-    world.on_sleep = lambda _: barrier.wait(timeout=10)  # both have listed before either claims
+    lookup = world.ledger.get_many
+
+    def both_listed(partner: str, keys: Any) -> Any:
+        barrier.wait(timeout=10)  # both have listed and read the ledger before either claims
+        return lookup(partner, keys)
+
+    world.ledger.get_many = both_listed  # type: ignore[method-assign]
     summaries: list[PollSummary] = []
 
     def run() -> None:
@@ -554,6 +563,117 @@ def test_one_trace_covers_the_poll_with_ids_on_every_file_span_and_no_secret(wor
     assert {line.trace_id for line in world.jobs.logs(message.job_id)} == {format(poll_span.context.trace_id,
                                                                                  "032x")}
     names = {s.name for s in otel.finished_spans()}
-    assert {"breaker.allow", "landing.claim", "landing.land", "sftp.post_action"} <= names
+    assert {"breaker.allow", "landing.claim", "landing.upload", "landing.record_many", "sftp.post_action"} <= names
     dumped = repr([(s.name, s.attributes, s.events) for s in otel.finished_spans()])
     assert secret.splitlines()[1] not in dumped
+
+
+# --- many files: the second look overlaps the transfers, bookkeeping is written in batches ----------------
+
+
+def test_with_several_workers_transfers_start_before_the_second_look_and_commits_wait_for_it() -> None:
+    world = World(post_action="leave")
+    for name in ("a", "b", "c"):
+        world.server.put(f"/out/{name}.csv", name.encode() * 10)
+    seen: dict[str, Any] = {}
+
+    def during_settle(_: float) -> None:
+        deadline = threading.Event()
+        for _ in range(200):  # the workers read while the poll waits for the second look
+            if len(world.server.reads) == 3:
+                break
+            deadline.wait(0.01)
+        seen["reads"] = dict(world.server.reads)
+        seen["blobs"] = list(world.inbound())
+        world.server.append("/out/b.csv", b"still writing")
+
+    world.on_sleep = during_settle
+    summary = world.poll(concurrency=3)
+    assert seen["reads"] == {"/out/a.csv": 1, "/out/b.csv": 1, "/out/c.csv": 1}
+    assert seen["blobs"] == []  # read, but nothing committed before the second look
+    assert (summary.landed, summary.skipped_reasons) == (2, {"changing": 1})
+    assert sorted(p.rsplit("/", 1)[1] for p in world.inbound()) == ["a.csv", "c.csv"]
+    # The changed version leaves no job and no blob behind; its ledger entry is GONE and the next poll takes the
+    # version that stays.
+    assert len(world.jobs.job_ids()) == 2 and world.state("/out/b.csv") is LedgerState.GONE
+    world.on_sleep = None
+    world.clock.advance(minutes=1)
+    assert world.poll(concurrency=3).landed == 1
+    assert len(world.jobs.job_ids()) == 3 and len(world.landed_messages()) == 3
+
+
+def test_bookkeeping_of_many_files_is_written_in_batches() -> None:
+    world = World(post_action="delete", max_files_per_poll=1000)
+    for i in range(250):
+        world.server.put(f"/out/f{i:03d}.csv", f"row {i}\n".encode())
+    calls = {"create_jobs": [], "append": 0}
+    create_jobs, append = world.jobs.create_jobs, world.jobs.append
+
+    def counted_create(jobs: Any) -> list[str]:
+        calls["create_jobs"].append(len(jobs))
+        return create_jobs(jobs)
+
+    def counted_append(*args: Any, **kwargs: Any) -> Any:
+        calls["append"] += 1
+        return append(*args, **kwargs)
+
+    world.jobs.create_jobs = counted_create  # type: ignore[method-assign]
+    world.jobs.append = counted_append  # type: ignore[method-assign]
+    summary = world.poll(concurrency=4)
+    assert (summary.status, summary.landed) == ("ok", 250)
+    assert sum(calls["create_jobs"]) == 250 and len(calls["create_jobs"]) <= 5 and calls["append"] == 0
+    assert len(world.landed_messages()) == 250 and world.server.names() == []  # post-actions after recording
+    assert {e.state for e in world.ledger.entries(PARTNER)} == {LedgerState.DONE}
+    job_ids = world.jobs.job_ids()
+    assert len(job_ids) == 250
+    for job_id in job_ids[:5] + job_ids[-5:]:
+        assert [e.type for e in world.jobs.events(job_id)] == [EventType.CREATED, EventType.FILE_LANDED]
+        assert len(world.jobs.transfers(job_id)) == 1 and len(world.jobs.logs(job_id)) == 1
+
+
+def test_a_failed_recording_keeps_the_source_and_a_later_poll_records_from_the_committed_blob() -> None:
+    from azure.core.exceptions import ServiceRequestError
+
+    world = World(post_action="delete")
+    for name in ("a", "b"):
+        world.server.put(f"/out/{name}.csv", name.encode())
+    create_jobs = world.jobs.create_jobs
+
+    def storage_down(jobs: Any) -> list[str]:
+        raise ServiceRequestError("table service unreachable")
+
+    world.jobs.create_jobs = storage_down  # type: ignore[method-assign]
+    first = world.poll(concurrency=2)
+    assert (first.status, first.landed, first.failed_reasons) == ("partial", 0, {"storage_error": 2})
+    assert len(world.inbound()) == 2 and world.landed_messages() == []  # blobs committed, nothing else
+    assert world.server.names() == ["/out/a.csv", "/out/b.csv"]  # no post-action before the file is recorded
+    assert {e.state for e in world.ledger.entries(PARTNER)} == {LedgerState.FAILED}
+    world.jobs.create_jobs = create_jobs  # type: ignore[method-assign]
+    second = world.poll(concurrency=2)
+    assert (second.status, second.landed) == ("ok", 2)
+    assert world.server.reads == {"/out/a.csv": 1, "/out/b.csv": 1}  # the committed blobs were reused
+    assert len(world.inbound()) == 2 and len(world.landed_messages()) == 2 and world.server.names() == []
+    for job_id in world.jobs.job_ids():
+        assert [e.type for e in world.jobs.events(job_id)].count(EventType.FILE_LANDED) == 1
+
+
+def test_a_failed_second_look_commits_nothing_and_releases_the_claims() -> None:
+    world = World(post_action="leave")
+    for name in ("a", "b"):
+        world.server.put(f"/out/{name}.csv", name.encode())
+    # The server drops every listing attempt (3, with retries) once the first listing is done.
+    armed = [True]
+
+    def drop_listings(_: float) -> None:
+        if armed.pop() if armed else False:  # only the settle wait, not the retries' back-off sleeps
+            world.server.fail("list", unavailable, times=3)
+
+    world.on_sleep = drop_listings
+    summary = world.poll(concurrency=2)
+    assert summary.status == "failed" and summary.landed == 0
+    assert world.inbound() == [] and world.jobs.job_ids() == [] and world.landed_messages() == []
+    assert {e.state for e in world.ledger.entries(PARTNER)} == {LedgerState.FAILED}
+    world.on_sleep = None
+    world.clock.advance(minutes=1)
+    again = world.poll(concurrency=2)
+    assert (again.status, again.landed) == ("ok", 2), again
