@@ -317,7 +317,7 @@ class _SftpPoll:
         second_look = _SecondLook()
         overlap = workers > 1 or tally.bytes_to_transfer >= _OVERLAP_BYTES
         if not overlap:
-            self._second_look(second_look, started)
+            self._second_look(second_look, started, report=True)
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sftp-{self.partner}") as pool:
                 if not overlap:
@@ -342,17 +342,20 @@ class _SftpPoll:
             if finished:
                 self.landing.finish_many(finished)
 
-    def _second_look(self, gate: _SecondLook, started: float) -> None:
+    def _second_look(self, gate: _SecondLook, started: float, *, report: bool = False) -> None:
+        """Wait out the settle interval, list again and open the gate (or fail it: nothing commits)."""
         try:
             wait = self.opts.settle_seconds - (time.monotonic() - started)
             if wait > 0:
-                self.tally.set_phase("settling")
+                if report:  # only when nothing else is happening meanwhile
+                    self.tally.set_phase("settling")
                 self.opts.sleep(wait)
             gate.open(self._list())
         except BaseException as exc:
             gate.fail(exc)
             raise
-        self.tally.set_phase("transferring")
+        if report:
+            self.tally.set_phase("transferring")
 
     def _over_size(self, f: RemoteFile) -> str:
         return (f"over-size: {f.size} bytes is more than the partner's max_file_size_bytes "
