@@ -35,9 +35,10 @@ def _rebuffer(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buf)
 
 
-def _chain_blocks(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield second
+def _chain_blocks(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    """`head` then `rest`, holding no reference to a block once it is handed out (memory stays flat)."""
+    while head:
+        yield head.pop(0)
     yield from rest
 
 
@@ -92,8 +93,10 @@ class BlobStoreClient:
                 s.set_attribute("wharf.single_put", True)
                 return BlobInfo(container=container, path=path, size=len(first), sha256=sha, metadata=meta,
                                 url=blob.url)
+            all_blocks = _chain_blocks([first, second], blocks)
+            del first, second  # the chain hands them out; keeping them here would pin two blocks for the upload
             with ThreadPoolExecutor(max_workers=self._max_concurrency, thread_name_prefix="blob-stage") as pool:
-                for index, block in enumerate(_chain_blocks(first, second, blocks)):
+                for index, block in enumerate(all_blocks):
                     digest.update(block)
                     size += len(block)
                     block_id = base64.b64encode(f"{prefix}-{index:08d}".encode()).decode()
