@@ -170,6 +170,48 @@ def test_a_growing_file_waits_until_it_is_stable(services: Services, sshd_server
     assert b"".join(services.blobs.open_read("inbound", blob.path)) == final
 
 
+def test_with_several_files_transfers_overlap_the_second_look_and_a_growing_file_is_not_committed(
+        services: Services, sshd_server: SshdServer) -> None:
+    ingest = Ingest(services, sshd_server)  # min_age 0: only the two looks protect it
+    steady = {f"steady{i}.csv": f"row {i}\n".encode() * 500 for i in range(6)}
+    for name, data in steady.items():
+        ingest.put(name, data)
+    path = ingest.put("growing.csv", b"line 0\n")
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 1
+        while not stop.is_set():
+            with path.open("ab") as f:
+                f.write(f"line {i}\n".encode())
+            i += 1
+            time.sleep(0.05)
+
+    phases: list[str] = []
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        summary = ingest.poll(settle_seconds=0.5, concurrency=4, progress=lambda p: phases.append(p.phase))
+    finally:
+        stop.set()
+        thread.join()
+    assert (summary.landed, summary.skipped_reasons) == (6, {"changing": 1})
+    assert "settling" not in phases  # the wait overlapped the transfers
+    landed = {b.path.rsplit("/", 1)[1]: b for b in ingest.blobs()}
+    assert sorted(landed) == sorted(steady)
+    for name, data in steady.items():
+        assert b"".join(services.blobs.open_read("inbound", landed[name].path)) == data
+    assert len(ingest.jobs()) == 6 and len(ingest.messages()) == 6  # no job for the version that moved
+    assert ingest.ledger()[str(path)] is LedgerState.GONE
+    assert ingest.remote() == ["growing.csv"]  # post-action (delete) for the recorded files only
+    final = path.read_bytes()
+    again = ingest.poll(settle_seconds=0.3, concurrency=4)
+    assert (again.landed, again.skipped) == (1, 0)
+    (blob,) = [b for b in ingest.blobs() if b.path.endswith("/growing.csv")]
+    assert b"".join(services.blobs.open_read("inbound", blob.path)) == final
+    assert len(ingest.jobs()) == 7
+
+
 def test_two_pollers_racing_land_each_file_once(services: Services, sshd_server: SshdServer,
                                                test_settings: Settings) -> None:
     ingest = Ingest(services, sshd_server)
