@@ -22,17 +22,25 @@ CONTAINERS = ("inbound", "drop", "processed", "quarantine", "archive", "outbound
 
 
 def _rebuffer(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Re-cut arbitrary chunks into blocks of `size` bytes (the last one may be shorter)."""
-    buf = bytearray()
+    """Re-cut arbitrary chunks into blocks of `size` bytes (the last one may be shorter).
+
+    Each block is allocated once (`bytes.join` over views of the chunks): no growing buffer copied and cut
+    per block, which keeps the peak memory of a large upload low and steady."""
+    parts: list[memoryview] = []
+    have = 0
     for chunk in chunks:
-        if not chunk:
-            continue
-        buf += chunk
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
+        view = memoryview(chunk)
+        while view.nbytes and have + view.nbytes >= size:
+            take = size - have
+            parts.append(view[:take])
+            yield b"".join(parts)
+            parts, have = [], 0
+            view = view[take:]
+        if view.nbytes:
+            parts.append(view)
+            have += view.nbytes
+    if parts:
+        yield b"".join(parts)
 
 
 def _chain_blocks(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -58,13 +58,13 @@ T = TypeVar("T")
 _URI_SAFE = "/-._~!$&'()*+,;=:@"
 _RECORD_BATCH = 100  # landed files recorded together (jobs, transfers, logs, ledger in a few transactions)
 _RECORD_SECONDS = 2.0  # ... or sooner, once the oldest of them has waited this long
-_OVERLAP_BYTES = 64 * 1024 * 1024  # one worker overlaps the stability wait with its transfer from this size
 
 
 class _SecondLook:
-    """The second listing, taken `settle_seconds` after the first while the transfers already run.
-    Every commit waits for it: a file is committed only if both listings (and the read's final fstat)
-    agree on its size and mtime, so the stability wait overlaps the transfer instead of preceding it."""
+    """Several workers: the second listing, taken `settle_seconds` after the first while the transfers
+    already run. Every commit waits for it: a file is committed only if both listings (and the read's final
+    fstat) agree on its size and mtime, so the stability wait overlaps the transfers instead of preceding
+    them."""
 
     def __init__(self) -> None:
         self._done = threading.Event()
@@ -79,7 +79,7 @@ class _SecondLook:
         self._error = exc
         self._done.set()
 
-    def confirm(self, f: RemoteFile) -> None:
+    def confirm(self, f: RemoteFile, source: FileSource) -> None:
         self._done.wait()
         name = display_name(f.path)
         if self._error is not None:
@@ -90,6 +90,32 @@ class _SecondLook:
             raise NotStableError(f"{name} vanished between the two listings", reason="vanished")
         if not f.same_version(again):
             raise NotStableError(f"{name} changed between the two listings ({f.size} bytes at mtime {f.mtime}, "
+                                 f"then {again.size} at {again.mtime})", reason="changing")
+
+
+class _StatLook:
+    """One worker: the second look is a stat of the file on the worker's own session, taken once
+    `settle_seconds` have passed since the first listing (after a quick transfer it waits out the rest).
+    The wait overlaps the transfer and no second session is opened."""
+
+    def __init__(self, settle_seconds: float, started: float, sleep: Callable[[float], None]) -> None:
+        self._due, self._sleep = started + settle_seconds, sleep
+        self._waited = False  # one worker, one file at a time: the interval is waited out once per poll
+
+    def confirm(self, f: RemoteFile, source: FileSource) -> None:
+        wait = self._due - time.monotonic()
+        if wait > 0 and not self._waited:
+            self._sleep(wait)
+        self._waited = True
+        name = display_name(f.path)
+        try:
+            again = source.stat(f.path)
+        except RemoteFileError as exc:
+            if exc.missing:
+                raise NotStableError(f"{name} vanished before the second look", reason="vanished") from exc
+            raise
+        if not f.same_version(again):
+            raise NotStableError(f"{name} changed between the two looks ({f.size} bytes at mtime {f.mtime}, "
                                  f"then {again.size} at {again.mtime})", reason="changing")
 
 
@@ -309,25 +335,24 @@ class _SftpPoll:
         tally.bytes_to_transfer = sum(f.size for f, _ in work)
         tally.set_phase("transferring")
         workers = max(1, min(self.opts.concurrency, len(work)))
-        # Stability: a file is committed only when it was old enough at the first listing AND the second
-        # listing, settle_seconds later, shows the same size and mtime (so a slow upload with an old mtime is
-        # not cut short). With several workers or much to move, the transfers run meanwhile and only their
-        # commits wait for the second look (it costs one more session); otherwise it is taken first and the
-        # listing session does the transfer.
-        second_look = _SecondLook()
-        overlap = workers > 1 or tally.bytes_to_transfer >= _OVERLAP_BYTES
-        if not overlap:
-            self._second_look(second_look, started, report=True)
+        # Stability: a file is committed only when it was old enough at the first listing AND a second look,
+        # settle_seconds later, shows the same size and mtime (so a slow upload with an old mtime is not cut
+        # short). Transfers start at once and only their commits wait for the second look: with several
+        # workers it is one more listing on the listing session, with one worker a stat on its own session.
+        look: _SecondLook | _StatLook
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sftp-{self.partner}") as pool:
-                if not overlap:
+                if workers == 1:
+                    look = _StatLook(opts.settle_seconds, started, opts.sleep)
                     with self._lock:
-                        self._free.append(self._main[0])
+                        self._free.append(self._main[0])  # the listing session does the transfer
+                else:
+                    look = _SecondLook()
                 # Each task runs in a copy of this context: its spans stay children of the poll's span.
-                futures = [pool.submit(contextvars.copy_context().run, self._transfer, f, claim, second_look)
+                futures = [pool.submit(contextvars.copy_context().run, self._transfer, f, claim, look)
                            for f, claim in work]
-                if overlap:
-                    self._second_look(second_look, started)
+                if isinstance(look, _SecondLook):
+                    self._second_look(look, started)
                     with self._lock:
                         self._free.append(self._main[0])  # the listing session becomes a worker's
                 for future in futures:
@@ -342,20 +367,16 @@ class _SftpPoll:
             if finished:
                 self.landing.finish_many(finished)
 
-    def _second_look(self, gate: _SecondLook, started: float, *, report: bool = False) -> None:
+    def _second_look(self, gate: _SecondLook, started: float) -> None:
         """Wait out the settle interval, list again and open the gate (or fail it: nothing commits)."""
         try:
             wait = self.opts.settle_seconds - (time.monotonic() - started)
             if wait > 0:
-                if report:  # only when nothing else is happening meanwhile
-                    self.tally.set_phase("settling")
                 self.opts.sleep(wait)
             gate.open(self._list())
         except BaseException as exc:
             gate.fail(exc)
             raise
-        if report:
-            self.tally.set_phase("transferring")
 
     def _over_size(self, f: RemoteFile) -> str:
         return (f"over-size: {f.size} bytes is more than the partner's max_file_size_bytes "
@@ -363,7 +384,7 @@ class _SftpPoll:
 
     # --- one file -----------------------------------------------------------------------------
 
-    def _transfer(self, f: RemoteFile, claim: Claim, second_look: _SecondLook) -> None:
+    def _transfer(self, f: RemoteFile, claim: Claim, look: _SecondLook | _StatLook) -> None:
         e = claim.entry
         attrs = {"server.address": self.cfg.host, "server.port": self.cfg.port, "file.size": f.size,
                  "wharf.partner": self.partner, "wharf.job_id": e.job_id, "wharf.transfer_id": e.transfer_id}
@@ -377,11 +398,11 @@ class _SftpPoll:
                     # A take-over: the one-by-one path, which reuses a blob an earlier attempt committed.
                     self._call(box, lambda src: self.landing.land(
                         claim, lambda: src.read_chunks(f.path, expected=f), on_bytes=self.tally.add_bytes,
-                        final=final, before_commit=lambda: second_look.confirm(f)))
+                        final=final, before_commit=lambda: look.confirm(f, src)))
                 else:
                     uploaded = self._call(box, lambda src: self.landing.upload(
                         claim, lambda: src.read_chunks(f.path, expected=f), on_bytes=self.tally.add_bytes,
-                        before_commit=lambda: second_look.confirm(f)))
+                        before_commit=lambda: look.confirm(f, src)))
             except NotStableError as exc:
                 if exc.reason == "unconfirmed":
                     self.landing.fail(claim, str(exc))

@@ -64,7 +64,7 @@ class PollProgress(BaseModel):
     """What a running poll reports to its caller (the CLI prints it)."""
 
     partner: str
-    phase: Literal["connecting", "listing", "settling", "transferring", "done"]
+    phase: Literal["connecting", "listing", "transferring", "done"]
     listed: int = 0
     to_transfer: int = 0
     bytes_to_transfer: int = 0

@@ -678,3 +678,23 @@ def test_a_failed_second_look_commits_nothing_and_releases_the_claims() -> None:
     world.clock.advance(minutes=1)
     again = world.poll(concurrency=2)
     assert (again.status, again.landed) == ("ok", 2), again
+
+
+def test_with_one_worker_the_second_look_is_a_stat_on_the_same_session(world: World) -> None:
+    world.server.put("/out/a.csv", b"abc")
+    seen: list[dict[str, int]] = []
+    world.on_sleep = lambda _: seen.append(dict(world.server.reads))
+    summary = world.poll()
+    assert (summary.landed, world.sources.opened) == (1, 1)  # no second connection
+    assert seen == [{"/out/a.csv": 1}]  # read before the settle wait: the wait overlaps the transfer
+    assert world.sleeps == [pytest.approx(1.0, abs=0.2)]
+
+
+def test_with_one_worker_a_file_gone_before_the_second_look_is_not_committed(world: World) -> None:
+    world.server.put("/out/a.csv", b"abc")
+    world.server.put("/out/b.csv", b"def", age=7200)  # older: transferred first, then the wait, then its stat
+    world.on_sleep = lambda _: world.server.files.pop("/out/b.csv")
+    summary = world.poll()
+    assert (summary.landed, summary.skipped_reasons) == (1, {"vanished": 1})
+    assert [p.rsplit("/", 1)[1] for p in world.inbound()] == ["a.csv"] and len(world.jobs.job_ids()) == 1
+    assert world.state("/out/b.csv") is LedgerState.GONE and world.server.reads["/out/b.csv"] == 1
