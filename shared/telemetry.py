@@ -256,7 +256,14 @@ def continued_from(carrier: Mapping[Any, Any] | None) -> Iterator[None]:
     if context_from(carrier) is None:
         yield
         return
-    token = otel_context.attach(extract(_as_text_carrier(carrier or {})))
+    with attached(extract(_as_text_carrier(carrier or {}))):
+        yield
+
+
+@contextmanager
+def attached(context: otel_context.Context) -> Iterator[None]:
+    """Run a block in another OpenTelemetry context (e.g. a file's, captured when its upload ran)."""
+    token = otel_context.attach(context)
     try:
         yield
     finally:

@@ -19,7 +19,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.blobs import CONTAINERS
-from shared.adapters.tables import MAX_DATA_CHARS, new_job_payloads
+from shared.adapters.tables import MAX_DATA_CHARS, event_payload, new_job_payloads
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.jobs import (
     EventType,
@@ -131,10 +131,7 @@ class FakeBlobStore:
 
 
 def _roundtrip(data: Mapping[str, Any] | None, job_id: str) -> dict[str, Any]:
-    payload = json.dumps(dict(data or {}), default=str, sort_keys=True)
-    if len(payload) > MAX_DATA_CHARS:
-        raise ValueError(f"event data for job {job_id} is {len(payload)} chars; store large data in a blob")
-    return dict(json.loads(payload))
+    return dict(json.loads(event_payload(job_id, data)))
 
 
 class FakeJobStore:

@@ -198,6 +198,14 @@ def _is_conflict(exc: TableTransactionError) -> bool:
     return exc.status_code == 409 or "AlreadyExists" in code
 
 
+def event_payload(job_id: str, data: Mapping[str, Any] | None) -> str:
+    """An event's `Data` as stored: sorted JSON (anything else as its string), at most MAX_DATA_CHARS."""
+    payload = json.dumps(dict(data or {}), default=str, sort_keys=True)
+    if len(payload) > MAX_DATA_CHARS:
+        raise ValueError(f"event data for job {job_id} is {len(payload)} chars; store large data in a blob")
+    return payload
+
+
 def new_job_payloads(jobs: Sequence[NewJob]) -> list[list[str]]:
     """Validate a `create_jobs` batch; the JSON `Data` of each job's events, as `append` would store them.
 
@@ -219,13 +227,7 @@ def new_job_payloads(jobs: Sequence[NewJob]) -> list[list[str]]:
             raise ValueError(f"job {job.job_id}: only the first event may be {EventType.CREATED.value}")
         if any(t.job_id != job.job_id for t in job.transfers):
             raise ValueError(f"job {job.job_id}: a FileTransfer names another job")
-        job_payloads = []
-        for event in job.events:
-            payload = json.dumps(dict(event.data), default=str, sort_keys=True)
-            if len(payload) > MAX_DATA_CHARS:
-                raise ValueError(f"event data for job {job.job_id} is {len(payload)} chars; "
-                                 "store large data in a blob")
-            job_payloads.append(payload)
+        job_payloads = [event_payload(job.job_id, event.data) for event in job.events]
         size = sum(_ROW_OVERHEAD + len(json.dumps(p)) for p in job_payloads)
         if len(job_payloads) > MAX_BATCH or size > MAX_BATCH_BYTES:
             raise ValueError(f"job {job.job_id}: {len(job_payloads)} events ({size} bytes) do not fit one "
@@ -316,9 +318,7 @@ class JobStoreClient:
 
     def append(self, job_id: str, event_type: str, data: Mapping[str, Any] | None = None) -> JobEvent:
         etype = EventType(event_type)
-        payload = json.dumps(dict(data or {}), default=str, sort_keys=True)
-        if len(payload) > MAX_DATA_CHARS:
-            raise ValueError(f"event data for job {job_id} is {len(payload)} chars; store large data in a blob")
+        payload = event_payload(job_id, data)
         with span("jobstore.append", {"wharf.job_id": job_id, "wharf.event": etype.value}):
             for _ in range(_APPEND_ATTEMPTS):
                 if etype is EventType.CREATED:

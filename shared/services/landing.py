@@ -23,7 +23,7 @@ from shared.domain.remote import RemoteFileChangedError
 from shared.domain.sanitize import display_name, encode_original, sanitize_name
 from shared.metrics import record_failure, record_ingest
 from shared.ports import BlobInfo
-from shared.telemetry import current_trace_id, inject_traceparent, log_fields, span
+from shared.telemetry import attached, current_trace_id, inject_traceparent, log_fields, span
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -312,22 +312,7 @@ class Landing:
             reused = blob is not None
             started = time.monotonic()
             if blob is None:
-                chunks = iter(open_chunks())
-                # Open and read the first chunk before the job exists: a vanished or unreadable file
-                # leaves no job behind.
-                first = next(chunks, None)
-                self._ensure_job(claim)
-                body = _chain(first, chunks)
-                try:
-                    blob = self._s.blobs.upload_stream(e.container, e.blob_path,
-                                                       self._renewing(claim, body, on_bytes),
-                                                       metadata=self.metadata(claim), before_commit=before_commit)
-                except NotStableError:
-                    raise
-                except Exception as exc:
-                    self._note_failure(claim, exc)
-                    record_failure(self.partner, self.channel, exc)
-                    raise
+                blob = self._stream(claim, open_chunks, on_bytes, before_commit, job_first=True)
             else:
                 self._ensure_job(claim)
                 if on_bytes is not None:
@@ -338,17 +323,45 @@ class Landing:
                 record_ingest(self.partner, self.channel, blob.size, time.monotonic() - started)
             return Landed(claim, blob, message, reused_blob=reused)
 
+    def _stream(self, claim: Claim, open_chunks: Callable[[], Iterable[bytes]],
+                on_bytes: Callable[[int], None] | None, before_commit: Callable[[], None] | None, *,
+                job_first: bool) -> BlobInfo:
+        """Open the file and stream it into its blob (committed once, whole).
+
+        The file is opened and its first chunk read before anything is written: a vanished or unreadable file
+        leaves no job behind. With `job_first` the job is created next (the one-by-one path); otherwise it is
+        left to `record_many`. A failure is noted on the job and counted before it propagates, except a refused
+        second look, and a source that changed while read when there is no job yet (no job is created for a
+        version that is not taken)."""
+        e = claim.entry
+        chunks = iter(open_chunks())
+        first = next(chunks, None)
+        if job_first:
+            self._ensure_job(claim)
+        try:
+            return self._s.blobs.upload_stream(e.container, e.blob_path,
+                                               self._renewing(claim, _chain(first, chunks), on_bytes),
+                                               metadata=self.metadata(claim), before_commit=before_commit)
+        except Exception as exc:
+            if not (isinstance(exc, NotStableError)
+                    or (isinstance(exc, RemoteFileChangedError) and not claim.job_created)):
+                self._note_failure(claim, exc)
+                record_failure(self.partner, self.channel, exc)
+            raise
+
     def _note_failure(self, claim: Claim, exc: BaseException) -> None:
+        """Say on the file's job (created for the purpose if need be) that a transfer attempt failed."""
         reason = str(exc) or type(exc).__name__
         log.warning("transfer of %s failed: %s", display_name(claim.arrival.path), reason,
                     extra=log_fields(claim.job_id, partner=self.partner))
         try:
+            self._ensure_job(claim)
             self._s.jobs.append(claim.job_id, EventType.NOTE, {
                 "message": f"transfer attempt {claim.entry.attempts} failed: {reason}"})
             self._s.jobs.log(claim.job_id, "WARNING", f"transfer attempt {claim.entry.attempts} of "
                                                       f"{display_name(claim.arrival.name)} failed: {reason}",
                              trace_id=current_trace_id())
-        except WharfError:
+        except (WharfError, AzureError):  # storage is down too: the ledger and the poll summary still say why
             log.exception("could not record the failed transfer", extra=log_fields(claim.job_id))
 
     def _landed_data(self, claim: Claim, blob: BlobInfo) -> dict[str, Any]:
@@ -430,22 +443,7 @@ class Landing:
                  "file.size": e.size, "wharf.channel": self.channel}
         with span("landing.upload", attrs):
             started = time.monotonic()
-            chunks = iter(open_chunks())
-            first = next(chunks, None)
-            try:
-                blob = self._s.blobs.upload_stream(e.container, e.blob_path,
-                                                   self._renewing(claim, _chain(first, chunks), on_bytes),
-                                                   metadata=self.metadata(claim), before_commit=before_commit)
-            except (NotStableError, RemoteFileChangedError):
-                raise
-            except Exception as exc:
-                try:
-                    self._ensure_job(claim)
-                    self._note_failure(claim, exc)
-                except Exception:  # storage is down too: the ledger and the poll summary still say why
-                    log.exception("could not record the failed transfer", extra=log_fields(e.job_id))
-                record_failure(self.partner, self.channel, exc)
-                raise
+            blob = self._stream(claim, open_chunks, on_bytes, before_commit, job_first=False)
             return Uploaded(claim, blob, time.monotonic() - started)
 
     def _new_job(self, up: Uploaded) -> NewJob:
@@ -490,32 +488,26 @@ class Landing:
                     (singles if u.claim.job_id in existing else created).append(u)
             sent: list[tuple[Uploaded, FileLanded]] = []
             for u in created:
-                token = otel_context.attach(u.context)
-                try:
-                    sent.append((u, self._send_landed(u.claim, u.blob)))
-                except (AzureError, WharfError) as exc:
-                    failed.append((u, exc))
-                finally:
-                    otel_context.detach(token)
+                with attached(u.context):
+                    try:
+                        sent.append((u, self._send_landed(u.claim, u.blob)))
+                    except (AzureError, WharfError) as exc:
+                        failed.append((u, exc))
             self._mark_many([(u.claim, u.blob) for u, _ in sent], final=final)
             for u, message in sent:
-                token = otel_context.attach(u.context)
-                try:
+                with attached(u.context):
                     self._landed_log(u.claim, u.blob)
-                finally:
-                    otel_context.detach(token)
                 landed.append(Landed(u.claim, u.blob, message))
+                record_ingest(self.partner, self.channel, u.blob.size, u.seconds)
             for u in singles:
-                token = otel_context.attach(u.context)
-                try:
-                    landed.append(Landed(u.claim, u.blob, self._record(u.claim, u.blob, reused=True, final=final)))
-                except (AzureError, WharfError) as exc:
-                    failed.append((u, exc))
-                finally:
-                    otel_context.detach(token)
-            for item in landed:
-                up = next(u for u in uploads if u.claim is item.claim)
-                record_ingest(self.partner, self.channel, item.blob.size, up.seconds)
+                with attached(u.context):
+                    try:
+                        message = self._record(u.claim, u.blob, reused=True, final=final)
+                    except (AzureError, WharfError) as exc:
+                        failed.append((u, exc))
+                        continue
+                landed.append(Landed(u.claim, u.blob, message))
+                record_ingest(self.partner, self.channel, u.blob.size, u.seconds)
         return landed, failed
 
     def _mark_many(self, items: Sequence[tuple[Claim, BlobInfo]], *, final: bool) -> None:
@@ -593,11 +585,8 @@ class Landing:
 
 
 def _trace_id(context: otel_context.Context) -> str:
-    token = otel_context.attach(context)
-    try:
+    with attached(context):
         return current_trace_id()
-    finally:
-        otel_context.detach(token)
 
 
 def _chain(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -85,12 +85,17 @@ class _SecondLook:
         if self._error is not None:
             raise NotStableError(f"{name}: the second listing failed ({self._error}); not committed",
                                  reason="unconfirmed")
-        again = self._files.get(f.path)
-        if again is None:
-            raise NotStableError(f"{name} vanished between the two listings", reason="vanished")
-        if not f.same_version(again):
-            raise NotStableError(f"{name} changed between the two listings ({f.size} bytes at mtime {f.mtime}, "
-                                 f"then {again.size} at {again.mtime})", reason="changing")
+        _same_or_raise(f, self._files.get(f.path))
+
+
+def _same_or_raise(f: RemoteFile, again: RemoteFile | None) -> None:
+    """The second look agrees with the first, or NotStableError says how it does not."""
+    name = display_name(f.path)
+    if again is None:
+        raise NotStableError(f"{name} vanished between the two looks", reason="vanished")
+    if not f.same_version(again):
+        raise NotStableError(f"{name} changed between the two looks ({f.size} bytes at mtime {f.mtime}, "
+                             f"then {again.size} at {again.mtime})", reason="changing")
 
 
 class _StatLook:
@@ -107,16 +112,13 @@ class _StatLook:
         if wait > 0 and not self._waited:
             self._sleep(wait)
         self._waited = True
-        name = display_name(f.path)
         try:
-            again = source.stat(f.path)
+            again: RemoteFile | None = source.stat(f.path)
         except RemoteFileError as exc:
-            if exc.missing:
-                raise NotStableError(f"{name} vanished before the second look", reason="vanished") from exc
-            raise
-        if not f.same_version(again):
-            raise NotStableError(f"{name} changed between the two looks ({f.size} bytes at mtime {f.mtime}, "
-                                 f"then {again.size} at {again.mtime})", reason="changing")
+            if not exc.missing:
+                raise
+            again = None
+        _same_or_raise(f, again)
 
 
 def poll_partner(services: Services, partner_id: str, *, options: PollOptions | None = None,
