@@ -4,6 +4,7 @@ logs) and MessageQueue."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from azure.data.tables import TableServiceClient
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared.adapters.blobs import BlobStoreClient
 from shared.adapters.ledger import BreakersClient, LedgerClient
@@ -28,6 +29,7 @@ from tests.fakes import FakeBlobStore, FakeBreakers, FakeJobStore, FakeLedger, F
 
 KINDS = ["fake", "azurite"]
 GIB = 1024**3
+BLOB_BLOCK = 64 * 1024  # small blocks: the adapter's multi-block path runs on small test data
 
 
 def _prefix() -> str:
@@ -67,7 +69,7 @@ def blobs(request: pytest.FixtureRequest) -> Iterator[tuple[BlobStore, str]]:
         yield store, container
         return
     conn = request.getfixturevalue("azurite")
-    real = BlobStoreClient.from_connection_string(conn, block_size=64 * 1024)
+    real = BlobStoreClient.from_connection_string(conn, block_size=BLOB_BLOCK)
     real.ensure_containers([container])
     yield real, container
     BlobServiceClient.from_connection_string(conn).delete_container(container)
@@ -285,6 +287,59 @@ def test_blob_zero_bytes_overwrite_and_missing(blobs: tuple[BlobStore, str]) -> 
     store.delete(container, "nope")  # succeeds when absent
     store.delete(container, "f")
     assert not store.exists(container, "f")
+
+
+@pytest.mark.parametrize("size", [0, 10, BLOB_BLOCK, 3 * BLOB_BLOCK + 5])
+def test_before_commit_runs_once_after_the_last_byte(blobs: tuple[BlobStore, str], size: int) -> None:
+    store, container = blobs
+    seen: list[str] = []
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(data), 10_000):
+            seen.append("chunk")
+            yield data[start:start + 10_000]
+        seen.append("end")
+
+    info = store.upload_stream(container, "gate/ok.bin", chunks(), before_commit=lambda: seen.append("gate"))
+    assert seen[-2:] == ["end", "gate"] and seen.count("gate") == 1
+    assert (info.size, info.sha256) == (size, hashlib.sha256(data).hexdigest())
+    assert b"".join(store.open_read(container, "gate/ok.bin")) == data
+
+
+@pytest.mark.parametrize("size", [10, 3 * BLOB_BLOCK + 5])
+def test_a_refusing_gate_commits_nothing(blobs: tuple[BlobStore, str], size: int) -> None:
+    store, container = blobs
+
+    def refuse() -> None:
+        raise RuntimeError("changed since the first look")
+
+    with pytest.raises(RuntimeError, match="changed since"):
+        store.upload_stream(container, "gate/no.bin", iter([b"y" * size]), before_commit=refuse)
+    assert not store.exists(container, "gate/no.bin") and store.list_blobs(container, "gate/") == []
+
+
+def test_one_block_bodies_go_up_in_one_request(azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    container = f"c{uuid.uuid4().hex[:20]}"
+    real = BlobStoreClient.from_connection_string(azurite, block_size=BLOB_BLOCK)
+    real.ensure_containers([container])
+    calls: dict[str, int] = {"stage_block": 0, "commit_block_list": 0, "upload_blob": 0}
+    for name in calls:
+        original = getattr(BlobClient, name)
+
+        def counted(self: BlobClient, *args: object, _name: str = name, _orig: object = original,
+                    **kwargs: object) -> object:
+            calls[_name] += 1
+            return _orig(self, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(BlobClient, name, counted)
+    real.upload_stream(container, "small", iter([b"a" * 1000, b"b" * (BLOB_BLOCK - 1000)]))
+    assert calls == {"stage_block": 0, "commit_block_list": 0, "upload_blob": 1}
+    real.upload_stream(container, "big", iter([b"c" * (2 * BLOB_BLOCK + 1)]))
+    assert calls == {"stage_block": 3, "commit_block_list": 1, "upload_blob": 1}
+    sizes = (real.get_info(container, "small").size, real.get_info(container, "big").size)
+    assert sizes == (BLOB_BLOCK, 2 * BLOB_BLOCK + 1)
+    BlobServiceClient.from_connection_string(azurite).delete_container(container)
 
 
 def test_blob_listing_by_prefix_in_name_order(blobs: tuple[BlobStore, str]) -> None:

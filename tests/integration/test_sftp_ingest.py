@@ -7,7 +7,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,28 @@ class Ingest:
         return sorted(os.listdir(self.folder))
 
 
+@contextmanager
+def appending(path: Path) -> Iterator[None]:
+    """A slow upload in progress: a line appended to `path` every 50 ms while the block runs."""
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 1
+        while not stop.is_set():
+            with path.open("ab") as f:
+                f.write(f"line {i}\n".encode())
+            i += 1
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def write_random(path: Path, size: int) -> str:
     digest = hashlib.sha256()
     with path.open("wb") as f:
@@ -144,23 +167,8 @@ def test_a_second_poll_ingests_nothing_and_a_back_dated_file_is_still_taken(
 def test_a_growing_file_waits_until_it_is_stable(services: Services, sshd_server: SshdServer) -> None:
     ingest = Ingest(services, sshd_server)  # min_age 0: only the two looks protect it
     path = ingest.put("growing.csv", b"line 0\n")
-    stop = threading.Event()
-
-    def writer() -> None:
-        i = 1
-        while not stop.is_set():
-            with path.open("ab") as f:
-                f.write(f"line {i}\n".encode())
-            i += 1
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
+    with appending(path):
         summary = ingest.poll(settle_seconds=0.5)
-    finally:
-        stop.set()
-        thread.join()
     assert (summary.landed, summary.skipped_reasons) in ((0, {"changing": 1}),)
     assert ingest.blobs() == []
     final = path.read_bytes()
@@ -177,23 +185,8 @@ def test_with_several_files_transfers_overlap_the_second_look_and_a_growing_file
     for name, data in steady.items():
         ingest.put(name, data)
     path = ingest.put("growing.csv", b"line 0\n")
-    stop = threading.Event()
-
-    def writer() -> None:
-        i = 1
-        while not stop.is_set():
-            with path.open("ab") as f:
-                f.write(f"line {i}\n".encode())
-            i += 1
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
+    with appending(path):
         summary = ingest.poll(settle_seconds=0.5, concurrency=4)
-    finally:
-        stop.set()
-        thread.join()
     assert (summary.landed, summary.skipped_reasons) == (6, {"changing": 1})
     landed = {b.path.rsplit("/", 1)[1]: b for b in ingest.blobs()}
     assert sorted(landed) == sorted(steady)
