@@ -12,8 +12,8 @@ from shared.domain.hostmessages import decode_host_message
 from shared.domain.jobs import utcnow
 from shared.domain.messages import PollRequest
 from shared.metrics import record_queue_age
+from shared.observability.tracing import continued_from
 from shared.services.scheduling import poll_channel, request_poll, run_poll_request
-from shared.telemetry import continued_from
 
 bp = df.Blueprint()
 

@@ -193,7 +193,7 @@ def get_services() -> Services:
 
     Telemetry is configured here, once: every trigger body calls get_services() first, and
     function_app.py stays free of start-up work (indexing must not start exporters)."""
-    from shared.telemetry import configure_telemetry
+    from shared.observability.setup import configure_telemetry
 
     services = build_services()
     configure_telemetry(services.settings)

@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry import metrics
 
-from shared.telemetry import redact
+from shared.observability.redaction import redact
 
 METER_NAME = "wharf"
 

@@ -42,8 +42,8 @@ from shared.domain.remote import (
     SftpAuthError,
     SourceUnavailableError,
 )
+from shared.observability.tracing import inject_traceparent
 from shared.ports import BlobInfo
-from shared.telemetry import inject_traceparent
 
 # --------------------------------------------------------------------------------------------------
 # Blob storage

@@ -14,8 +14,8 @@ from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
 from shared.adapters.http import transport_options
 from shared.domain.errors import ConflictError, NotFoundError
+from shared.observability.tracing import span
 from shared.ports import BlobInfo
-from shared.telemetry import span
 
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
 CONTAINERS = ("inbound", "drop", "processed", "quarantine", "archive", "outbound", "reports", "staging")

@@ -61,8 +61,8 @@ with warnings.catch_warnings():
     from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
 from shared.domain.errors import ConfigurationError, DependencyUnavailableError, NotFoundError, WharfError
+from shared.observability.tracing import span
 from shared.ports import MailAttachment, MailMessage
-from shared.telemetry import span
 
 GRAPH_V1 = "https://graph.microsoft.com/v1.0"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -27,7 +27,7 @@ from shared.adapters.http import transport_options
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState
 from shared.domain.sanitize import decode_original, encode_original
-from shared.telemetry import span
+from shared.observability.tracing import span
 
 LEDGER_TABLE = "Ledger"
 BREAKERS_TABLE = "Breakers"

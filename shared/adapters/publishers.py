@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.observability.tracing import inject_traceparent, span
 from shared.ports import MessageQueue
-from shared.telemetry import inject_traceparent, span
 
 
 def envelope(event_type: str, data: Mapping[str, Any], subject: str = "") -> dict[str, Any]:

@@ -10,7 +10,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.adapters.http import transport_options
-from shared.telemetry import inject_traceparent, span
+from shared.observability.tracing import inject_traceparent, span
 
 
 class QueueClientAdapter:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.domain.errors import NotFoundError
-from shared.telemetry import register_secret
+from shared.observability.redaction import register_secret
 
 
 def env_name(secret_name: str) -> str:

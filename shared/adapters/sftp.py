@@ -50,8 +50,8 @@ from shared.domain.remote import (
     SourceUnavailableError,
 )
 from shared.domain.sanitize import remote_bytes, remote_text
+from shared.observability.tracing import span, tracer
 from shared.ports import Secrets
-from shared.telemetry import span, tracer
 
 #: Bytes asked for per SFTP read. OpenSSH serves up to 255 KiB; smaller server limits are learnt from
 #: short reads. Fewer, larger requests cost less Python per byte than paramiko's fixed 32 KiB.

@@ -37,7 +37,7 @@ from shared.domain.jobs import (
     project,
     utcnow,
 )
-from shared.telemetry import span
+from shared.observability.tracing import span
 
 TABLE_NAMES = ("IntegrationJob", "FileTransfer", "IntegrationLog", "JobEvents", "Ledger", "Breakers")
 # A table property holds at most 64 KiB (32K UTF-16 chars); keep event data well under it.

@@ -11,8 +11,8 @@ from shared.domain.errors import ConflictError
 from shared.domain.jobs import utcnow
 from shared.domain.ledger import BreakerRecord, BreakerState
 from shared.metrics import record_breaker_state
+from shared.observability.tracing import log_fields, span
 from shared.ports import Breakers
-from shared.telemetry import log_fields, span
 
 log = logging.getLogger(__name__)
 _ATTEMPTS = 8  # ETag races are short: a handful of re-reads settles them

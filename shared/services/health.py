@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.observability.tracing import span
 from shared.settings import Settings
-from shared.telemetry import span
 
 log = logging.getLogger(__name__)
 _PROBE_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 3, "read_timeout": 5}

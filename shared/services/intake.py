@@ -12,7 +12,7 @@ from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.hostmessages import decode_host_message
 from shared.domain.ids import new_job_id
 from shared.domain.jobs import EventType, JobType
-from shared.telemetry import continued_from, inject_traceparent, log_fields, span
+from shared.observability.tracing import continued_from, inject_traceparent, log_fields, span
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.domain.jobs import Job
+from shared.observability.tracing import span
 from shared.ports import JobStore
-from shared.telemetry import span
 
 
 def job_summary(job: Job) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from shared.domain.messages import FileLanded
 from shared.domain.remote import RemoteFileChangedError
 from shared.domain.sanitize import display_name, encode_original, sanitize_name
 from shared.metrics import record_failure, record_ingest
+from shared.observability.tracing import attached, current_trace_id, inject_traceparent, log_fields, span
 from shared.ports import BlobInfo
-from shared.telemetry import attached, current_trace_id, inject_traceparent, log_fields, span
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -399,12 +399,9 @@ class Landing:
                        error="")
 
     def _mark_landed(self, claim: Claim, blob: BlobInfo, *, final: bool) -> None:
-        try:
-            claim.entry = self._s.ledger.update(self._landed_state(claim, blob, final=final))
-        except (ConflictError, NotFoundError):
-            # Only when our lease ran out mid-way: the taker re-records idempotently (same job, same blob).
-            log.warning("ledger entry moved while landing; the new owner finishes it",
-                        extra=log_fields(claim.job_id, partner=self.partner))
+        stored = self._update_one(self._landed_state(claim, blob, final=final), moved_note=True)
+        if stored is not None:
+            claim.entry = stored
 
     def _landed_log(self, claim: Claim, blob: BlobInfo) -> None:
         e = claim.entry
@@ -511,48 +508,61 @@ class Landing:
         return landed, failed
 
     def _mark_many(self, items: Sequence[tuple[Claim, BlobInfo]], *, final: bool) -> None:
-        """Ledger LANDED/DONE for many claims, 100 per transaction; an entry that moved meanwhile (our lease ran
-        out) is left to its new owner, which re-records idempotently."""
-        for start in range(0, len(items), _BATCH):
-            chunk = items[start:start + _BATCH]
-            try:
-                stored = self._s.ledger.update_many([self._landed_state(c, b, final=final) for c, b in chunk])
-            except (ConflictError, NotFoundError):
-                for claim, blob in chunk:
-                    self._mark_landed(claim, blob, final=final)
-                continue
-            except AzureError as exc:
-                # Recorded, but the ledger still says CLAIMED: no post-action runs now, and once the lease
-                # runs out a later poll re-records these files idempotently (same jobs, same blobs) and tidies.
-                log.warning("ledger update of %d landed files failed: %s; a later poll finishes them", len(chunk),
-                            exc, extra=log_fields(partner=self.partner))
-                continue
-            for (claim, _), entry in zip(chunk, stored, strict=True):
+        """Ledger LANDED/DONE for many claims. A storage error fails only its chunk: those files are recorded
+        but the ledger still says CLAIMED, so no post-action runs now, and once the lease runs out a later poll
+        re-records them idempotently (same jobs, same blobs) and tidies."""
+        stored = self._update_many([self._landed_state(c, b, final=final) for c, b in items],
+                                   tolerate="landed files", moved_note=True)
+        for (claim, _), entry in zip(items, stored, strict=True):
+            if entry is not None:
                 claim.entry = entry
+
+    def _update_many(self, entries: Sequence[LedgerEntry], *, tolerate: str | None = None,
+                     moved_note: bool = False) -> list[LedgerEntry | None]:
+        """The one batch updater of the ledger: `_BATCH` entries per table transaction. When a chunk's
+        transaction meets an entry that moved meanwhile (our lease ran out; another instance owns it now),
+        its entries are written one at a time and a moved one comes back None: its new owner finishes it.
+        With `tolerate` (what the entries are, for the log line) a storage error fails only its chunk
+        (None for each entry) instead of propagating."""
+        out: list[LedgerEntry | None] = []
+        for start in range(0, len(entries), _BATCH):
+            chunk = entries[start:start + _BATCH]
+            try:
+                out += self._s.ledger.update_many(chunk)
+            except (ConflictError, NotFoundError):
+                out += [self._update_one(e, moved_note=moved_note) for e in chunk]
+            except AzureError as exc:
+                if tolerate is None:
+                    raise
+                log.warning("ledger update of %d %s failed: %s; a later poll finishes them", len(chunk), tolerate,
+                            exc, extra=log_fields(partner=self.partner))
+                out += [None] * len(chunk)
+        return out
+
+    def _update_one(self, entry: LedgerEntry, *, moved_note: bool = False) -> LedgerEntry | None:
+        """One ledger write; None when the entry moved meanwhile (another instance owns it now)."""
+        try:
+            return self._s.ledger.update(entry)
+        except (ConflictError, NotFoundError):
+            if moved_note:
+                # Only when our lease ran out mid-way: the taker re-records idempotently (same job, same blob).
+                log.warning("ledger entry moved while landing; the new owner finishes it",
+                            extra=log_fields(entry.job_id, partner=self.partner))
+            return None
 
     # --- after landing ------------------------------------------------------------------------
 
     def finish(self, claim_or_entry: Claim | LedgerEntry) -> LedgerEntry | None:
         """Post-action done: LANDED -> DONE. None when another instance got there first."""
         entry = claim_or_entry.entry if isinstance(claim_or_entry, Claim) else claim_or_entry
-        try:
-            return self._s.ledger.update(replace(entry, state=LedgerState.DONE))
-        except (ConflictError, NotFoundError):
-            return None
+        return self._update_one(replace(entry, state=LedgerState.DONE))
 
     def finish_many(self, entries: Iterable[LedgerEntry]) -> int:
-        """`finish` for many entries, in batches of 100 (one table transaction each); an entry that moved
-        meanwhile is skipped. Safe to defer: an entry left LANDED only makes a later poll repeat the
-        (idempotent) post-action. Returns how many were marked DONE."""
-        todo = [replace(e, state=LedgerState.DONE) for e in entries]
-        done = 0
-        for start in range(0, len(todo), _BATCH):
-            chunk = todo[start:start + _BATCH]
-            try:
-                done += len(self._s.ledger.update_many(chunk))
-            except (ConflictError, NotFoundError):
-                done += sum(1 for e in chunk if self.finish(replace(e, state=LedgerState.LANDED)) is not None)
-        return done
+        """`finish` for many entries, in batches (one table transaction each); an entry that moved meanwhile
+        is skipped. Safe to defer: an entry left LANDED only makes a later poll repeat the (idempotent)
+        post-action. Returns how many were marked DONE."""
+        stored = self._update_many([replace(e, state=LedgerState.DONE) for e in entries])
+        return sum(1 for e in stored if e is not None)
 
     def fail(self, claim: Claim, reason: str, *, gone: bool = False) -> LedgerEntry | None:
         """Release a claim after a failed attempt: FAILED (retried by a later poll) or GONE."""

@@ -23,10 +23,10 @@ from shared.domain.jobs import JobType
 from shared.domain.ledger import LedgerEntry, LedgerState
 from shared.domain.mail_rules import MailRules, Verdict, item_file_name
 from shared.domain.sanitize import display_name, sanitize_name
+from shared.observability.tracing import log_fields, span
 from shared.ports import MailAttachment, Mailbox, MailMessage
 from shared.services.landing import Arrival, Claim, ClaimLostError, Landing
 from shared.services.polls import PollOptions, PollProgress, PollSummary, PollTally, guarded_poll
-from shared.telemetry import log_fields, span
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services

@@ -35,6 +35,7 @@ from shared.domain.remote import (
     SourceUnavailableError,
 )
 from shared.domain.sanitize import display_name, remote_bytes
+from shared.observability.tracing import log_fields, span
 from shared.ports import FileSource
 from shared.services.landing import Arrival, Claim, ClaimLostError, Landing, NotStableError, Uploaded
 from shared.services.polls import (
@@ -46,7 +47,6 @@ from shared.services.polls import (
     default_owner,
     guarded_poll,
 )
-from shared.telemetry import log_fields, span
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services

@@ -18,8 +18,8 @@ from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel, Field
 
 from shared.domain.jobs import utcnow
+from shared.observability.tracing import log_fields, span
 from shared.services.breaker import CircuitBreaker
-from shared.telemetry import log_fields, span
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services

@@ -15,7 +15,7 @@ from shared.domain.globs import glob_match
 from shared.domain.jobs import EventType, Job, JobStatus
 from shared.domain.routing import plan_route, render_path
 from shared.metrics import record_failure, record_job_done, record_transfer
-from shared.telemetry import continued_from, log_fields, span
+from shared.observability.tracing import continued_from, log_fields, span
 
 log = logging.getLogger(__name__)
 

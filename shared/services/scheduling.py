@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.domain.errors import ConfigurationError
 from shared.domain.messages import Channel, PollRequest
-from shared.telemetry import log_fields, span
+from shared.observability.tracing import log_fields, span
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services

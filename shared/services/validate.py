@@ -36,7 +36,7 @@ from shared.domain.validation import (
     compile_columns,
     rule_spec,
 )
-from shared.telemetry import span
+from shared.observability.tracing import span
 
 __all__ = [
     "FULL_LOAD_LIMIT",

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import telemetry
 from shared.adapters.secrets import env_name
+from shared.observability import setup
 from tests.e2e.conftest import E2E
 from tests.e2e.test_processing import GOOD, catalog_yaml
 from tests.graph_server import file_attachment
@@ -54,7 +54,7 @@ def test_file_dropped_on_the_partner_sftp_server_is_ingested_and_processed(
 
 def test_attachment_in_the_partner_mailbox_is_ingested_and_processed(
         e2e: E2E, monkeypatch: pytest.MonkeyPatch) -> None:
-    capture = telemetry.for_tests()
+    capture = setup.for_tests()
     partner = f"m{uuid.uuid4().hex[:8]}"
     address = f"{partner}@wharf.test"
     user = e2e.graph.add_user(address)

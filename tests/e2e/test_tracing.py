@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from shared import telemetry
 from shared.adapters.secrets import env_name
+from shared.observability import setup, tracing
 from tests.e2e.conftest import E2E
 from tests.e2e.test_processing import GOOD, catalog_yaml
 from tests.integration.sshd_server import SshdServer
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.azurite, pytest.mark.sshd]
 
 def test_sftp_file_is_one_connected_trace_and_secrets_appear_nowhere(
         e2e: E2E, sshd_server: SshdServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    capture = telemetry.for_tests()
+    capture = setup.for_tests()
     partner = f"t{uuid.uuid4().hex[:8]}"
     outbound = sshd_server.folder(f"{partner}-out")
     key_secret = f"{partner}-key"
@@ -42,7 +42,7 @@ def test_sftp_file_is_one_connected_trace_and_secrets_appear_nowhere(
     e2e.host.wait_idle(30)
 
     # Operators reading the job (GET /api/jobs/{id}) are traces of their own; the file's work is one.
-    job_spans = [s for s in capture.spans_where(telemetry.JOB_ID, job.job_id) if not s.name.startswith("jobs.")]
+    job_spans = [s for s in capture.spans_where(tracing.JOB_ID, job.job_id) if not s.name.startswith("jobs.")]
     traces = {format(s.context.trace_id, "032x") for s in job_spans}
     assert len(traces) == 1, f"job spans are spread over {len(traces)} traces: " + "; ".join(
         f"{t[:8]}: {sorted(x.name for x in capture.trace_spans(t))}" for t in traces)

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from azure.data.tables import TableClient
 
-from shared import telemetry
 from shared.adapters.tables import MAX_BATCH, MAX_BATCH_BYTES, JobStoreClient, _row_bytes
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ids import job_partition, new_job_id, new_transfer_id
 from shared.domain.jobs import EventType, FileTransfer, JobStatus, LogLevel, NewEvent, NewJob, NewLog
+from shared.observability import setup
 from shared.settings import azurite_connection_string
 
 pytestmark = pytest.mark.azurite
@@ -228,7 +228,7 @@ def test_create_jobs_writes_a_shared_partition_in_a_few_transactions(store: JobS
     batch = [_new_job(now, i) for i in range(100)]
     store._table("JobEvents")  # (clients are built once; counting starts with the requests)
     calls = _Calls(monkeypatch, store)
-    otel = telemetry.for_tests()
+    otel = setup.for_tests()
     assert store.create_jobs(batch) == []
     # 200 events: 2 transactions; 100 transfers, 100 logs, 100 projections (one partner): 1 each.
     assert calls.total() == calls.total("submit_transaction") == 5, calls.calls

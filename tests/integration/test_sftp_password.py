@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.sftp import SftpClient
-from shared.cli import parse_env_file
+from shared.cli.common import parse_env_file
 from shared.domain.remote import SftpAuthError
 
 pytestmark = pytest.mark.sshd

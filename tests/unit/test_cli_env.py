@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import load_local_environment
+from shared.cli.common import load_local_environment
 
 
 def test_fills_unset_variables_from_stack_env_then_local_settings(tmp_path: Path,

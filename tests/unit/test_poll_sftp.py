@@ -540,10 +540,10 @@ def test_landing_is_channel_neutral_and_idempotent(world: World) -> None:
 
 
 def test_one_trace_covers_the_poll_with_ids_on_every_file_span_and_no_secret(world: World) -> None:
-    from shared import telemetry
+    from shared.observability import redaction, setup
 
-    otel = telemetry.for_tests()
-    secret = telemetry.register_secret("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n")
+    otel = setup.for_tests()
+    secret = redaction.register_secret("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n")
     world.server.put("/out/a.csv", b"abc")
     world.server.put("/out/b.csv", b"defg")
     world.server.denied.add("/out/b.csv")

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from shared.adapters.publishers import QueuePublisher, ServiceBusPublisher, envelope
-from shared.telemetry import for_tests, span
+from shared.observability.setup import for_tests
+from shared.observability.tracing import span
 
 
 class RecordingQueues:

@@ -18,10 +18,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from shared import metrics, telemetry
-from shared.logging_setup import JsonFormatter, TelemetryLogFilter, enrich_record
-from shared.telemetry import REDACTED, redact, redact_attributes, register_secret
-from shared.telemetry_sdk import (
+from shared import metrics
+from shared.observability import setup, tracing
+from shared.observability.logs import JsonFormatter, TelemetryLogFilter, enrich_record
+from shared.observability.redaction import REDACTED, redact, redact_attributes, register_secret
+from shared.observability.sdk import (
     RedactingSpanExporter,
     RedactingSpanProcessor,
     TelemetryCapture,
@@ -60,7 +61,7 @@ class Planted:
 
 @pytest.fixture
 def otel() -> TelemetryCapture:
-    return telemetry.for_tests()
+    return setup.for_tests()
 
 
 @pytest.fixture
@@ -139,8 +140,8 @@ def test_register_secret_returns_its_argument_for_one_line_adapters() -> None:
 
 
 def test_secret_settings_are_registered_at_start_up() -> None:
+    from shared.observability.redaction import register_settings_secrets
     from shared.settings import Settings
-    from shared.telemetry import register_settings_secrets
 
     sb_key = _b64(32)
     settings = Settings.model_validate({
@@ -181,7 +182,7 @@ def test_planted_secrets_appear_nowhere_in_exported_spans_metrics_or_logs(
     raw = trace.get_tracer("some.library")  # not Wharf's helper: only the pipeline can save it
 
     # Attributes through the helper, and behind its back.
-    with telemetry.span("sftp.connect", {"sftp.password": planted.password, "note": f"key {planted.pem}",
+    with tracing.span("sftp.connect", {"sftp.password": planted.password, "note": f"key {planted.pem}",
                                          "wharf.partner": "acme"}):
         trace.get_current_span().set_attribute("auth.detail", f"client_secret={planted.client_secret}")
         trace.get_current_span().set_attribute("storage", planted.connection_string)
@@ -190,13 +191,13 @@ def test_planted_secrets_appear_nowhere_in_exported_spans_metrics_or_logs(
         trace.get_current_span().set_attribute("secret.echo", planted.client_secret)
 
     # Exception messages: through span(), and through the SDK's own recording (status description too).
-    with pytest.raises(PermissionError), telemetry.span("graph.token"):
+    with pytest.raises(PermissionError), tracing.span("graph.token"):
         raise PermissionError(f"AADSTS7000215: invalid client secret {planted.client_secret}")
     with pytest.raises(ConnectionError), raw.start_as_current_span("library.fail"):
         raise ConnectionError(f"login failed password={planted.password} key={planted.pem}")
 
     # Logs: message args, extras, tracebacks (to the JSON stream and to the OTel log pipeline).
-    with telemetry.span("poll"), telemetry.job_context("job-s", partner="acme"):
+    with tracing.span("poll"), tracing.job_context("job-s", partner="acme"):
         logger.info("connecting with %s and %s", planted.password, planted.connection_string)
         logger.info("token", extra={"client_secret": planted.client_secret, "detail": planted.pem})
         try:

@@ -237,7 +237,7 @@ def test_wharf_poll_prints_progress_and_a_summary(world: World, monkeypatch: pyt
 
 
 def test_progress_printer_rewrites_one_line_on_a_terminal() -> None:
-    from shared.cli_poll import ProgressPrinter
+    from shared.cli.poll import ProgressPrinter
     from shared.services.poll_sftp import PollProgress
 
     class Tty(io.StringIO):

@@ -18,17 +18,18 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from shared import metrics, telemetry
-from shared.logging_setup import JsonFormatter, TelemetryLogFilter, configure_logging
+from shared import metrics
+from shared.observability import setup, tracing
+from shared.observability.logs import JsonFormatter, TelemetryLogFilter, configure_logging
+from shared.observability.sdk import TelemetryCapture, TelemetryConfig, format_span
 from shared.settings import Settings
-from shared.telemetry_sdk import TelemetryCapture, TelemetryConfig, format_span
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def otel() -> TelemetryCapture:
-    return telemetry.for_tests()
+    return setup.for_tests()
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def _hex(value: int, width: int) -> str:
 # --- spans ---------------------------------------------------------------------------------------------------
 
 def test_span_records_error_status_and_exception_event(otel: TelemetryCapture) -> None:
-    with pytest.raises(ValueError, match="bad header"), telemetry.span("validate", telemetry.file_attrs("a.csv", 12)):
+    with pytest.raises(ValueError, match="bad header"), tracing.span("validate", tracing.file_attrs("a.csv", 12)):
         raise ValueError("bad header")
 
     s = otel.span("validate")
@@ -78,7 +79,7 @@ def test_span_records_error_status_and_exception_event(otel: TelemetryCapture) -
 
 def test_span_ok_drops_none_attributes_and_closing_a_generator_is_not_an_error(otel: TelemetryCapture) -> None:
     def chunks() -> Generator[bytes, None, None]:
-        with telemetry.span("blob.read", {"wharf.partner": "acme", "file.size": None}):
+        with tracing.span("blob.read", {"wharf.partner": "acme", "file.size": None}):
             yield b"a"
             yield b"b"
 
@@ -92,40 +93,40 @@ def test_span_ok_drops_none_attributes_and_closing_a_generator_is_not_an_error(o
 
 
 def test_record_error_marks_the_current_span_for_a_handled_failure(otel: TelemetryCapture) -> None:
-    with telemetry.span("poll"):
+    with tracing.span("poll"):
         try:
             raise TimeoutError("listing took too long")
         except TimeoutError as exc:
-            telemetry.record_error(exc)
+            tracing.record_error(exc)
     s = otel.span("poll")
     assert s.status.status_code is StatusCode.ERROR
     assert (s.attributes or {})["error.type"] == "TimeoutError"
 
 
 def test_attribute_helpers_follow_semantic_conventions() -> None:
-    assert telemetry.server_attrs("sftp.example.com", 2222) == {"server.address": "sftp.example.com",
+    assert tracing.server_attrs("sftp.example.com", 2222) == {"server.address": "sftp.example.com",
                                                                  "server.port": 2222}
-    assert telemetry.messaging_attrs("azure_storage_queue", "file-landed", "send") == {
+    assert tracing.messaging_attrs("azure_storage_queue", "file-landed", "send") == {
         "messaging.system": "azure_storage_queue", "messaging.destination.name": "file-landed",
         "messaging.operation.type": "send"}
-    assert telemetry.file_attrs("/out/2024/a.csv", 10) == {"file.name": "a.csv", "file.size": 10}
-    assert telemetry.wharf_attrs(partner="acme", job_id="j1", transfer_id=None) == {
-        telemetry.PARTNER: "acme", telemetry.JOB_ID: "j1"}
+    assert tracing.file_attrs("/out/2024/a.csv", 10) == {"file.name": "a.csv", "file.size": 10}
+    assert tracing.wharf_attrs(partner="acme", job_id="j1", transfer_id=None) == {
+        tracing.PARTNER: "acme", tracing.JOB_ID: "j1"}
 
 
 # --- propagation ---------------------------------------------------------------------------------------------
 
 def test_traceparent_round_trip_through_a_queue_message_continues_the_trace(otel: TelemetryCapture) -> None:
-    with telemetry.span("poll.sftp", {"wharf.partner": "acme"}):
-        with telemetry.span("queue.send", kind=SpanKind.PRODUCER) as producer:
-            message = telemetry.inject_traceparent({"job_id": "j-1", "blob_path": "inbound/acme/a.csv"})
+    with tracing.span("poll.sftp", {"wharf.partner": "acme"}):
+        with tracing.span("queue.send", kind=SpanKind.PRODUCER) as producer:
+            message = tracing.inject_traceparent({"job_id": "j-1", "blob_path": "inbound/acme/a.csv"})
         wire = json.dumps(message)  # what goes on the queue
     assert trace.get_current_span().get_span_context().is_valid is False  # the hop: nothing is current
 
     received = json.loads(wire)
-    with telemetry.span_from(received, "file_landed.process", telemetry.messaging_attrs(
+    with tracing.span_from(received, "file_landed.process", tracing.messaging_attrs(
             "azure_storage_queue", "file-landed", "process")) as consumer:
-        assert telemetry.current_trace_id() == _hex(producer.get_span_context().trace_id, 32)
+        assert tracing.current_trace_id() == _hex(producer.get_span_context().trace_id, 32)
 
     sent = otel.span("queue.send")
     got = otel.span("file_landed.process")
@@ -139,28 +140,28 @@ def test_traceparent_round_trip_through_a_queue_message_continues_the_trace(otel
 
 
 def test_capture_tells_one_connected_trace_from_a_broken_one(otel: TelemetryCapture) -> None:
-    with telemetry.span("poll", {telemetry.JOB_ID: "j-c"}) as poll:
-        message = telemetry.inject_traceparent({})
+    with tracing.span("poll", {tracing.JOB_ID: "j-c"}) as poll:
+        message = tracing.inject_traceparent({})
         lost = {"traceparent": f"00-{_hex(poll.get_span_context().trace_id, 32)}-{'1' * 16}-01"}
-    with telemetry.span_from(message, "process", {telemetry.JOB_ID: "j-c"}):
+    with tracing.span_from(message, "process", {tracing.JOB_ID: "j-c"}):
         pass
     trace_id = _hex(poll.get_span_context().trace_id, 32)
     assert [s.name for s in otel.roots(trace_id)] == ["poll"] and otel.orphans(trace_id) == []
-    assert {s.name for s in otel.spans_where(telemetry.JOB_ID, "j-c")} == {"poll", "process"}
-    with telemetry.span_from(lost, "deliver"):  # a parent nobody exported: the trace has a gap
+    assert {s.name for s in otel.spans_where(tracing.JOB_ID, "j-c")} == {"poll", "process"}
+    with tracing.span_from(lost, "deliver"):  # a parent nobody exported: the trace has a gap
         pass
     assert [s.name for s in otel.orphans(trace_id)] == ["deliver"]
 
 
 def test_traceparent_round_trip_through_blob_metadata(otel: TelemetryCapture) -> None:
-    with telemetry.span("blob.upload") as parent:
-        metadata = telemetry.blob_metadata({"partner": "acme"})
+    with tracing.span("blob.upload") as parent:
+        metadata = tracing.blob_metadata({"partner": "acme"})
     assert metadata["partner"] == "acme"
     assert set(metadata) <= {"partner", "traceparent", "tracestate"}
     assert metadata["traceparent"].split("-")[1] == _hex(parent.get_span_context().trace_id, 32)
 
     # Metadata read back from storage: str values; some tools upper-case the names.
-    with telemetry.continued_from({"Traceparent": metadata["traceparent"]}), telemetry.span("route.deliver"):
+    with tracing.continued_from({"Traceparent": metadata["traceparent"]}), tracing.span("route.deliver"):
         pass
     child = otel.span("route.deliver")
     assert child.context is not None and child.parent is not None
@@ -169,14 +170,14 @@ def test_traceparent_round_trip_through_blob_metadata(otel: TelemetryCapture) ->
 
 
 def test_orchestration_input_carries_the_trace_to_every_activity(otel: TelemetryCapture) -> None:
-    with telemetry.span("orchestration.start") as starter:
-        orchestration = telemetry.orchestration_input({"job_id": "j-2", "blob_path": "inbound/x"})
+    with tracing.span("orchestration.start") as starter:
+        orchestration = tracing.orchestration_input({"job_id": "j-2", "blob_path": "inbound/x"})
     # The orchestrator is deterministic: it only copies keys from its input into activity inputs.
-    activity_inputs = [telemetry.carry_trace(orchestration, {"job_id": "j-2", "step": step})
+    activity_inputs = [tracing.carry_trace(orchestration, {"job_id": "j-2", "step": step})
                        for step in ("validate", "transform", "route")]
-    assert telemetry.carry_trace(orchestration, {"a": 1}) == telemetry.carry_trace(orchestration, {"a": 1})
+    assert tracing.carry_trace(orchestration, {"a": 1}) == tracing.carry_trace(orchestration, {"a": 1})
     for data in activity_inputs:
-        with telemetry.span_from(data, f"activity.{data['step']}", kind=SpanKind.INTERNAL):
+        with tracing.span_from(data, f"activity.{data['step']}", kind=SpanKind.INTERNAL):
             pass
 
     ids = {s.name: s for s in otel.finished_spans()}
@@ -188,9 +189,9 @@ def test_orchestration_input_carries_the_trace_to_every_activity(otel: Telemetry
 
 
 def test_span_from_links_the_invocation_it_replaces(otel: TelemetryCapture) -> None:
-    with telemetry.span("poll") as poll:
-        message = telemetry.inject_traceparent({})
-    with telemetry.span("host.invocation") as invocation, telemetry.span_from(message, "process"):
+    with tracing.span("poll") as poll:
+        message = tracing.inject_traceparent({})
+    with tracing.span("host.invocation") as invocation, tracing.span_from(message, "process"):
         pass
     s = otel.span("process")
     assert s.context is not None
@@ -199,29 +200,29 @@ def test_span_from_links_the_invocation_it_replaces(otel: TelemetryCapture) -> N
 
 
 def test_continued_from_without_a_valid_traceparent_keeps_the_current_context(otel: TelemetryCapture) -> None:
-    with telemetry.span("outer") as outer:
+    with tracing.span("outer") as outer:
         for carrier in (None, {}, {"job_id": "x"}, {"traceparent": "garbage"}):
-            with telemetry.continued_from(carrier):
+            with tracing.continued_from(carrier):
                 assert trace.get_current_span() is outer
-    assert telemetry.trace_carrier() == {}
+    assert tracing.trace_carrier() == {}
 
 
 def test_continued_from_accepts_service_bus_style_bytes_properties(otel: TelemetryCapture) -> None:
-    with telemetry.span("publish") as parent:
+    with tracing.span("publish") as parent:
         props: dict[Any, Any] = {}
-        telemetry.inject_traceparent(props)
+        tracing.inject_traceparent(props)
     wire = {k.encode(): v.encode() for k, v in props.items()}
-    with telemetry.continued_from(wire):
-        assert telemetry.current_trace_id() == _hex(parent.get_span_context().trace_id, 32)
+    with tracing.continued_from(wire):
+        assert tracing.current_trace_id() == _hex(parent.get_span_context().trace_id, 32)
 
 
 def test_link_from_builds_fan_in_links(otel: TelemetryCapture) -> None:
     carriers = []
     for name in ("file-a", "file-b"):
-        with telemetry.span(name):
-            carriers.append(telemetry.inject_traceparent({}))
-    assert telemetry.link_from({}) is None
-    with telemetry.span("batch.archive", links=telemetry.links_from([*carriers, None])):
+        with tracing.span(name):
+            carriers.append(tracing.inject_traceparent({}))
+    assert tracing.link_from({}) is None
+    with tracing.span("batch.archive", links=tracing.links_from([*carriers, None])):
         pass
     batch = otel.span("batch.archive")
     assert batch.context is not None
@@ -236,7 +237,7 @@ def test_link_from_builds_fan_in_links(otel: TelemetryCapture) -> None:
 def test_log_records_carry_trace_span_and_job_id_from_job_context(
         otel: TelemetryCapture, json_log: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = json_log
-    with telemetry.span("process") as s, telemetry.job_context("job-42", partner="acme"):
+    with tracing.span("process") as s, tracing.job_context("job-42", partner="acme"):
         logger.info("validated %d rows", 3)
     logger.info("outside")
 
@@ -250,14 +251,14 @@ def test_log_records_carry_trace_span_and_job_id_from_job_context(
     assert inside["level"] == "INFO" and inside["logger"] == logger.name
     assert outside["trace_id"] == "" and outside["job_id"] == ""
     # The span is tagged by job_context too.
-    assert (otel.span("process").attributes or {})[telemetry.JOB_ID] == "job-42"
+    assert (otel.span("process").attributes or {})[tracing.JOB_ID] == "job-42"
 
 
 def test_explicit_extra_wins_over_job_context(json_log: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = json_log
-    with telemetry.job_context("outer-job"):
-        logger.info("a", extra=telemetry.log_fields("explicit-job", rows=5))
-        logger.info("b", extra=telemetry.log_fields())
+    with tracing.job_context("outer-job"):
+        logger.info("a", extra=tracing.log_fields("explicit-job", rows=5))
+        logger.info("b", extra=tracing.log_fields())
     first, second = _lines(stream)
     assert first["job_id"] == "explicit-job" and first["rows"] == 5
     assert second["job_id"] == "outer-job"
@@ -266,7 +267,7 @@ def test_explicit_extra_wins_over_job_context(json_log: tuple[logging.Logger, io
 def test_otel_log_records_are_exported_with_trace_context_and_job_id(otel: TelemetryCapture) -> None:
     logger = logging.getLogger(f"test.telemetry.otel.{uuid.uuid4().hex[:8]}")
     logger.setLevel(logging.INFO)
-    with telemetry.span("deliver") as s, telemetry.job_context("job-7", partner="globex"):
+    with tracing.span("deliver") as s, tracing.job_context("job-7", partner="globex"):
         logger.warning("route %s slow", "sftp-out")
     (record,) = [r for r in otel.log_records() if r.log_record.body == "route sftp-out slow"]
     attrs = record.log_record.attributes or {}
@@ -284,7 +285,7 @@ def test_configure_logging_installs_one_handler_json_or_human() -> None:
         again = configure_logging("human", "INFO", stream=stream)
         assert handler is not None and again is not None
         assert [h for h in root.handlers if h is handler] == []  # replaced, not duplicated
-        with telemetry.job_context("job-h"):
+        with tracing.job_context("job-h"):
             logging.getLogger("test.human").info("hello")
         assert "job=job-h" in stream.getvalue() and "hello" in stream.getvalue()
     finally:
@@ -368,16 +369,16 @@ def test_config_reads_service_name_and_signal_endpoints_from_env() -> None:
 
 def test_configure_telemetry_selects_azure_monitor_through_the_seam(
         otel: TelemetryCapture, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import telemetry_sdk
+    from shared.observability import sdk
 
     calls: list[TelemetryConfig] = []
-    monkeypatch.setitem(telemetry_sdk.INSTALLERS, "azure_monitor", calls.append)
-    monkeypatch.setattr(telemetry, "_configured_mode", None)
-    monkeypatch.setattr(telemetry_sdk, "configure_logging", lambda *a, **k: None)
+    monkeypatch.setitem(sdk.INSTALLERS, "azure_monitor", calls.append)
+    monkeypatch.setattr(setup, "_configured_mode", None)
+    monkeypatch.setattr(sdk, "configure_logging", lambda *a, **k: None)
     settings = Settings.model_validate({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=0000-0000"})
 
-    assert telemetry.configure_telemetry(settings, env={}) == "azure_monitor"
-    assert telemetry.configure_telemetry(settings, env={}) == "azure_monitor"  # idempotent: installed once
+    assert setup.configure_telemetry(settings, env={}) == "azure_monitor"
+    assert setup.configure_telemetry(settings, env={}) == "azure_monitor"  # idempotent: installed once
     assert len(calls) == 1 and calls[0].appinsights_connection is not None
     assert "azure.monitor.opentelemetry" not in sys.modules  # the seam, not the real (heavy, networked) SDK
 
@@ -385,52 +386,52 @@ def test_configure_telemetry_selects_azure_monitor_through_the_seam(
 def test_azure_monitor_gets_wharf_redaction_resource_and_full_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
-    from shared import telemetry_sdk
+    from shared.observability import sdk
 
     received: dict[str, Any] = {}
     fake = types.ModuleType("azure.monitor.opentelemetry")
     fake.configure_azure_monitor = lambda **kwargs: received.update(kwargs)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry", fake)
     # As in a fresh worker process: no provider set yet.
-    monkeypatch.setattr(telemetry_sdk.trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    monkeypatch.setattr(sdk.trace, "get_tracer_provider", trace.ProxyTracerProvider)
     cfg = TelemetryConfig.from_settings(None, {"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=k",
                                                "WHARF_PRINT_SPANS": "1"})
-    telemetry_sdk.install_azure_monitor(cfg)
+    sdk.install_azure_monitor(cfg)
 
     assert received["connection_string"] == "InstrumentationKey=k"
-    assert isinstance(received["span_processors"][0], telemetry_sdk.RedactingSpanProcessor)
+    assert isinstance(received["span_processors"][0], sdk.RedactingSpanProcessor)
     assert len(received["span_processors"]) == 2  # + the span printer
-    assert isinstance(received["log_record_processors"][0], telemetry_sdk.RedactingLogProcessor)
+    assert isinstance(received["log_record_processors"][0], sdk.RedactingLogProcessor)
     assert received["resource"].attributes["service.name"] == "wharf"
     assert received["sampling_ratio"] == 1.0
     with_sampler = TelemetryConfig.from_settings(None, {"APPLICATIONINSIGHTS_CONNECTION_STRING": "k",
                                                         "OTEL_TRACES_SAMPLER": "microsoft.rate_limited"})
     received.clear()
-    telemetry_sdk.install_azure_monitor(with_sampler)
+    sdk.install_azure_monitor(with_sampler)
     assert "sampling_ratio" not in received  # the operator's sampler wins
 
 
 def test_configure_telemetry_degrades_to_none_when_an_exporter_fails(
         otel: TelemetryCapture, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import telemetry_sdk
+    from shared.observability import sdk
 
     def broken(cfg: TelemetryConfig) -> None:
         raise RuntimeError("collector config broken: password=letmein99")
 
-    monkeypatch.setitem(telemetry_sdk.INSTALLERS, "otlp", broken)
-    monkeypatch.setattr(telemetry, "_configured_mode", None)
-    monkeypatch.setattr(telemetry_sdk, "configure_logging", lambda *a, **k: None)
-    mode = telemetry.configure_telemetry(None, force=True, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"})
+    monkeypatch.setitem(sdk.INSTALLERS, "otlp", broken)
+    monkeypatch.setattr(setup, "_configured_mode", None)
+    monkeypatch.setattr(sdk, "configure_logging", lambda *a, **k: None)
+    mode = setup.configure_telemetry(None, force=True, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"})
     assert mode == "none"
-    with telemetry.span("still-traced"):
-        assert telemetry.current_trace_id() != ""  # the SDK provider is still there: ids still propagate
+    with tracing.span("still-traced"):
+        assert tracing.current_trace_id() != ""  # the SDK provider is still there: ids still propagate
     assert otel.spans_named("still-traced")
 
 
 def test_span_printer_line() -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from shared.telemetry_sdk import span_printer_processor
+    from shared.observability.sdk import span_printer_processor
 
     stream = io.StringIO()
     provider = TracerProvider()
@@ -446,7 +447,7 @@ def test_span_printer_line() -> None:
 
 
 def test_format_span_shows_errors(otel: TelemetryCapture) -> None:
-    with pytest.raises(KeyError), telemetry.span("route"):
+    with pytest.raises(KeyError), tracing.span("route"):
         raise KeyError("missing")
     assert "ERROR(KeyError" in format_span(otel.span("route"))
 
@@ -472,10 +473,10 @@ def test_importing_function_app_loads_no_telemetry_sdk_or_exporter() -> None:
 
 def test_console_mode_prints_one_line_per_span_to_stderr() -> None:
     result = _run("""
-        from shared import telemetry
-        print(telemetry.configure_telemetry())
-        with telemetry.span("poll.sftp", {"wharf.partner": "acme"}):
-            with telemetry.span("sftp.list", telemetry.server_attrs("sftp.example.com", 22)):
+        from shared.observability import setup, tracing
+        print(setup.configure_telemetry())
+        with tracing.span("poll.sftp", {"wharf.partner": "acme"}):
+            with tracing.span("sftp.list", tracing.server_attrs("sftp.example.com", 22)):
                 pass
     """, {"WHARF_PRINT_SPANS": "1"})
     assert result.returncode == 0, result.stderr
@@ -503,15 +504,16 @@ def test_otlp_mode_exports_traces_metrics_and_logs_without_secrets() -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         endpoint = f"http://127.0.0.1:{server.server_address[1]}"
 
-        from shared import metrics, telemetry
+        from shared import metrics
+        from shared.observability import redaction, setup, tracing
         secret = "otlp-Planted-Secret-9f1"
-        telemetry.register_secret(secret)
-        mode = telemetry.configure_telemetry(env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+        redaction.register_secret(secret)
+        mode = setup.configure_telemetry(env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
         log = logging.getLogger("child")
-        with telemetry.span("poll.sftp", {"wharf.partner": "acme", "note": secret}):
+        with tracing.span("poll.sftp", {"wharf.partner": "acme", "note": secret}):
             log.warning("connecting with %s", secret)
             metrics.record_ingest("acme", "sftp", 10, 0.1)
-        telemetry.flush()
+        setup.flush()
         paths = sorted(received)
         leaked = any(secret.encode() in body for bodies in received.values() for body in bodies)
         spans = b"".join(received.get("/v1/traces", []))

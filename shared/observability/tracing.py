@@ -1,33 +1,30 @@
-"""OpenTelemetry helpers: spans, W3C traceparent in and out of messages, job context, redaction, start-up config.
+"""OpenTelemetry API side: spans, attribute helpers, W3C traceparent in and out of messages, job context.
 
 Cheap to import: only the OpenTelemetry *API* is loaded here. The SDK, the exporters and Azure Monitor are
-imported by `configure_telemetry()` / `for_tests()` (see shared/telemetry_sdk.py), never at import time.
+imported by `configure_telemetry()` / `for_tests()` (shared/observability/setup.py), never at import time.
 
 Conventions for spans (one trace per file, from poll to its last destination):
 
 - `span(name, attrs)` around each unit of work; attributes from the helpers below (`server_attrs`,
   `messaging_attrs`, `file_attrs`, `wharf_attrs`), never file content or message bodies
-  (`BODY_ATTRIBUTE_KEYS` are dropped, long values truncated to `MAX_ATTRIBUTE_CHARS`).
+  (`BODY_ATTRIBUTE_KEYS` are dropped, long values truncated to `MAX_ATTRIBUTE_CHARS`: see redaction.py).
 - Crossing a hop: the sender puts the trace in the message (`inject_traceparent(msg)`), the blob metadata
   (`blob_metadata(...)`) or the orchestration input (`orchestration_input(...)`); the receiver continues it
   with `span_from(carrier, name)` (or `continued_from(carrier)` + `span`). Fan-in: `link_from(carrier)`.
 - Orchestrators replay, so they never open spans: they copy the trace from their input into each activity
   input (`carry_trace(input, activity_input)`), and the activity opens the span.
-- Secrets: adapters call `register_secret(value)` for every secret they hand out; `redact()` scrubs registered
-  values and well-known patterns, and is applied to span attributes, exception events and log records.
+- Secrets: span attributes and exception events are redacted (shared.observability.redaction), as are log
+  records (shared.observability.logs).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import threading
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import quote
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -35,13 +32,9 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-if TYPE_CHECKING:
-    from shared.telemetry_sdk import TelemetryCapture
+from shared.observability.redaction import redact, redact_attributes
 
 TRACER_NAME = "wharf"
-SERVICE_NAME = "wharf"
-
-Mode = Literal["azure_monitor", "otlp", "console", "none"]
 
 # --- attribute names -----------------------------------------------------------------------------------------
 # Wharf's own dimensions (custom, namespaced as the semantic conventions ask).
@@ -66,19 +59,6 @@ ERROR_TYPE = "error.type"
 # messaging.system values: Service Bus is in the conventions; storage queues are not, so Wharf names them.
 MESSAGING_STORAGE_QUEUE = "azure_storage_queue"
 MESSAGING_SERVICEBUS = "servicebus"
-
-# --- what must never be an attribute -------------------------------------------------------------------------
-# Message bodies and file content: dropped wherever they appear as attributes. Pass references (blob path,
-# job id) and sizes instead.
-BODY_ATTRIBUTE_KEYS = frozenset({
-    "messaging.message.body", "message.body", "http.request.body", "http.response.body", "email.body",
-    "mail.body", "file.content", "file.body", "wharf.body", "wharf.content", "body", "content", "payload",
-})
-# A longer value is truncated: an accidental body cannot ride on an attribute (exception events are exempt).
-MAX_ATTRIBUTE_CHARS = 2048
-REDACTED = "***"
-# Registered secrets shorter than this are ignored: scrubbing "abc" from every log line would destroy logs.
-MIN_SECRET_LENGTH = 6
 
 _W3C = TraceContextTextMapPropagator()
 _TRACE_KEYS = ("traceparent", "tracestate")
@@ -334,168 +314,3 @@ def log_fields(job_id: str | None = None, **fields: Any) -> dict[str, Any]:
         out["span_id"] = format(ctx.span_id, "016x")
     out.update(fields)
     return out
-
-
-# --- redaction -----------------------------------------------------------------------------------------------
-
-_S = TypeVar("_S", str, bytes, None)
-_secrets_lock = threading.Lock()
-_secret_values: set[str] = set()
-_secret_re: re.Pattern[str] | None = None
-
-_KEY_NAMES = (
-    r"password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|access[_-]?key|account[_-]?key|"
-    r"shared[_-]?access[_-]?key|shared[_-]?access[_-]?signature|sig|token|access[_-]?token|refresh[_-]?token|"
-    r"id[_-]?token|auth[_-]?token|private[_-]?key|credentials?"
-)
-_PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
-    # PEM / OpenSSH / PGP private keys, whole block (or to the end when truncated).
-    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
-                r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.S), "[REDACTED PRIVATE KEY]"),
-    # Service Bus / Event Hubs SAS token: "SharedAccessSignature sr=...&sig=...&se=...&skn=...".
-    (re.compile(r"(?i)\bSharedAccessSignature\s+[^\s;\"',]+"), "SharedAccessSignature " + REDACTED),
-    # key=value, key: value, "key": "value" (connection strings, query strings, JSON, CLI flags, headers).
-    (re.compile(r"(?i)(?P<key>(?<![a-z0-9])(?:" + _KEY_NAMES + r")(?![a-z0-9])[\"']?\s*[=:]\s*)"
-                r"(?:(?P<q>[\"'])(?:(?!(?P=q)).)*(?P=q)|[^\s\"',;&)}\]]+)"),
-     lambda m: m.group("key") + (f"{m.group('q')}{REDACTED}{m.group('q')}" if m.group("q") else REDACTED)),
-    # Authorization header values.
-    (re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9\-._~+/]{8,}=*"), r"\1 " + REDACTED),
-    # JWTs anywhere (Graph and Entra tokens).
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
-    # Credentials in URLs: scheme://user:password@host.
-    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
-)
-_SENSITIVE_KEY = re.compile(
-    r"(?i)(passw|passphrase|pwd|secret|token|authorization|credential|private[_.-]?key|api[_.-]?key|apikey|"
-    r"access[_.-]?key|account[_.-]?key|access[_.-]?signature|connection[_.-]?string|sas(?![a-z])|cookie)"
-)
-_EXEMPT_FROM_TRUNCATION = frozenset({"exception.stacktrace", "exception.message"})
-
-
-def register_secret(value: _S) -> _S:
-    """Never let this value reach a span, a metric or a log; returns it (`return register_secret(value)`).
-
-    Secrets adapters call it for every value they hand out. Multi-line values (keys) also register each long
-    line, so a partial key is caught too. Values shorter than MIN_SECRET_LENGTH are not registered.
-    """
-    global _secret_re
-    if not value:
-        return value
-    text = value.decode("utf-8", "ignore") if isinstance(value, bytes) else str(value)
-    candidates = {text, text.strip(), quote(text.strip(), safe="")}
-    if "\n" in text:
-        candidates.update(line.strip() for line in text.splitlines()
-                          if len(line.strip()) >= 16 and not line.strip().startswith("-----"))
-    if ";" in text and "=" in text:  # a connection string: its key/password parts are secrets on their own
-        for part in text.split(";"):
-            name, _, part_value = part.partition("=")
-            if part_value and is_sensitive_key(name.strip()):
-                candidates.add(part_value.strip())
-    new = {c for c in candidates if len(c) >= MIN_SECRET_LENGTH}
-    with _secrets_lock:
-        if not new <= _secret_values:
-            _secret_values.update(new)
-            ordered = sorted(_secret_values, key=len, reverse=True)
-            _secret_re = re.compile("|".join(re.escape(s) for s in ordered))
-    return value
-
-
-_SETTINGS_SECRET = re.compile(r"(?i)(connection|secret|password|passphrase|token|key)")
-
-
-def register_settings_secrets(settings: Any) -> None:
-    """Register the secret-looking string fields of a Settings object (connection strings, keys, passwords)."""
-    fields = getattr(type(settings), "model_fields", None) or {}
-    for name in fields:
-        value = getattr(settings, name, None)
-        if isinstance(value, str) and _SETTINGS_SECRET.search(name) and not name.endswith("_url"):
-            register_secret(value)
-
-
-def redact(text: str) -> str:
-    """`text` with registered secrets and well-known secret patterns replaced by `***`."""
-    if not isinstance(text, str) or not text:
-        return text
-    pattern = _secret_re
-    if pattern is not None:
-        text = pattern.sub(REDACTED, text)
-    for regex, replacement in _PATTERNS:
-        text = regex.sub(replacement, text)
-    return text
-
-
-def is_sensitive_key(key: str) -> bool:
-    """Attribute/field names whose value is a secret whatever it looks like (password, token, ...)."""
-    return bool(_SENSITIVE_KEY.search(key))
-
-
-def redact_value(key: str, value: Any) -> Any:
-    """One attribute value, redacted: whole value for sensitive keys, scrubbed and truncated strings otherwise."""
-    if is_sensitive_key(key):
-        return REDACTED
-    if isinstance(value, str):
-        cleaned = redact(value)
-        if len(cleaned) > MAX_ATTRIBUTE_CHARS and key not in _EXEMPT_FROM_TRUNCATION:
-            cleaned = cleaned[:MAX_ATTRIBUTE_CHARS] + "...[truncated]"
-        return cleaned
-    if isinstance(value, list | tuple) and any(isinstance(v, str) for v in value):
-        return type(value)(redact(v) if isinstance(v, str) else v for v in value)
-    return value
-
-
-def redact_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Attributes safe to export: body keys dropped, secrets redacted, long strings truncated."""
-    return {k: redact_value(k, v) for k, v in (attributes or {}).items() if k not in BODY_ATTRIBUTE_KEYS}
-
-
-# --- start-up ------------------------------------------------------------------------------------------------
-
-_config_lock = threading.Lock()
-_configured_mode: Mode | None = None
-
-
-def configure_telemetry(settings: Any = None, *, force: bool = False,
-                        env: Mapping[str, str] | None = None) -> Mode:
-    """Configure tracing, metrics and logging once per process; returns the mode chosen.
-
-    `azure_monitor` when APPLICATIONINSIGHTS_CONNECTION_STRING is set, else `otlp` when
-    OTEL_EXPORTER_OTLP_ENDPOINT is set, else `console` when WHARF_PRINT_SPANS=1, else `none` (an SDK tracer
-    provider is still installed: trace ids must exist and flow through queues even when nothing is exported).
-    WHARF_PRINT_SPANS=1 also prints spans in the other modes. `settings` (shared.settings.Settings) supplies the
-    connection string and endpoint; everything else comes from `env` (default: os.environ).
-    Telemetry never stops the app: a failing exporter set-up is logged and degrades to `none`.
-    """
-    global _configured_mode
-    with _config_lock:
-        if _configured_mode is not None and not force:
-            return _configured_mode
-        from shared import telemetry_sdk
-
-        if settings is not None:
-            register_settings_secrets(settings)
-        _configured_mode = telemetry_sdk.install(telemetry_sdk.TelemetryConfig.from_settings(settings, env))
-        return _configured_mode
-
-
-def configured_mode() -> Mode | None:
-    """The mode `configure_telemetry` chose in this process, None before it ran."""
-    return _configured_mode
-
-
-def flush(timeout_millis: int = 5000) -> None:
-    """Export what is buffered (spans, metrics, logs): devhost at exit, tests, before a process freezes."""
-    from shared import telemetry_sdk
-
-    telemetry_sdk.flush(timeout_millis)
-
-
-def for_tests() -> TelemetryCapture:
-    """In-memory spans, metrics and logs for tests; one process-wide SDK pipeline, cleared at each call.
-
-    OpenTelemetry's global providers are set once per process (`trace._TRACER_PROVIDER_SET_ONCE`; a second
-    `set_tracer_provider` is ignored with a warning), so the first call installs Wharf's SDK providers with
-    exporter slots and later calls only swap/clear the in-memory exporters behind them.
-    """
-    from shared import telemetry_sdk
-
-    return telemetry_sdk.capture()

@@ -1,7 +1,8 @@
-"""The OpenTelemetry SDK side of shared.telemetry: pipelines, redaction processors, span printer, test capture.
+"""The OpenTelemetry SDK side: pipelines, redaction processors, span printer, test capture.
 
-Imported lazily (by `configure_telemetry()`, `flush()` and `for_tests()`), never by function_app's import chain:
-the SDK costs ~70 ms, the OTLP exporters ~140 ms and Azure Monitor ~420 ms of import time.
+Imported by shared.observability.setup (`configure_telemetry()`, `flush()`, `for_tests()`), which callers
+import lazily, never by function_app's import chain: the SDK costs ~70 ms, the OTLP exporters ~140 ms and Azure
+Monitor ~420 ms of import time.
 
 One process-wide pipeline. OpenTelemetry's global providers can be set only once per process, so Wharf sets its
 own SDK providers once and puts *slots* behind them: "export" (what configure_telemetry installs) and "capture"
@@ -10,7 +11,7 @@ Azure Monitor is the exception: `configure_azure_monitor()` sets its own provide
 telemetry set-up in a process (it is, in the Functions worker); Wharf's redaction processors are handed to it.
 
 Redaction of spans happens in three places (defence in depth):
-1. at set time: `telemetry.span()` redacts the attributes it is given and the exception it records;
+1. at set time: `tracing.span()` redacts the attributes it is given and the exception it records;
 2. `RedactingSpanProcessor`, first in every pipeline (Azure Monitor's too): `on_end` replaces the ended span's
    attributes, events, status and name with redacted copies *on the ReadableSpan instance* that the following
    processors (batch exporters included) receive; this covers spans of other libraries (Azure SDK, httpx) and
@@ -30,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, Generic, Literal, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider, set_logger_provider
@@ -54,8 +55,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Status, StatusCode
 
-from shared.logging_setup import configure_logging, install_log_filter
-from shared.telemetry import (
+from shared.observability.logs import configure_logging, install_log_filter
+from shared.observability.redaction import redact, redact_attributes
+from shared.observability.tracing import (
     CHANNEL,
     ERROR_TYPE,
     FILE_NAME,
@@ -67,15 +69,15 @@ from shared.telemetry import (
     ROUTE,
     SERVER_ADDRESS,
     SERVER_PORT,
-    SERVICE_NAME,
     STEP,
     TRANSFER_ID,
-    Mode,
-    redact,
-    redact_attributes,
 )
 
 log = logging.getLogger(__name__)
+
+SERVICE_NAME = "wharf"
+
+Mode = Literal["azure_monitor", "otlp", "console", "none"]
 
 _TRUE = ("1", "true", "yes", "on")
 

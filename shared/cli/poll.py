@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from typing import Any, TextIO
 
+from shared.cli.common import Subparsers, print_json, services
 from shared.domain.messages import PollRequest
 
 _MIB = 1024 * 1024
@@ -83,15 +83,14 @@ def format_summary(summary: dict[str, Any]) -> str:
 def cmd_poll(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from shared.bootstrap import build_services
     from shared.services.polls import PollOptions
     from shared.services.scheduling import poll_channel, run_poll_request
 
     if not args.verbose:
         # Per-connection chatter would scroll the progress line away; warnings and errors still show.
         logging.getLogger("paramiko").setLevel(logging.WARNING)
-    services = build_services()
-    channel = poll_channel(services, args.partner, args.channel)
+    svc = services()
+    channel = poll_channel(svc, args.partner, args.channel)
     kwargs: dict[str, Any] = {}
     if not args.quiet:
         kwargs["progress"] = ProgressPrinter()
@@ -102,15 +101,17 @@ def cmd_poll(args: argparse.Namespace) -> int:
         if args.lease is not None:
             options["lease"] = timedelta(seconds=args.lease)
         kwargs["options"] = PollOptions(**options)
-    summary = run_poll_request(services, PollRequest(partner=args.partner, channel=channel, requested_by="cli"),
+    summary = run_poll_request(svc, PollRequest(partner=args.partner, channel=channel, requested_by="cli"),
                                **kwargs)
     data = summary.model_dump(mode="json")
-    print(json.dumps(data, indent=2) if args.json else format_summary(data))
+    if args.json:
+        print_json(data)
+    else:
+        print(format_summary(data))
     return 0 if data.get("status") == "ok" else 1
 
 
-def register_poll(sub: Any) -> None:
-    """Add `wharf poll` to the `wharf` command's sub-parsers."""
+def register(sub: Subparsers) -> None:
     poll = sub.add_parser("poll", help="poll a partner's source now (progress on stderr, summary on stdout)")
     poll.add_argument("partner")
     poll.add_argument("--channel", choices=["sftp", "mail"], help="default: the partner's source (sftp first)")

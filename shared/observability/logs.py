@@ -6,7 +6,7 @@ logs (local runs, devhost, the CLI), adds one stderr handler formatted by WHARF_
 A handler added later gets the same treatment with `install_log_filter(handler)`.
 
 Filters run at handle time, after `extra=` is applied: an explicit `extra={"job_id": ...}` wins, otherwise the
-job id comes from `telemetry.job_context(...)`.
+job id comes from `tracing.job_context(...)`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
-from shared.telemetry import current_job, current_span_id, current_trace_id, redact, redact_value
+from shared.observability.redaction import redact, redact_value
+from shared.observability.tracing import current_job, current_span_id, current_trace_id
 
 LogFormat = Literal["json", "human"]
 
@@ -180,4 +181,3 @@ def configure_logging(fmt: LogFormat | str | None = None, level: int | str | Non
     lvl = level if level is not None else environ.get("WHARF_LOG_LEVEL", "INFO")
     root.setLevel(lvl.upper() if isinstance(lvl, str) else lvl)
     return handler
-

@@ -1,0 +1,280 @@
+"""Reading partners.yaml: YAML with line numbers, ${ENV} filled in, defaults applied, every problem listed."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from shared.catalog.errors import CatalogError, Loc, Problem, _Invalid
+from shared.catalog.interpolation import _interpolate
+from shared.catalog.mailbox import Mailbox
+from shared.catalog.model import Catalog, Partner, _cross_check, _duplicate_message, _sftp_destinations
+from shared.catalog.problems import _convert, _problem, _unknown_key_message
+from shared.catalog.routes import Destination, SftpDestination
+from shared.catalog.sftp import SftpSource
+
+_TOP_LEVEL = ("partners", "defaults")
+_DEFAULT_BLOCKS: dict[str, type[BaseModel]] = {"sftp": SftpSource, "mailbox": Mailbox}
+# Fields that only make sense together: a partner setting one of them inherits none of the others.
+_DEFAULT_GROUPS: dict[str, tuple[frozenset[str], ...]] = {
+    "sftp": (frozenset({"post_action", "move_to", "suffix"}),),
+    "mailbox": (frozenset({"after_action", "move_to"}),),
+}
+
+
+def load_catalog(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Catalog:
+    """Read and validate a catalogue file. Raises CatalogError listing every problem found."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise CatalogError(["file not found"], source=source) from exc
+    except UnicodeDecodeError as exc:
+        raise CatalogError([f"is not UTF-8 text (bad byte at offset {exc.start})"], source=source) from exc
+    except OSError as exc:
+        raise CatalogError([f"cannot read the file: {exc.strerror or exc}"], source=source) from exc
+    return parse_catalog(text, source=source, env=env)
+
+
+def parse_catalog(
+    document: str | Mapping[str, Any], *, source: str = "<catalog>", env: Mapping[str, str] | None = None
+) -> Catalog:
+    """Validate a catalogue given as YAML text or an already-parsed mapping.
+
+    `${NAME}` and `${NAME:-default}` in string values are filled from `env` (default: os.environ) first.
+    """
+    positions: dict[Loc, int] = {}
+    if isinstance(document, str):
+        raw, positions = _load_yaml(document, source)
+    else:
+        raw = document
+    if raw is None:
+        raise CatalogError(["the catalogue is empty; it needs a top-level partners: list"], source=source)
+    if not isinstance(raw, Mapping):
+        raise CatalogError(["the top level must be a mapping with a partners: list"], source=source)
+
+    pre: list[tuple[Loc, str]] = []  # found before validation (env, inline keys): they hide what follows from them
+    problems: list[tuple[Loc, str, Loc]] = []  # (where, message, scope of the check that found it)
+
+    def note(loc: Loc, message: str) -> None:
+        problems.append((loc, message, loc))
+
+    try:
+        data = _interpolate(raw, os.environ if env is None else env, (), pre)
+    except _Invalid as exc:
+        raise CatalogError([_problem(loc, msg, raw, positions) for loc, msg in exc.items], source=source) from exc
+
+    for key in data:
+        if key not in _TOP_LEVEL:
+            close = difflib.get_close_matches(str(key), _TOP_LEVEL, n=1)
+            note((key,), f"unknown key; {f'did you mean {close[0]}?' if close else 'use partners and defaults'}")
+    partners_raw = data.get("partners")
+    if "partners" not in data:
+        note(("partners",), "is required (a list of partners)")
+    elif partners_raw is not None and not isinstance(partners_raw, list):
+        note(("partners",), "must be a list of partners")
+    if not isinstance(partners_raw, list):
+        partners_raw = []
+
+    provenance = _apply_defaults(data, partners_raw, note)
+
+    validated: list[Partner] = []
+    destinations: list[tuple[Loc, SftpDestination]] = []
+    for index, item in enumerate(partners_raw):
+        if not isinstance(item, Mapping):
+            note(("partners", index), "must be a mapping with id, name and the partner's settings")
+            continue
+        try:
+            partner = Partner.model_validate(item)
+        except ValidationError as exc:
+            problems += _convert(exc, Partner, ("partners", index))
+            found_here = _raw_sftp_destinations(item.get("routes"))
+        else:
+            validated.append(partner)
+            found_here = list(_sftp_destinations(partner.routes))
+        destinations += [(("partners", index, *loc), dest) for loc, dest in found_here]
+
+    first: dict[str, int] = {}
+    targets: dict[str, tuple[bool, bool]] = {}
+    for index, item in enumerate(partners_raw):
+        partner_id = item.get("id") if isinstance(item, Mapping) else None
+        if not isinstance(partner_id, str):
+            continue
+        if partner_id in first:
+            note(("partners", index, "id"), _duplicate_message(first[partner_id], index))
+        else:
+            first[partner_id] = index
+            sftp = item.get("sftp")
+            has_sftp = isinstance(sftp, Mapping)
+            targets[partner_id] = (has_sftp, has_sftp and bool(sftp.get("outbound_dir")))
+    for loc, message in _cross_check(destinations, targets):
+        note(loc, message)
+
+    found = _report(pre, problems, provenance, data, positions)
+    if found:
+        raise CatalogError(found, source=source)
+    return Catalog(partners=validated, source=source)
+
+
+_DESTINATION_ADAPTER: TypeAdapter[Destination] = TypeAdapter(Destination)
+
+
+def _raw_sftp_destinations(raw_routes: Any) -> list[tuple[Loc, SftpDestination]]:
+    """SFTP destinations of a partner that failed validation which are valid on their own, to cross-check."""
+    found: list[tuple[Loc, SftpDestination]] = []
+    for r_index, route in enumerate(raw_routes if isinstance(raw_routes, list) else []):
+        raw_destinations = route.get("destinations") if isinstance(route, Mapping) else None
+        for d_index, raw in enumerate(raw_destinations if isinstance(raw_destinations, list) else []):
+            try:
+                dest = _DESTINATION_ADAPTER.validate_python(raw)
+            except ValidationError:
+                continue  # its own errors are already reported
+            if isinstance(dest, SftpDestination):
+                found.append((("routes", r_index, "destinations", d_index), dest))
+    return found
+
+
+def _report(
+    pre: list[tuple[Loc, str]],
+    problems: list[tuple[Loc, str, Loc]],
+    provenance: Mapping[Loc, Loc],
+    data: Any,
+    positions: Mapping[Loc, int],
+) -> list[Problem]:
+    """Final list: defaults mapped to where they are written, consequences of earlier problems dropped, sorted."""
+
+    def origin(loc: Loc) -> Loc:
+        return provenance.get(loc[:4], loc[:4]) + loc[4:]
+
+    def under(loc: Loc, base: Loc) -> bool:
+        return loc[: len(base)] == base
+
+    blocked = [loc for loc, _ in pre]
+    kept: list[tuple[Loc, str]] = list(pre)
+    for loc, message, scope in problems:
+        loc, scope = origin(loc), origin(scope)
+        # A bad ${VAR} or pasted key explains errors at that value and cross-field checks around it.
+        if any(under(loc, b) or under(b, scope) for b in blocked):
+            continue
+        kept.append((loc, message))
+    found = [_problem(loc, message, data, positions) for loc, message in dict.fromkeys(kept)]
+    found.sort(key=lambda p: (bool(p.path), p.line or 0))
+    return found
+
+
+def _apply_defaults(
+    data: Mapping[str, Any], partners: list[Any], note: Callable[[Loc, str], None]
+) -> dict[Loc, Loc]:
+    """Merge `defaults.sftp` / `defaults.mailbox` under each partner's block; map inherited keys to their origin."""
+    defaults = data.get("defaults")
+    provenance: dict[Loc, Loc] = {}
+    if defaults is None:
+        return provenance
+    if not isinstance(defaults, Mapping):
+        note(("defaults",), "must be a mapping with sftp and/or mailbox defaults")
+        return provenance
+    usable: dict[str, dict[str, Any]] = {}
+    for block, value in defaults.items():
+        model = _DEFAULT_BLOCKS.get(block)
+        if model is None:
+            note(("defaults", block), "unknown key; defaults can hold sftp and mailbox")
+            continue
+        if not isinstance(value, Mapping):
+            note(("defaults", block), "must be a mapping of keys to values")
+            continue
+        usable[block] = {}
+        for key, item in value.items():
+            if key in model.model_fields:
+                usable[block][key] = item
+            else:
+                note(("defaults", block, key), _unknown_key_message(str(key), model))
+    for index, partner in enumerate(partners):
+        if not isinstance(partner, dict):
+            continue
+        for block, values in usable.items():
+            own = partner.get(block)
+            if not isinstance(own, dict):
+                continue
+            taken = {key for group in _DEFAULT_GROUPS[block] if group & own.keys() for key in group}
+            inherited = {k: v for k, v in values.items() if k not in own and k not in taken}
+            partner[block] = {**own, **inherited}
+            for key in inherited:
+                provenance[("partners", index, block, key)] = ("defaults", block, key)
+    return provenance
+
+
+# ---------------------------------------------------------------------------------------------------------
+# YAML with line numbers and duplicate-key detection
+
+
+class _Loader(yaml.SafeLoader):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            seen: dict[str, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        f"duplicate key {key_node.value!r} (first at line {seen[key_node.value].line + 1})",
+                        key_node.start_mark,
+                    )
+                seen[key_node.value] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> Problem:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        where = f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}"
+        problem = exc.problem or "cannot parse this"
+        if exc.context and exc.context_mark is not None:
+            context = f"{exc.context} at line {exc.context_mark.line + 1}"
+            if problem.startswith("but "):  # e.g. "expected a single document ..., but found another document"
+                return Problem("", f"{where}: {context}, {problem}")
+            return Problem("", f"{where}: {problem} ({context})")
+        return Problem("", f"{where}: {problem}")
+    return Problem("", f"invalid YAML: {exc}")
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        raise CatalogError([_yaml_problem(exc)], source=source) from exc
+    finally:
+        loader.dispose()
+    positions: dict[Loc, int] = {}
+    if node is not None:
+        _record_positions(node, (), positions, set())
+    return data, positions
+
+
+def _record_positions(node: yaml.Node, loc: Loc, out: dict[Loc, int], active: set[int]) -> None:
+    if id(node) in active:
+        return  # a recursive alias; nothing to add
+    active.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                out[(*loc, key_node.value)] = key_node.start_mark.line + 1
+                _record_positions(value_node, (*loc, key_node.value), out, active)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            out[(*loc, index)] = item.start_mark.line + 1
+            _record_positions(item, (*loc, index), out, active)
+    active.discard(id(node))

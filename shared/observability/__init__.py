@@ -1,0 +1,1 @@
+"""Telemetry, one way up: redaction <- tracing <- logs <- sdk <- setup (a module imports only those before it)."""
