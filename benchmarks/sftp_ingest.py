@@ -50,6 +50,7 @@ class Measure:
     files: int = 0
     bytes: int = 0
     peak_rss_mib: float | None = None
+    cpu: list[float] = field(default_factory=list)  # this process's CPU seconds per run (Wharf phases only)
 
     @property
     def median(self) -> float:
@@ -60,6 +61,8 @@ class Measure:
         out["median_s"] = round(self.median, 3)
         out["mib_per_s"] = round(self.bytes / MIB / self.median, 1) if self.median else None
         out["files_per_s"] = round(self.files / self.median, 1) if self.median else None
+        out["cpu_ms_per_file"] = (round(statistics.median(self.cpu) * 1000 / self.files, 2)
+                                  if self.cpu and self.files else None)
         return out
 
 
@@ -167,21 +170,24 @@ def wharf_services(conn: str, sshd: SshdServer, partner: str, folder: Path, pref
     return services
 
 
-def run_wharf(conn: str, sshd: SshdServer, folder: Path, *, settle: float, concurrency: int) -> tuple[float, Any]:
+def run_wharf(conn: str, sshd: SshdServer, folder: Path, *, settle: float,
+              concurrency: int) -> tuple[float, Any, float]:
+    """Wall seconds, the poll summary and the CPU seconds this process spent on the poll (all its threads;
+    Azurite and sshd are other processes)."""
     from shared.services.poll_sftp import PollOptions, poll_partner
 
     partner = f"b{uuid.uuid4().hex[:10]}"
     services = wharf_services(conn, sshd, partner, folder, f"t{uuid.uuid4().hex}")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     summary = poll_partner(services, partner, options=PollOptions(settle_seconds=settle, concurrency=concurrency),
                            requested_by="benchmark")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     if summary.status != "ok":
         raise RuntimeError(f"wharf poll failed: {summary.model_dump_json()}")
-    return elapsed, summary
+    return elapsed, summary, cpu
 
 
-def run_transfer_only(conn: str, sshd: SshdServer, folder: Path, *, concurrency: int) -> float:
+def run_transfer_only(conn: str, sshd: SshdServer, folder: Path, *, concurrency: int) -> tuple[float, float]:
     """Diagnostic: the same SFTP reads and staged blob uploads, without ledger, jobs, logs or messages."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -202,7 +208,7 @@ def run_transfer_only(conn: str, sshd: SshdServer, folder: Path, *, concurrency:
             sessions.append(local.client)
         return local.client
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     listing = session().list_files(str(folder))
 
     def copy(f: Any) -> None:
@@ -210,10 +216,10 @@ def run_transfer_only(conn: str, sshd: SshdServer, folder: Path, *, concurrency:
 
     with ThreadPoolExecutor(max_workers=min(concurrency, len(listing))) as pool:
         list(pool.map(copy, listing))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     for client in sessions:
         client.close()
-    return elapsed
+    return elapsed, cpu
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -226,8 +232,8 @@ def child_main(args: argparse.Namespace) -> None:
     from tests.integration.sshd_server import ClientKey
 
     sshd.client_keys["ed25519"] = ClientKey("ed25519", Path(state["client_key"]), None)
-    elapsed, summary = run_wharf(state["conn"], sshd, Path(state["folder"]), settle=state["settle"],
-                                 concurrency=state["concurrency"])
+    elapsed, summary, _ = run_wharf(state["conn"], sshd, Path(state["folder"]), settle=state["settle"],
+                                    concurrency=state["concurrency"])
     print(json.dumps({"elapsed": elapsed, "bytes": summary.bytes, "landed": summary.landed,
                       "peak_rss_mib": vm_hwm_mib()}))
 
@@ -250,25 +256,34 @@ def run_wharf_child(conn: str, sshd: SshdServer, folder: Path, *, settle: float,
 
 
 def compare(name: str, folder: Path, files: int, size: int, runs: int, conn: str, sshd: SshdServer,
-            env: dict[str, str], settle: float, concurrency: int) -> list[Measure]:
+            env: dict[str, str], settle: float, concurrency: int,
+            tools: tuple[str, ...] = ("wharf", "rclone", "raw")) -> list[Measure]:
     wharf, rclone = Measure(name, "wharf", files=files, bytes=size), Measure(name, "rclone", files=files, bytes=size)
     raw = Measure(name, "transfer only (diagnostic)", files=files, bytes=size)
     for i in range(runs):
         # Alternate the order so neither tool always runs on a warmer cache.
         for tool in (("wharf", "rclone", "raw") if i % 2 == 0 else ("rclone", "wharf", "raw")):
+            if tool not in tools:
+                continue
+            cpu = None
             if tool == "raw":
-                elapsed = run_transfer_only(conn, sshd, folder, concurrency=concurrency)
+                elapsed, cpu = run_transfer_only(conn, sshd, folder, concurrency=concurrency)
                 raw.runs.append(elapsed)
+                raw.cpu.append(cpu)
             elif tool == "wharf":
-                elapsed, summary = run_wharf(conn, sshd, folder, settle=settle, concurrency=concurrency)
+                elapsed, summary, cpu = run_wharf(conn, sshd, folder, settle=settle, concurrency=concurrency)
                 assert summary.landed == files and summary.bytes == size, summary
                 wharf.runs.append(elapsed)
+                wharf.cpu.append(cpu)
             else:
                 elapsed, rss = run_rclone(env, folder, f"rclone-{uuid.uuid4().hex[:8]}")
                 rclone.runs.append(elapsed)
                 rclone.peak_rss_mib = max(rclone.peak_rss_mib or 0, rss)
-            print(f"  {name:<14} run {i + 1}/{runs} {tool:<6} {elapsed:7.2f} s", file=sys.stderr)
-    return [wharf, rclone, raw]
+            load = os.getloadavg()[0]
+            cpu_text = f", CPU {cpu * 1000 / files:6.2f} ms/file" if cpu is not None else ""
+            print(f"  {name:<14} run {i + 1}/{runs} {tool:<6} {elapsed:7.2f} s{cpu_text} (load {load:.2f})",
+                  file=sys.stderr)
+    return [m for m in (wharf, rclone, raw) if m.runs]
 
 
 def machine() -> dict[str, Any]:
@@ -295,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-mib", type=int, default=2048)
     parser.add_argument("--settle", type=float, default=1.0, help="Wharf's stability interval (counted in time)")
     parser.add_argument("--concurrency", type=int, default=8, help="Wharf's files in flight (rclone: --transfers 4)")
+    parser.add_argument("--tools", default="wharf,rclone,raw",
+                        help="which of wharf, rclone, raw to run (e.g. `--tools wharf` under a profiler)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -302,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         child_main(args)
         return 0
     only = set(args.only or ["large", "small", "rss"])
+    tools = tuple(t.strip() for t in args.tools.split(",") if t.strip())
     results: list[Measure] = []
     with tempfile.TemporaryDirectory(prefix="wharf-bench-") as tmp:
         work = Path(tmp)
@@ -313,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                     folder = sshd.folder("large")
                     write_file(folder / "large.bin", args.large_mib * MIB)
                     results += compare(f"1 x {args.large_mib} MiB", folder, 1, args.large_mib * MIB, args.runs,
-                                       conn, sshd, env, args.settle, args.concurrency)
+                                       conn, sshd, env, args.settle, args.concurrency, tools)
                     shutil.rmtree(folder)
                 if "small" in only:
                     folder = sshd.folder("small")
@@ -321,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                         (folder / f"f{i:05d}.csv").write_bytes(os.urandom(args.small_kib * 1024))
                     results += compare(f"{args.small_files} x {args.small_kib} KiB", folder, args.small_files,
                                        args.small_files * args.small_kib * 1024, args.runs, conn, sshd, env,
-                                       args.settle, args.concurrency)
+                                       args.settle, args.concurrency, tools)
                     shutil.rmtree(folder)
                 if "rss" in only:
                     folder = sshd.folder("rss")
@@ -351,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def format_table(report: dict[str, Any]) -> str:
     rows = report["results"]
-    lines = ["| scenario | tool | runs (s) | median | MiB/s | files/s | ratio vs rclone | peak RSS |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| scenario | tool | runs (s) | median | MiB/s | files/s | ratio vs rclone | CPU ms/file | peak RSS |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     rclone = {r["scenario"]: r["median_s"] for r in rows if r["tool"] == "rclone"}
     for r in rows:
         ratio = ""
@@ -360,8 +378,9 @@ def format_table(report: dict[str, Any]) -> str:
             ratio = f"{rclone[r['scenario']] / r['median_s']:.2f}x"
         runs = ", ".join(f"{v:.2f}" for v in r["runs"])
         rss = f"{r['peak_rss_mib']:.0f} MiB" if r["peak_rss_mib"] else ""
+        cpu = r.get("cpu_ms_per_file") or ""
         lines.append(f"| {r['scenario']} | {r['tool']} | {runs} | {r['median_s']:.2f} s | {r['mib_per_s'] or ''} | "
-                     f"{r['files_per_s'] or ''} | {ratio} | {rss} |")
+                     f"{r['files_per_s'] or ''} | {ratio} | {cpu} | {rss} |")
     m = report["machine"]
     lines.append("")
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib']} MiB RAM, Linux {m['kernel']}; "

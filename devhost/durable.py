@@ -119,6 +119,13 @@ class _Retry:
     interval: timedelta
     sub_instance_id: str | None = None
     attempts: int = 1
+    backoff: float = 1.0
+    max_interval: timedelta | None = None
+
+    def next_delay(self) -> timedelta:
+        """DurableTask's RetryInterceptor: first interval * backoff^(retry n), at most the max retry interval."""
+        delay = self.interval * (self.backoff ** (self.attempts - 1))
+        return min(delay, self.max_interval) if self.max_interval is not None else delay
 
 
 @dataclass
@@ -420,7 +427,7 @@ class TaskHub:
             if retry is not None:
                 timer_id = inst.seq
                 inst.seq += 1
-                fire_at = now + retry.interval
+                fire_at = now + retry.next_delay()
                 new_events.append({"EventType": TIMER_CREATED, "EventId": timer_id, "Timestamp": _ts(now),
                                    "FireAt": _ts(fire_at)})
                 inst.retries[timer_id] = retry
@@ -470,10 +477,13 @@ class TaskHub:
                     sub_id = action.get("instanceId") or f"{inst.instance_id}:{task_id:04X}"
                 if kind in (A_CALL_ACTIVITY_RETRY, A_CALL_SUB_RETRY):
                     opts = action.get("retryOptions") or {}
+                    max_interval = opts.get("maxRetryIntervalInMilliseconds")
                     inst.retries[task_id] = _Retry(
                         kind=base, name=name, input=action.get("input"), sub_instance_id=sub_id,
                         max_attempts=int(opts.get("maxNumberOfAttempts", 1)),
                         interval=timedelta(milliseconds=int(opts.get("firstRetryIntervalInMilliseconds", 1000))),
+                        backoff=float(opts.get("backoffCoefficient") or 1.0),
+                        max_interval=timedelta(milliseconds=float(max_interval)) if max_interval else None,
                     )
                 self._schedule_call(inst, base, task_id, name, action.get("input"), sub_id, now, new_events, work)
             elif kind == A_CREATE_TIMER:

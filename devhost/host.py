@@ -49,12 +49,14 @@ class DevHost:
     ``settings_env`` values are put into ``os.environ`` (overriding) for the host's lifetime and restored
     by ``stop()``: app settings are process-wide, as in a Functions worker. ``host_json_overrides`` is
     deep-merged over host.json (e.g. ``{"extensions": {"queues": {"visibilityTimeout": "00:00:01"}}}``).
+    ``blob_containers`` maps a blob trigger's container to the one devhost watches instead (tests share one
+    Azurite: a test run watches a container of its own, and never takes the files of another run).
     """
 
     def __init__(self, app: Any, *, settings_env: Mapping[str, str] | None = None, host: str = "127.0.0.1",
                  http_port: int = 7071, app_dir: Path | str | None = None, host_json: Path | str | None = None,
                  host_json_overrides: Mapping[str, Any] | None = None, blob_poll_interval: float = 2.0,
-                 enable_timers: bool = True) -> None:
+                 enable_timers: bool = True, blob_containers: Mapping[str, str] | None = None) -> None:
         self._app_arg = app
         self._settings_env = dict(settings_env or {})
         self._host = host
@@ -64,6 +66,7 @@ class DevHost:
         self._overrides = host_json_overrides
         self._blob_interval = blob_poll_interval
         self._enable_timers = enable_timers
+        self._blob_containers = dict(blob_containers or {})
         self._saved_env: dict[str, str | None] = {}
         self._stop_event = threading.Event()
         self._started = False
@@ -123,8 +126,10 @@ class DevHost:
         host_id = env.get("AzureFunctionsWebHost__hostid") or "devhost"
         for spec in by_type.get(BLOB, []):
             conn = resolve_connection(spec.trigger.get("connection"), env, where=f"function {spec.name!r}")
+            container = str(spec.trigger.get("path", "")).partition("/")[0]
             self._blobs.append(BlobPoller(spec, invoker, conn, self._stop_event, interval=self._blob_interval,
-                                          host_id=host_id, max_attempts=cfg.queues.max_dequeue_count))
+                                          host_id=host_id, max_attempts=cfg.queues.max_dequeue_count,
+                                          container=self._blob_containers.get(container)))
             if str(spec.trigger.get("source", "")).lower() == "eventgrid":
                 log.info("devhost: %s uses the Event Grid blob source in Azure; devhost polls the container",
                          spec.name)

@@ -296,7 +296,7 @@ class BlobPoller:
     """Polls one container for new or changed blobs; receipts in azure-webjobs-hosts survive restarts."""
 
     def __init__(self, spec: FunctionSpec, invoker: Invoker, connection: str, stop: threading.Event, *,
-                 interval: float, host_id: str, max_attempts: int) -> None:
+                 interval: float, host_id: str, max_attempts: int, container: str | None = None) -> None:
         self.spec = spec
         self._invoker = invoker
         self._stop = stop
@@ -304,6 +304,8 @@ class BlobPoller:
         self._max_attempts = max_attempts
         where = f"function {spec.name!r}"
         self.container, self._prefix, self._regex = compile_blob_path(str(spec.trigger["path"]), where=where)
+        if container:  # watched in place of the path's own container (a test run's container of its own)
+            self.container = container
         service = BlobServiceClient.from_connection_string(connection)
         self._container: ContainerClient = service.get_container_client(self.container)
         self._receipts: ContainerClient = service.get_container_client(RECEIPTS_CONTAINER)

@@ -1,4 +1,4 @@
-"""HTTP API: health (anonymous), jobs and job detail (function key)."""
+"""HTTP API: health (anonymous: status only), health details, jobs and job detail (function key)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import azure.functions as func
 
 from functions.http_util import error_response, json_response
 from shared.bootstrap import get_services
-from shared.domain.errors import NotFoundError
-from shared.services import intake, jobs_view
-from shared.services.health import check_health
+from shared.domain.errors import DependencyUnavailableError, NotFoundError
+from shared.domain.hostmessages import BadMessageError
+from shared.services import health, intake, jobs_view, poison
 
 bp = df.Blueprint()
 
@@ -17,8 +17,18 @@ bp = df.Blueprint()
 @bp.function_name("api_health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def api_health(req: func.HttpRequest) -> func.HttpResponse:
-    report = check_health(get_services().settings)
-    return json_response(report.to_dict(), report.http_status)
+    report = health.liveness(get_services().settings)
+    return json_response(report.liveness(), report.http_status)
+
+
+@bp.function_name("api_health_details")
+@bp.route(route="health/details", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def api_health_details(req: func.HttpRequest) -> func.HttpResponse:
+    services = get_services()
+    report = health.details(services.settings)
+    queue_ok = report.dependencies.get("storage.queue", {}).get("state") == "ok"
+    body = {**report.to_dict(), "poison": poison.poison_health(services, queue_reachable=queue_ok)}
+    return json_response(body, report.http_status)
 
 
 @bp.function_name("api_jobs")
@@ -45,3 +55,7 @@ def api_job_replay(req: func.HttpRequest) -> func.HttpResponse:
         return json_response(intake.replay(get_services(), req.route_params["job_id"]), 202)
     except NotFoundError as exc:
         return error_response(404, str(exc))
+    except BadMessageError as exc:  # the job's stored reference is refused: nothing was written
+        return error_response(409, str(exc.detail))
+    except DependencyUnavailableError as exc:  # the new job is recorded; the jobs sweep queues it later
+        return error_response(503, str(exc))

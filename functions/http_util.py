@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import azure.functions as func
+
+from shared.observability.redaction import redact
 
 
 def json_response(body: Any, status: int = 200) -> func.HttpResponse:
@@ -14,4 +17,11 @@ def json_response(body: Any, status: int = 200) -> func.HttpResponse:
 
 
 def error_response(status: int, message: str) -> func.HttpResponse:
-    return json_response({"error": message}, status)
+    """`{"error": message}`, the message redacted (errors quote exceptions; a response never shows a secret)."""
+    return json_response({"error": redact(message)}, status)
+
+
+def bad_channel(asked: str, channels: Sequence[str]) -> func.HttpResponse:
+    """400 for a ?channel= that is not one of `channels` (the request is wrong, not the catalogue)."""
+    shown = asked if len(asked) <= 40 else asked[:39] + "\u2026"
+    return error_response(400, f"unknown channel {shown!r}; use one of: {', '.join(channels)}")

@@ -10,7 +10,7 @@ import azurefunctions.extensions.bindings.blob as blob
 
 from shared.bootstrap import get_services
 from shared.metrics import record_queue_age
-from shared.services import intake
+from shared.services import drop, intake, poison
 
 bp = df.Blueprint()
 
@@ -19,17 +19,19 @@ bp = df.Blueprint()
 @bp.queue_trigger(arg_name="msg", queue_name="%LANDED_QUEUE%", connection="AzureWebJobsStorage")
 @bp.durable_client_input(client_name="client")
 async def intake_file_landed(msg: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
-    record_queue_age(get_services().settings.landed_queue, msg.insertion_time)
-    await intake.start_processing(client, intake.orchestration_input(intake.decode_host_message(msg.get_body())))
+    services = get_services()
+    queue = services.settings.landed_queue
+    record_queue_age(queue, msg.insertion_time)
+    # One reference per job: a FileLanded names one, a FileLandedBatch up to 100. Bad ones are dead-lettered
+    # with their reason (never retried); the good ones start, each idempotent on its job id.
+    for ref in poison.accept_file_landed_many(services, poison.delivery_of(queue, msg)):
+        await intake.start_processing(client, ref)
 
 
 # In Azure (Flex Consumption) this trigger uses the Event Grid source; devhost fires it by polling. The
-# SDK-type binding hands over a BlobClient, so the file's bytes never pass through the worker's memory.
+# SDK-type binding hands over a BlobClient: the file is copied server side, never held in the worker.
 @bp.function_name("intake_drop")
 @bp.blob_trigger(arg_name="dropped", path="drop/{name}", connection="AzureWebJobsStorage", source="EventGrid")
 @bp.durable_client_input(client_name="client")
 async def intake_drop(dropped: blob.BlobClient, client: df.DurableOrchestrationClient) -> None:
-    props = dropped.get_blob_properties()
-    ref = intake.register_drop(get_services(), container=dropped.container_name, blob_path=dropped.blob_name,
-                               etag=str(props.etag), size=int(props.size))
-    await intake.start_processing(client, intake.orchestration_input(ref))
+    await drop.take_drop(get_services(), client, container=dropped.container_name, blob_path=dropped.blob_name)

@@ -2,37 +2,47 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_util import error_response, json_response
+from functions.http_util import bad_channel, error_response, json_response
 from shared.bootstrap import get_services
 from shared.domain.errors import ConfigurationError, NotFoundError
-from shared.domain.hostmessages import decode_host_message
 from shared.domain.jobs import utcnow
-from shared.domain.messages import PollRequest
+from shared.domain.messages import Channel, PollRequest
 from shared.metrics import record_queue_age
 from shared.observability.tracing import continued_from
+from shared.services import poison
 from shared.services.scheduling import poll_channel, request_poll, run_poll_request
 
 bp = df.Blueprint()
+CHANNELS: tuple[str, ...] = get_args(Channel)
 
 
 @bp.function_name("poll_worker")
 @bp.queue_trigger(arg_name="msg", queue_name="%POLL_QUEUE%", connection="AzureWebJobsStorage")
 def poll_worker(msg: func.QueueMessage) -> None:
-    record_queue_age(get_services().settings.poll_queue, msg.insertion_time)
-    body = decode_host_message(msg.get_body())
-    with continued_from(body):
-        run_poll_request(get_services(), PollRequest.model_validate(body))
+    services = get_services()
+    queue = services.settings.poll_queue
+    record_queue_age(queue, msg.insertion_time)
+    accepted = poison.accept_poll_request(services, poison.delivery_of(queue, msg))
+    if accepted is not None:  # None: a bad message, dead-lettered with its reason (never retried)
+        request, carrier = accepted
+        with continued_from(carrier):
+            run_poll_request(services, request)
 
 
 @bp.function_name("api_partner_poll")
 @bp.route(route="partners/{partner}/poll", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def api_partner_poll(req: func.HttpRequest) -> func.HttpResponse:
     services, partner = get_services(), req.route_params["partner"]
+    asked = req.params.get("channel")
+    if asked is not None and asked not in CHANNELS:
+        return bad_channel(asked, CHANNELS)
     try:
-        channel = poll_channel(services, partner, req.params.get("channel"))
+        channel = poll_channel(services, partner, asked)
         if req.params.get("wait", "").lower() not in ("1", "true", "yes"):
             request = request_poll(services, partner, requested_by="api", now=utcnow(), channel=channel)
             return json_response({"status": "queued", **request.to_message()}, 202)

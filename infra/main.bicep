@@ -56,6 +56,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     resource events 'tables' = { name: 'JobEvents' }
     resource ledger 'tables' = { name: 'Ledger' }
     resource breakers 'tables' = { name: 'Breakers' }
+    resource deliveries 'tables' = { name: 'Deliveries' }
   }
 }
 

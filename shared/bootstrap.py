@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from shared.ports import (
         BlobStore,
         Breakers,
+        Deliveries,
+        FileSinkFactory,
         FileSourceFactory,
         JobStore,
         Ledger,
@@ -140,6 +142,24 @@ class Services:
         return SftpConnector(self.secrets)
 
     @cached_property
+    def file_sinks(self) -> FileSinkFactory:
+        """Opens SFTP sessions for outbound delivery from the receiving partner's catalogue block."""
+        if "file_sinks" in self.overrides:
+            return self.overrides["file_sinks"]
+        from shared.adapters.sftp import SftpConnector
+
+        return SftpConnector(self.secrets)
+
+    @cached_property
+    def deliveries(self) -> Deliveries:
+        """One record per (job, destination): what exactly-once delivery is decided on."""
+        if "deliveries" in self.overrides:
+            return self.overrides["deliveries"]
+        from shared.adapters.deliveries import DeliveriesClient
+
+        return self._tables(DeliveriesClient)
+
+    @cached_property
     def mailboxes(self) -> MailboxFactory:
         """Opens Graph mailboxes from a partner's catalogue block (GRAPH_BASE_URL may point at the test server)."""
         if "mailboxes" in self.overrides:
@@ -182,9 +202,14 @@ class Services:
 
 
 def build_services(settings: Settings | None = None, **overrides: Any) -> Services:
+    """Services over `settings`, whose secret-looking values (storage and Service Bus connection strings, keys)
+    are registered for redaction first: an error that quotes one is never stored, published or logged."""
+    from shared.observability.redaction import register_settings_secrets
     from shared.settings import Settings
 
-    return Services(settings=settings or Settings(), overrides=dict(overrides))
+    settings = settings or Settings()
+    register_settings_secrets(settings)
+    return Services(settings=settings, overrides=dict(overrides))
 
 
 @cache

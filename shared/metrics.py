@@ -31,6 +31,8 @@ TRANSFER_DURATION = "wharf.transfer.duration"
 JOB_DURATION = "wharf.job.duration"
 QUEUE_MESSAGE_AGE = "wharf.queue.message_age"
 BREAKER_STATE = "wharf.breaker.state"
+MESSAGES_DEAD_LETTERED = "wharf.messages.dead_lettered"
+POISON_DEPTH = "wharf.queue.poison_depth"
 
 
 class FailureReason(StrEnum):
@@ -130,6 +132,8 @@ class _Instruments:
     job_duration: Any
     queue_age: Any
     breaker: Any
+    dead_lettered: Any
+    poison_depth: Any
 
 
 # Durations in seconds: boundaries an operator reads (the SDK's defaults are made for milliseconds).
@@ -156,6 +160,12 @@ def instruments() -> _Instruments:
             explicit_bucket_boundaries_advisory=_AGE_BUCKETS),
         breaker=meter.create_gauge(
             BREAKER_STATE, unit="1", description="Breaker per partner and channel: 0 closed, 1 half-open, 2 open"),
+        dead_lettered=meter.create_counter(
+            MESSAGES_DEAD_LETTERED, unit="{message}",
+            description="Queue messages Wharf moved to <queue>-poison at once (never retried), by queue and reason"),
+        poison_depth=meter.create_gauge(
+            POISON_DEPTH, unit="{message}",
+            description="Messages waiting in a <queue>-poison queue (read by the jobs sweep, health details, CLI)"),
     )
 
 
@@ -197,6 +207,21 @@ def record_queue_age(queue: str, inserted_at: datetime | float | None, *, now: d
     else:
         age = current.timestamp() - float(inserted_at)
     instruments().queue_age.record(max(age, 0.0), {"queue": _name(queue)})
+
+
+#: `reason` values of wharf.messages.dead_lettered (shared/domain/hostmessages.py BadMessageReason).
+DEAD_LETTER_REASONS = frozenset({"undecodable", "wrong_shape", "invalid_field", "unknown_partner", "no_source",
+                                 "unknown_job", "job_mismatch"})
+
+
+def record_dead_lettered(queue: str, reason: str | Enum) -> None:
+    """A message moved to `<queue>-poison` by Wharf itself, with a closed-set reason."""
+    instruments().dead_lettered.add(1, {"queue": _name(queue), "reason": _label(reason, DEAD_LETTER_REASONS)})
+
+
+def record_poison_depth(queue: str, depth: int) -> None:
+    """How many messages a poison queue holds now (`queue` is the poison queue's name)."""
+    instruments().poison_depth.set(max(int(depth), 0), {"queue": _name(queue)})
 
 
 def breaker_value(state: BreakerState | int | str | Enum) -> int:

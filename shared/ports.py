@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from shared.domain.delivery import Delivery
 from shared.domain.jobs import FileTransfer, Job, JobEvent, LogEntry, NewJob
 from shared.domain.ledger import BreakerRecord, LedgerEntry
 from shared.domain.remote import RemoteFile
@@ -19,7 +20,9 @@ class BlobInfo:
     size: int
     sha256: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
-    url: str = ""
+    url: str = ""  # no query string: never a SAS (it is recorded and published)
+    etag: str = ""  # the version: every write (metadata included) gives a new one; "" when not known
+    last_modified: datetime | None = None
 
 
 @runtime_checkable
@@ -34,7 +37,9 @@ class BlobStore(Protocol):
     ) -> BlobInfo:
         """Stream chunks into staged blocks, compute sha256 on the way, commit once (a body that fits in one
         block goes up in a single Put Blob). `before_commit` runs once every byte has been read and before
-        anything becomes visible; if it raises, nothing is committed."""
+        anything becomes visible; if it raises, nothing is committed. `overwrite=False` is create-if-absent,
+        decided atomically at the commit (If-None-Match: *): ConflictError when a blob is at the path, even one
+        another writer committed while this upload was running; nothing of this upload is then visible."""
         ...
 
     def open_read(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
@@ -42,15 +47,24 @@ class BlobStore(Protocol):
         ...
 
     def get_info(self, container: str, path: str) -> BlobInfo:
-        """Size and metadata; raises NotFoundError when absent."""
+        """Size, metadata, ETag and last-modified time; raises NotFoundError when absent."""
+        ...
+
+    def copy(self, source_container: str, source_path: str, container: str, path: str, *, source_etag: str,
+             metadata: Mapping[str, str] | None = None) -> BlobInfo:
+        """Server-side copy of exactly the version `source_etag` of a blob to `container/path` (replacing
+        what is there), with `metadata` (not the source's) plus the copy's sha256, from one streamed read
+        of the copy (memory stays flat). Raises ConflictError when the source is no longer that version and
+        NotFoundError when it is gone; nothing is written then."""
         ...
 
     def exists(self, container: str, path: str) -> bool: ...
 
     def list_blobs(self, container: str, prefix: str = "") -> list[BlobInfo]: ...
 
-    def delete(self, container: str, path: str) -> None:
-        """Succeeds when already absent."""
+    def delete(self, container: str, path: str, *, etag: str | None = None) -> None:
+        """Succeeds when already absent. With `etag`, deletes only that version of the blob: ConflictError
+        when it has been written since (a newer upload under the same name is never lost)."""
         ...
 
 
@@ -85,6 +99,15 @@ class JobStore(Protocol):
         """Re-fold IntegrationJob from JobEvents (one job or all); returns how many were rebuilt."""
         ...
 
+    def ensure_projection(self, job_id: str) -> Job | None:
+        """Re-fold and write the job's projection when it is missing or behind its events (a crash between
+        the two); returns it, None when the job has no events."""
+        ...
+
+    def repair_projections(self, *, since: datetime) -> list[str]:
+        """`ensure_projection` for the jobs created since `since` (drop jobs aside); returns the ids repaired."""
+        ...
+
     def add_transfer(self, transfer: FileTransfer) -> None: ...
 
     def transfers(self, job_id: str) -> list[FileTransfer]: ...
@@ -92,6 +115,19 @@ class JobStore(Protocol):
     def log(self, job_id: str, level: str, message: str, *, trace_id: str = "") -> None: ...
 
     def logs(self, job_id: str) -> list[LogEntry]: ...
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """One message as it sits in a queue. `body` is what a trigger would be handed: the content base64-decoded
+    (or, for content that is not base64, its text as UTF-8, as the host's own poison copies may be).
+    `pop_receipt` is set only by `receive`: it is what `delete` and `release` need."""
+
+    id: str
+    body: bytes
+    inserted_at: datetime | None = None
+    dequeue_count: int = 0
+    pop_receipt: str = ""
 
 
 @runtime_checkable
@@ -105,6 +141,31 @@ class MessageQueue(Protocol):
         ...
 
     def peek(self, queue: str, max_messages: int = 32) -> list[dict[str, Any]]: ...
+
+    def send_raw(self, queue: str, body: bytes) -> str:
+        """Enqueue `body` exactly (base64, as the host expects); returns the new message's id."""
+        ...
+
+    def peek_raw(self, queue: str, max_messages: int = 32) -> list[QueuedMessage]:
+        """The first visible messages (at most 32: the service's limit), untouched; [] when the queue is absent."""
+        ...
+
+    def receive(self, queue: str, *, max_messages: int = 32, visibility_timeout: int = 30) -> list[QueuedMessage]:
+        """Take up to `max_messages` (at most 32) visible messages, each hidden for `visibility_timeout` seconds
+        and its dequeue count raised; [] when the queue is absent. Each must then be deleted or released."""
+        ...
+
+    def delete(self, queue: str, message_id: str, pop_receipt: str) -> None:
+        """Delete a received message; NotFoundError when it is gone or its receipt is stale (received since)."""
+        ...
+
+    def release(self, queue: str, message_id: str, pop_receipt: str) -> None:
+        """Make a received message visible again now; NotFoundError when it is gone or its receipt is stale."""
+        ...
+
+    def depth(self, queue: str) -> int:
+        """Approximate number of messages (visible or not); 0 when the queue is absent."""
+        ...
 
 
 @runtime_checkable
@@ -219,7 +280,8 @@ class FileSource(Protocol):
         ...
 
     def rename(self, source: str, target: str) -> None:
-        """Rename (replacing `target`); creates the target folder when missing."""
+        """Rename, never replacing: RemoteFileError with errno EEXIST (its path the target) when `target`
+        exists, ENOENT when `source` does not. Creates the target folder when missing."""
         ...
 
     def close(self) -> None: ...
@@ -291,3 +353,92 @@ class MailboxFactory(Protocol):
     """Opens a Mailbox from a partner's catalogue mailbox block (app credential resolved through Secrets)."""
 
     def open(self, partner_id: str, config: Any) -> Mailbox: ...
+
+
+# --- Outbound delivery: file sinks (SFTP) and the Deliveries records ---------------------------------
+
+
+@runtime_checkable
+class FileSink(Protocol):
+    """One open session to a partner's file server, for writing (the SFTP adapter is a FileSource too).
+
+    Errors as FileSource: RemoteFileError (branch on `.errno`) for one path, SourceUnavailableError when the
+    connection fails. `close()` is always safe."""
+
+    host: str
+    port: int
+
+    @property
+    def atomic_replace(self) -> bool:
+        """Whether `replace` is one atomic rename (the server offers posix-rename@openssh.com)."""
+        ...
+
+    def checksum_algorithms(self) -> frozenset[str]:
+        """Hash algorithms the server computes for `checksum` (its check-file extension); empty when none."""
+        ...
+
+    def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
+        """Create or truncate `path` (its folder made when missing) and write the chunks in order, pipelined,
+        memory bounded; returns the bytes written. Every write is acknowledged when this returns."""
+        ...
+
+    def stat(self, path: str) -> RemoteFile:
+        """RemoteFileError ENOENT when absent."""
+        ...
+
+    def checksum(self, path: str, algorithm: str) -> str | None:
+        """The server's hex digest of the file, or None when the server does not offer `algorithm`."""
+        ...
+
+    def rename(self, source: str, target: str) -> None:
+        """Rename, never replacing: EEXIST (its path the target) when `target` exists, ENOENT when `source`
+        does not. Creates the target folder when missing."""
+        ...
+
+    def replace(self, source: str, target: str) -> None:
+        """Rename, replacing `target` when it exists (atomically where `atomic_replace`)."""
+        ...
+
+    def remove(self, path: str) -> None:
+        """Succeeds when already absent."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class FileSinkFactory(Protocol):
+    """Opens writing sessions from a partner's catalogue sftp block (credentials resolved through Secrets)."""
+
+    def open(self, partner_id: str, config: Any) -> FileSink:
+        """Connected and authenticated; raises HostKeyMismatchError, SourceAuthError, SourceUnavailableError."""
+        ...
+
+
+@runtime_checkable
+class Deliveries(Protocol):
+    """One record per (job, destination index) (PK job group, RK job suffix + index), shared by instances
+    through insert-if-absent and ETags; every write returns the record with its new `etag`."""
+
+    def ensure_table(self) -> None: ...
+
+    def get(self, job_id: str, index: int) -> Delivery:
+        """Raises NotFoundError when absent."""
+        ...
+
+    def create(self, delivery: Delivery) -> Delivery:
+        """Insert-if-absent; ConflictError when the record exists."""
+        ...
+
+    def update(self, delivery: Delivery) -> Delivery:
+        """Replace if the stored ETag is still `delivery.etag`; ConflictError when it moved, NotFoundError when
+        gone."""
+        ...
+
+    def for_job(self, job_id: str) -> list[Delivery]:
+        """A job's deliveries by destination index."""
+        ...
+
+    def list_deliveries(self, *, state: str | None = None, limit: int = 100) -> list[Delivery]:
+        """The most recently updated deliveries (optionally in one state), for operators."""
+        ...

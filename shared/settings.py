@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     # Table name prefix lets tests and several deployments share one account.
     table_prefix: str = Field(default="", validation_alias=AliasChoices("WHARF_TABLE_PREFIX"))
 
+    # The jobs sweep (timer jobs_sweep, every 5 minutes; shared/services/sweep.py): a PENDING job with no
+    # orchestration, untouched this many minutes, is re-sent to the file-landed queue, at most
+    # WHARF_PENDING_RESEND_MAX times, then FAILED; a RUNNING job untouched WHARF_STALE_RUNNING_MINUTES whose
+    # orchestration has ended (or is gone) gets its terminal state. A run acts on at most WHARF_SWEEP_MAX_JOBS.
+    pending_resend_minutes: float = Field(default=10, ge=0, le=7 * 24 * 60,
+                                          validation_alias=AliasChoices("WHARF_PENDING_RESEND_MINUTES"))
+    pending_resend_max: int = Field(default=3, ge=0, le=100, validation_alias=AliasChoices("WHARF_PENDING_RESEND_MAX"))
+    stale_running_minutes: float = Field(default=30, ge=0, le=7 * 24 * 60,
+                                         validation_alias=AliasChoices("WHARF_STALE_RUNNING_MINUTES"))
+    sweep_max_jobs: int = Field(default=50, ge=1, le=5000, validation_alias=AliasChoices("WHARF_SWEEP_MAX_JOBS"))
+
     # Microsoft Graph (mailbox partners). Locally the Graph test server: a loopback base URL plus a
     # static token (used only for loopback URLs; the real Graph always gets the partner's app credential).
     graph_base_url: str = Field(default="https://graph.microsoft.com/v1.0",

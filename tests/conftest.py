@@ -41,6 +41,47 @@ def azurite() -> str:
     return conn
 
 
+#: Containers the app's blob triggers watch: whatever a test leaves there, `make run` later makes a job of.
+WATCHED_CONTAINERS = ("drop",)
+
+
+def _watched_blobs() -> dict[str, str] | None:
+    """Name -> ETag of every blob in the watched containers of the local Azurite; None when it is not up."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    conn = azurite_connection_string()
+    endpoint = next(part.split("=", 1)[1] for part in conn.split(";") if part.startswith("BlobEndpoint="))
+    if not _reachable(endpoint):
+        return None
+    service = BlobServiceClient.from_connection_string(conn)
+    found: dict[str, str] = {}
+    for name in WATCHED_CONTAINERS:
+        try:
+            found.update({f"{name}/{b.name}": str(b.etag) for b in service.get_container_client(name).list_blobs()})
+        except ResourceNotFoundError:
+            continue
+        except AzureError:
+            return None
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_where_devhost_watches() -> Iterator[None]:
+    """Fails the run when it added (or rewrote) blobs in a container devhost's blob triggers watch (drop/):
+    tests drop files into containers of their own (tests/e2e/conftest.py, tests/integration/test_drop_intake.py)."""
+    before = _watched_blobs()
+    yield
+    if before is None:
+        return
+    after = _watched_blobs() or {}
+    left = sorted(name for name, etag in after.items() if before.get(name) != etag)
+    if left:
+        pytest.fail(f"the test run left {len(left)} blob(s) where `make run` would process them: "
+                    f"{', '.join(left[:10])}; tests must use a container of their own (see tests/conftest.py)",
+                    pytrace=False)
+
+
 @pytest.fixture
 def table_prefix() -> str:
     """A WHARF_TABLE_PREFIX for one test: its tables are its own."""

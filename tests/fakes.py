@@ -14,13 +14,15 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.blobs import CONTAINERS
-from shared.adapters.tables import MAX_DATA_CHARS, event_payload, new_job_payloads
+from shared.adapters.tables import event_payload, log_message, new_job_payloads, transfer_row
+from shared.domain.delivery import Delivery, delivery_keys
 from shared.domain.errors import ConflictError, NotFoundError
+from shared.domain.ids import job_partition
 from shared.domain.jobs import (
     EventType,
     FileTransfer,
@@ -42,8 +44,9 @@ from shared.domain.remote import (
     SftpAuthError,
     SourceUnavailableError,
 )
+from shared.observability.redaction import redact, redact_data
 from shared.observability.tracing import inject_traceparent
-from shared.ports import BlobInfo
+from shared.ports import BlobInfo, QueuedMessage
 
 # --------------------------------------------------------------------------------------------------
 # Blob storage
@@ -51,11 +54,12 @@ from shared.ports import BlobInfo
 
 class FakeBlobStore:
     """BlobStore in memory. Like Azure: a blob appears only when the upload finished (commit once);
-    unknown containers raise azure's ResourceNotFoundError; metadata must be ASCII."""
+    unknown containers raise azure's ResourceNotFoundError; metadata must be ASCII; every write (metadata
+    included) gives the blob a new ETag."""
 
     def __init__(self, containers: Iterable[str] = CONTAINERS) -> None:
         self._containers: set[str] = set(containers)
-        self._blobs: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = {}
+        self._blobs: dict[tuple[str, str], _FakeBlob] = {}
         self._lock = threading.Lock()
         self.uploads = 0
         self.fail_uploads: list[BaseException] = []  # raised (once each) by the next uploads
@@ -68,6 +72,26 @@ class FakeBlobStore:
         if container not in self._containers:
             raise ResourceNotFoundError(f"The specified container does not exist: {container}")
 
+    @staticmethod
+    def _check_metadata(metadata: Mapping[str, str] | None) -> None:
+        for key, value in (metadata or {}).items():
+            if not (key.isascii() and str(value).isascii()):
+                raise ValueError(f"blob metadata must be ASCII ({key})")
+
+    def _store(self, container: str, path: str, data: bytes, meta: dict[str, str], *,
+               if_absent: bool = False) -> _FakeBlob:
+        blob = _FakeBlob(data, meta, f'"0x{uuid.uuid4().hex[:15].upper()}"', datetime.now(UTC))
+        with self._lock:
+            if if_absent and (container, path) in self._blobs:  # decided at commit, like If-None-Match: *
+                raise ConflictError(f"blob {container}/{path} already exists")
+            self._blobs[(container, path)] = blob
+        return blob
+
+    def _info(self, container: str, path: str, blob: _FakeBlob) -> BlobInfo:
+        return BlobInfo(container=container, path=path, size=len(blob.data), sha256=blob.meta.get("sha256", ""),
+                        metadata=dict(blob.meta), url=f"http://fake-blob/{container}/{path}", etag=blob.etag,
+                        last_modified=blob.last_modified)
+
     def upload_stream(self, container: str, path: str, chunks: Iterable[bytes], *,
                       metadata: Mapping[str, str] | None = None, overwrite: bool = True,
                       content_type: str | None = None,
@@ -75,9 +99,7 @@ class FakeBlobStore:
         self._check_container(container)
         if not overwrite and (container, path) in self._blobs:
             raise ConflictError(f"blob {container}/{path} already exists")
-        for key, value in (metadata or {}).items():
-            if not (key.isascii() and str(value).isascii()):
-                raise ValueError(f"blob metadata must be ASCII ({key})")
+        self._check_metadata(metadata)
         with self._lock:
             self.uploads += 1
             failure = self.fail_uploads.pop(0) if self.fail_uploads else None
@@ -89,26 +111,36 @@ class FakeBlobStore:
             digest.update(chunk)
             parts.append(bytes(chunk))
         data = b"".join(parts)
-        meta = {**(metadata or {}), "sha256": digest.hexdigest()}
+        meta = {**{k: redact(v) for k, v in (metadata or {}).items()}, "sha256": digest.hexdigest()}
         if before_commit is not None:
             before_commit()  # raising here commits nothing
-        with self._lock:
-            self._blobs[(container, path)] = (data, meta)
-        return BlobInfo(container=container, path=path, size=len(data), sha256=meta["sha256"], metadata=meta,
-                        url=f"http://fake-blob/{container}/{path}")
+        return self._info(container, path, self._store(container, path, data, meta, if_absent=not overwrite))
 
     def open_read(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
         if (container, path) not in self._blobs:
             raise NotFoundError(f"blob {container}/{path} not found")
-        data = self._blobs[(container, path)][0]
+        data = self._blobs[(container, path)].data
         return iter([data[i:i + chunk_size] for i in range(0, len(data), chunk_size)])
 
     def get_info(self, container: str, path: str) -> BlobInfo:
-        if (container, path) not in self._blobs:
+        blob = self._blobs.get((container, path))
+        if blob is None:
             raise NotFoundError(f"blob {container}/{path} not found")
-        data, meta = self._blobs[(container, path)]
-        return BlobInfo(container=container, path=path, size=len(data), sha256=meta.get("sha256", ""),
-                        metadata=dict(meta), url=f"http://fake-blob/{container}/{path}")
+        return self._info(container, path, blob)
+
+    def copy(self, source_container: str, source_path: str, container: str, path: str, *, source_etag: str,
+             metadata: Mapping[str, str] | None = None) -> BlobInfo:
+        self._check_container(container)
+        self._check_metadata(metadata)
+        source = self._blobs.get((source_container, source_path))
+        if source is None:
+            raise NotFoundError(f"blob {source_container}/{source_path} not found; not copied")
+        if source.etag != source_etag:
+            raise ConflictError(f"blob {source_container}/{source_path} changed since version {source_etag}; "
+                                "not copied")
+        meta = {**{k: redact(v) for k, v in (metadata or {}).items()},
+                "sha256": hashlib.sha256(source.data).hexdigest()}
+        return self._info(container, path, self._store(container, path, source.data, meta))
 
     def exists(self, container: str, path: str) -> bool:
         return (container, path) in self._blobs
@@ -117,13 +149,26 @@ class FakeBlobStore:
         self._check_container(container)
         return [self.get_info(c, p) for (c, p) in sorted(self._blobs) if c == container and p.startswith(prefix)]
 
-    def delete(self, container: str, path: str) -> None:
+    def delete(self, container: str, path: str, *, etag: str | None = None) -> None:
         with self._lock:
-            self._blobs.pop((container, path), None)
+            blob = self._blobs.get((container, path))
+            if blob is None:
+                return
+            if etag is not None and blob.etag != etag:
+                raise ConflictError(f"blob {container}/{path} changed since version {etag}; not deleted")
+            del self._blobs[(container, path)]
 
     def read(self, container: str, path: str) -> bytes:
         """Test helper: the whole blob."""
         return b"".join(self.open_read(container, path))
+
+
+@dataclass(frozen=True)
+class _FakeBlob:
+    data: bytes
+    meta: dict[str, str]
+    etag: str
+    last_modified: datetime
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,9 +223,10 @@ class FakeJobStore:
                 self._events[job.job_id] = events
                 self._jobs[job.job_id] = project(events)
                 for transfer in job.transfers:
-                    self._transfers.setdefault(job.job_id, {})[transfer.transfer_id] = transfer.model_copy()
+                    self._transfers.setdefault(job.job_id, {})[transfer.transfer_id] = \
+                        transfer_row(transfer).model_copy()
                 self._logs.setdefault(job.job_id, []).extend(
-                    LogEntry(job_id=job.job_id, level=line.level, message=line.message[:MAX_DATA_CHARS],
+                    LogEntry(job_id=job.job_id, level=line.level, message=log_message(line.message),
                              timestamp=now, trace_id=line.trace_id) for line in job.logs)
         return existing
 
@@ -210,9 +256,38 @@ class FakeJobStore:
                     count += 1
             return count
 
+    def ensure_projection(self, job_id: str) -> Job | None:
+        with self._lock:
+            events = self._events.get(job_id)
+            if not events:
+                return None
+            job = self._jobs.get(job_id)
+            if job is None or job.event_count < len(events):
+                job = self._jobs[job_id] = project(events)
+            return job.model_copy(deep=True)
+
+    def repair_projections(self, *, since: datetime) -> list[str]:
+        low = f"job-{since.astimezone(UTC):%Y%m%d%H%M%S%f}"
+        with self._lock:
+            behind = [jid for jid, events in self._events.items()
+                      if low <= job_partition(jid)[0] < "job-:" and events
+                      and (jid not in self._jobs or self._jobs[jid].event_count < len(events))]
+            for jid in behind:
+                self._jobs[jid] = project(self._events[jid])
+            return sorted(behind)
+
+    def forget_projection(self, job_id: str, *, keep: int = 0) -> None:
+        """Test helper: what a crash between a job's events and its projection leaves: no projection
+        (`keep` 0), or one folded from its first `keep` events only."""
+        with self._lock:
+            if keep:
+                self._jobs[job_id] = project(self._events[job_id][:keep])
+            else:
+                self._jobs.pop(job_id, None)
+
     def add_transfer(self, transfer: FileTransfer) -> None:
         with self._lock:
-            self._transfers.setdefault(transfer.job_id, {})[transfer.transfer_id] = transfer.model_copy()
+            self._transfers.setdefault(transfer.job_id, {})[transfer.transfer_id] = transfer_row(transfer).model_copy()
 
     def transfers(self, job_id: str) -> list[FileTransfer]:
         with self._lock:
@@ -220,7 +295,7 @@ class FakeJobStore:
             return [rows[k] for k in sorted(rows)]
 
     def log(self, job_id: str, level: str, message: str, *, trace_id: str = "") -> None:
-        entry = LogEntry(job_id=job_id, level=LogLevel(level), message=message[:MAX_DATA_CHARS],
+        entry = LogEntry(job_id=job_id, level=LogLevel(level), message=log_message(message),
                          timestamp=datetime.now(UTC), trace_id=trace_id)
         with self._lock:
             self._logs.setdefault(job_id, []).append(entry)
@@ -240,16 +315,30 @@ class FakeJobStore:
 
 
 class FakeMessageQueue:
-    """MessageQueue in memory: JSON text per message, traceparent injected, the same size limit."""
+    """MessageQueue in memory: JSON text per message, traceparent injected, the same size limit; ids, dequeue
+    counts, visibility timeouts and pop receipts as the service keeps them."""
 
-    def __init__(self, queues: Iterable[str] = ()) -> None:
-        self._queues: dict[str, list[str]] = {name: [] for name in queues}
+    def __init__(self, queues: Iterable[str] = (), *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._queues: dict[str, list[_FakeQueued]] = {name: [] for name in queues}
         self._lock = threading.Lock()
+        self._clock = clock
 
     def ensure_queues(self, names: Iterable[str]) -> None:
         with self._lock:
             for name in names:
                 self._queues.setdefault(name, [])
+
+    def _put(self, queue: str, body: bytes) -> str:
+        with self._lock:
+            if queue not in self._queues:
+                raise ResourceNotFoundError(f"The specified queue does not exist: {queue}")
+            item = _FakeQueued(id=str(uuid.uuid4()), body=body, inserted_at=datetime.now(UTC))
+            self._queues[queue].append(item)
+            return item.id
+
+    def _visible(self, queue: str) -> list[_FakeQueued]:
+        now = self._clock()
+        return [m for m in self._queues.get(queue, []) if m.visible_at <= now]
 
     def send(self, queue: str, message: Mapping[str, Any], *, visibility_timeout: int | None = None) -> None:
         body = dict(message)
@@ -257,33 +346,89 @@ class FakeMessageQueue:
         text = json.dumps(body, default=str)
         if len(text.encode()) > 48 * 1024:
             raise ValueError(f"message for {queue} is too large ({len(text)} bytes): send references")
-        with self._lock:
-            if queue not in self._queues:
-                raise ResourceNotFoundError(f"The specified queue does not exist: {queue}")
-            self._queues[queue].append(text)
+        message_id = self._put(queue, text.encode())
+        if visibility_timeout:
+            with self._lock:
+                for m in self._queues[queue]:
+                    if m.id == message_id:
+                        m.visible_at = self._clock() + visibility_timeout
 
     def peek(self, queue: str, max_messages: int = 32) -> list[dict[str, Any]]:
         with self._lock:
-            return [json.loads(t) for t in self._queues.get(queue, [])[:max_messages]]
+            return [json.loads(m.body) for m in self._visible(queue)[:max_messages]]
 
     def messages(self, queue: str) -> list[dict[str, Any]]:
         """Test helper: every message in the queue (peek stops at 32, like the service)."""
         with self._lock:
-            return [json.loads(t) for t in self._queues.get(queue, [])]
+            return [json.loads(m.body) for m in self._queues.get(queue, [])]
 
     def receive_raw(self, queue: str, max_messages: int = 32) -> list[str]:
         with self._lock:
-            taken, self._queues[queue] = self._queues.get(queue, [])[:max_messages], \
-                self._queues.get(queue, [])[max_messages:]
-            return taken
+            taken = self._visible(queue)[:max_messages]
+            self._queues[queue] = [m for m in self._queues.get(queue, []) if m not in taken]
+            return [m.body.decode("utf-8", "surrogateescape") for m in taken]
+
+    def send_raw(self, queue: str, body: bytes) -> str:
+        if len(body) > 48 * 1024:
+            raise ValueError(f"message for {queue} is too large ({len(body)} bytes)")
+        return self._put(queue, bytes(body))
+
+    def peek_raw(self, queue: str, max_messages: int = 32) -> list[QueuedMessage]:
+        with self._lock:
+            return [replace(m.snapshot(), pop_receipt="") for m in self._visible(queue)[:max(1, min(max_messages, 32))]]
+
+    def receive(self, queue: str, *, max_messages: int = 32, visibility_timeout: int = 30) -> list[QueuedMessage]:
+        with self._lock:
+            taken = self._visible(queue)[:max(1, min(max_messages, 32))]
+            for m in taken:
+                m.dequeue_count += 1
+                m.pop_receipt = uuid.uuid4().hex
+                m.visible_at = self._clock() + max(1, visibility_timeout)
+            return [m.snapshot() for m in taken]
+
+    def _received(self, queue: str, message_id: str, pop_receipt: str) -> _FakeQueued:
+        for m in self._queues.get(queue, []):
+            if m.id == message_id and m.pop_receipt and m.pop_receipt == pop_receipt:
+                return m
+        raise NotFoundError(f"message {message_id} is no longer in {queue} as received "
+                            "(deleted, or received again since)")
+
+    def delete(self, queue: str, message_id: str, pop_receipt: str) -> None:
+        with self._lock:
+            self._queues[queue].remove(self._received(queue, message_id, pop_receipt))
+
+    def release(self, queue: str, message_id: str, pop_receipt: str) -> None:
+        with self._lock:
+            m = self._received(queue, message_id, pop_receipt)
+            m.visible_at, m.pop_receipt = 0.0, uuid.uuid4().hex
+
+    def depth(self, queue: str) -> int:
+        with self._lock:
+            return len(self._queues.get(queue, []))
+
+
+@dataclass(eq=False)
+class _FakeQueued:
+    id: str
+    body: bytes
+    inserted_at: datetime
+    dequeue_count: int = 0
+    visible_at: float = 0.0
+    pop_receipt: str = ""
+
+    def snapshot(self) -> QueuedMessage:
+        return QueuedMessage(id=self.id, body=self.body, inserted_at=self.inserted_at,
+                             dequeue_count=self.dequeue_count, pop_receipt=self.pop_receipt)
 
 
 class FakePublisher:
+    """Records what was published, redacted as the real publishers' envelopes are."""
+
     def __init__(self) -> None:
         self.published: list[tuple[str, dict[str, Any], str]] = []
 
     def publish(self, event_type: str, data: Mapping[str, Any], *, subject: str = "") -> None:
-        self.published.append((event_type, dict(data), subject))
+        self.published.append((event_type, redact_data(dict(data)), redact(subject)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,16 +439,40 @@ def _etag() -> str:
     return f'W/"fake-{uuid.uuid4().hex}"'
 
 
-class FakeLedger:
-    """Ledger in memory with the adapter's concurrency rules (insert-if-absent, ETags, batches)."""
+class _Tagged(Protocol):
+    @property
+    def etag(self) -> str: ...
+
+
+_Row = TypeVar("_Row", bound=_Tagged)
+
+
+class _FakeTable(Generic[_Row]):
+    """One table's rows in memory, by (PartitionKey, RowKey), behind one lock: nothing to create."""
 
     def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], LedgerEntry] = {}
+        self._rows: dict[tuple[str, str], _Row] = {}
         self._lock = threading.Lock()
-        self.writes = 0
 
     def ensure_table(self) -> None:
         pass
+
+    def _check_replace(self, key: tuple[str, str], etag: str, what: str) -> None:
+        """As the adapters' ETag-conditional replace: NotFoundError when the row is gone, ConflictError when
+        another instance wrote it since `etag` was read. Called with the lock held."""
+        current = self._rows.get(key)
+        if current is None:
+            raise NotFoundError(f"{what} not found")
+        if current.etag != etag:
+            raise ConflictError(f"{what} was changed by another instance")
+
+
+class FakeLedger(_FakeTable[LedgerEntry]):
+    """Ledger in memory with the adapter's concurrency rules (insert-if-absent, ETags, batches)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
 
     @staticmethod
     def _check_batch(batch: list[LedgerEntry]) -> None:
@@ -315,7 +484,7 @@ class FakeLedger:
             raise ValueError("a ledger batch must not repeat a key")
 
     def _stored(self, entry: LedgerEntry) -> LedgerEntry:
-        return replace(entry, etag=_etag(), updated_at=datetime.now(UTC))
+        return replace(entry, etag=_etag(), updated_at=datetime.now(UTC), error=redact(entry.error))
 
     def get(self, partner: str, key: str) -> LedgerEntry:
         with self._lock:
@@ -354,11 +523,7 @@ class FakeLedger:
         if not entry.etag:
             raise ValueError("update needs the entry's etag (read it first)")
         with self._lock:
-            current = self._rows.get((entry.partner, entry.key))
-            if current is None:
-                raise NotFoundError(f"ledger entry {entry.partner}/{entry.key} not found")
-            if current.etag != entry.etag:
-                raise ConflictError(f"ledger entry {entry.partner}/{entry.key} was changed by another instance")
+            self._check_replace((entry.partner, entry.key), entry.etag, f"ledger entry {entry.partner}/{entry.key}")
             stored = self._rows[(entry.partner, entry.key)] = self._stored(entry)
             self.writes += 1
             return stored
@@ -389,14 +554,7 @@ class FakeLedger:
                     and (state is None or e.state.value == str(state))]
 
 
-class FakeBreakers:
-    def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], BreakerRecord] = {}
-        self._lock = threading.Lock()
-
-    def ensure_table(self) -> None:
-        pass
-
+class FakeBreakers(_FakeTable[BreakerRecord]):
     def get(self, channel: str, partner: str) -> BreakerRecord:
         with self._lock:
             return self._rows.get((channel, partner)) or BreakerRecord(channel=channel, partner=partner)
@@ -409,6 +567,47 @@ class FakeBreakers:
             stored = self._rows[(record.channel, record.partner)] = replace(
                 record, etag=_etag(), updated_at=datetime.now(UTC))
             return stored
+
+
+class FakeDeliveries(_FakeTable[Delivery]):
+    """Deliveries in memory (PK job group, RK job suffix + index), insert-if-absent and ETag-checked."""
+
+    def get(self, job_id: str, index: int) -> Delivery:
+        with self._lock:
+            found = self._rows.get(delivery_keys(job_id, index))
+        if found is None:
+            raise NotFoundError(f"delivery {index} of job {job_id} not found")
+        return found
+
+    def _stored(self, delivery: Delivery) -> Delivery:
+        now = datetime.now(UTC)
+        stored = replace(delivery, etag=_etag(), updated_at=now, created_at=delivery.created_at or now,
+                         error=redact(delivery.error)[:2000])
+        self._rows[delivery.keys] = stored
+        return stored
+
+    def create(self, delivery: Delivery) -> Delivery:
+        with self._lock:
+            if delivery.keys in self._rows:
+                raise ConflictError(f"delivery {delivery.index} of job {delivery.job_id} already exists")
+            return self._stored(delivery)
+
+    def update(self, delivery: Delivery) -> Delivery:
+        if not delivery.etag:
+            raise ValueError("update needs the delivery's etag (read it first)")
+        with self._lock:
+            self._check_replace(delivery.keys, delivery.etag, f"delivery {delivery.index} of job {delivery.job_id}")
+            return self._stored(delivery)
+
+    def for_job(self, job_id: str) -> list[Delivery]:
+        with self._lock:
+            return sorted((d for d in self._rows.values() if d.job_id == job_id), key=lambda d: d.index)
+
+    def list_deliveries(self, *, state: str | None = None, limit: int = 100) -> list[Delivery]:
+        with self._lock:
+            found = [d for d in self._rows.values() if state is None or d.state.value == state]
+        found.sort(key=lambda d: d.updated_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return found[:limit]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -453,6 +652,11 @@ class FakeSftpServer:
     removed: list[str] = field(default_factory=list)
     renamed: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Writing (FileSink): folders where writes fail with EACCES, the extensions offered, what was written.
+    readonly: set[str] = field(default_factory=set)
+    posix_rename: bool = True  # offers posix-rename@openssh.com (atomic replace)
+    check_file: frozenset[str] = frozenset()  # algorithms of its check-file extension (OpenSSH: none)
+    writes: dict[str, int] = field(default_factory=dict)  # path -> times opened for writing
 
     def mkdir(self, path: str) -> None:
         with self.lock:
@@ -517,6 +721,14 @@ class FakeFileSource:
         if fault is not None:
             raise fault
 
+    def _check_chunk(self, op: str, path: str, done: int) -> None:
+        """Before each chunk: the connection may drop, or a fault (op, after `done` bytes) strike mid-transfer."""
+        if self.server.down or self.closed:
+            raise SourceUnavailableError("sftp fake", "connection lost")
+        fault = self.server._fault(op, path, done)
+        if fault is not None:
+            raise fault
+
     def list_files(self, directory: str, *, recursive: bool = False,
                    skip_dirs: Iterable[str] = ()) -> list[RemoteFile]:
         self._check("list", directory)
@@ -553,11 +765,7 @@ class FakeFileSource:
         size = expected.size if expected else len(self.server.files[path].data)
         done = 0
         while done < size:
-            if self.server.down or self.closed:
-                raise SourceUnavailableError("sftp fake", "connection lost")
-            fault = self.server._fault("read", path, done)
-            if fault is not None:
-                raise fault
+            self._check_chunk("read", path, done)
             with self.server.lock:
                 f = self.server.files.get(path)
                 chunk = bytes(f.data[done:min(size, done + self.server.chunk_size)]) if f else b""
@@ -585,6 +793,61 @@ class FakeFileSource:
         with self.server.lock:
             if source not in self.server.files:
                 raise RemoteFileError(source, errno.ENOENT)
+            if target in self.server.files or target in self.server.dirs:
+                raise RemoteFileError(target, errno.EEXIST)  # never replaced, like the adapter
+            self.server.mkdir(posixpath.dirname(target))
+            self.server.files[target] = self.server.files.pop(source)
+            self.server.renamed.append((source, target))
+
+    # --- FileSink ---------------------------------------------------------------------------
+
+    @property
+    def atomic_replace(self) -> bool:
+        return self.server.posix_rename
+
+    def checksum_algorithms(self) -> frozenset[str]:
+        return frozenset(self.server.check_file)
+
+    def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
+        """Like the adapter: truncate, write in order; a fault ("write", after_bytes) leaves what was written."""
+        self._check("write", path)
+        folder = posixpath.dirname(path)
+        with self.server.lock:
+            if any(folder == d or folder.startswith(d.rstrip("/") + "/") for d in self.server.readonly):
+                raise RemoteFileError(path, errno.EACCES)
+            if path in self.server.dirs:
+                raise RemoteFileError(path, errno.EISDIR)
+            self.server.mkdir(folder)
+            self.server.files[path] = _RemoteBytes(bytearray(), int(time.time()))
+            self.server.writes[path] = self.server.writes.get(path, 0) + 1
+        done = 0
+        for chunk in chunks:
+            self._check_chunk("write", path, done)
+            with self.server.lock:
+                f = self.server.files.get(path)
+                if f is None:
+                    raise RemoteFileError(path, errno.ENOENT)
+                f.data += chunk
+                f.mtime = int(time.time())
+            done += len(chunk)
+        return done
+
+    def checksum(self, path: str, algorithm: str) -> str | None:
+        if algorithm.lower() not in self.server.check_file:
+            return None
+        self._check("stat", path)
+        with self.server.lock:
+            if path not in self.server.files:
+                raise RemoteFileError(path, errno.ENOENT)
+            return hashlib.new(algorithm.lower(), bytes(self.server.files[path].data)).hexdigest()
+
+    def replace(self, source: str, target: str) -> None:
+        self._check("rename", source)
+        with self.server.lock:
+            if source not in self.server.files:
+                raise RemoteFileError(source, errno.ENOENT)
+            if target in self.server.dirs:
+                raise RemoteFileError(target, errno.EISDIR)
             self.server.mkdir(posixpath.dirname(target))
             self.server.files[target] = self.server.files.pop(source)
             self.server.renamed.append((source, target))
@@ -623,8 +886,8 @@ def remote_error(code: int) -> Callable[[str], BaseException]:
 
 
 __all__ = [
-    "FakeBlobStore", "FakeBreakers", "FakeFileSource", "FakeFileSources", "FakeJobStore", "FakeLedger",
-    "FakeMessageQueue", "FakePublisher", "FakeSftpServer", "remote_error", "unavailable",
+    "FakeBlobStore", "FakeBreakers", "FakeDeliveries", "FakeDurableClient", "FakeFileSource", "FakeFileSources",
+    "FakeJobStore", "FakeLedger", "FakeMessageQueue", "FakePublisher", "FakeSftpServer", "remote_error", "unavailable",
 ]
 
 
@@ -643,3 +906,32 @@ class Clock:
 
 class Crash(BaseException):
     """A process dying mid-way: nothing in Wharf catches it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Durable client
+
+
+class FakeDurableClient:
+    """`DurableOrchestrationClient.get_status` as the jobs sweep uses it: real DurableOrchestrationStatus
+    objects; an unknown instance has no runtime status and is falsy, as the library answers a 404."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, dict[str, Any]] = {}
+        self.queried: list[str] = []
+        self.down: BaseException | None = None
+
+    def set(self, instance_id: str, runtime_status: str, output: Any = None, custom_status: Any = None) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._docs[instance_id] = {"name": "process_file_orchestrator", "instanceId": instance_id,
+                                   "runtimeStatus": runtime_status, "output": output,
+                                   "customStatus": custom_status, "createdTime": now, "lastUpdatedTime": now}
+
+    async def get_status(self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
+                         show_input: bool = False) -> Any:
+        from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
+
+        self.queried.append(instance_id)
+        if self.down is not None:
+            raise self.down
+        return DurableOrchestrationStatus.from_json(dict(self._docs.get(instance_id, {})))

@@ -4,21 +4,41 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
 from shared.adapters.http import transport_options
-from shared.domain.errors import ConflictError, NotFoundError
+from shared.domain.errors import ConflictError, DependencyUnavailableError, NotFoundError
+from shared.observability.redaction import redact
 from shared.observability.tracing import span
 from shared.ports import BlobInfo
 
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
+DEFAULT_COPY_TIMEOUT = 600.0  # seconds a server-side copy may stay pending before it is aborted
+# Error codes of a copy whose source blob is gone (the other 404s, e.g. ContainerNotFound, are not "gone").
+_SOURCE_GONE = frozenset({"BlobNotFound", "CannotVerifyCopySource"})
 CONTAINERS = ("inbound", "drop", "processed", "quarantine", "archive", "outbound", "reports", "staging")
+
+
+def public_url(url: str) -> str:
+    """A blob's URL without its query string: a client built from a SAS connection string puts the SAS there,
+    and a BlobInfo's URL is recorded and published (job events, `file.processed`). Never a credential."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _stored_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Metadata as written: values redacted (a reason may quote an error)."""
+    return {k: redact(v) for k, v in (metadata or {}).items()}
 
 
 def _rebuffer(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
@@ -43,6 +63,10 @@ def _rebuffer(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
+def _when(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
 def _chain_blocks(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
     """`head` then `rest`, holding no reference to a block once it is handed out (memory stays flat)."""
     while head:
@@ -54,10 +78,11 @@ class BlobStoreClient:
     """BlobStore over azure-storage-blob. Uploads stage blocks in parallel and commit once."""
 
     def __init__(self, service: BlobServiceClient, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                 max_concurrency: int = 4) -> None:
+                 max_concurrency: int = 4, copy_timeout: float = DEFAULT_COPY_TIMEOUT) -> None:
         self._service = service
         self._block_size = block_size
         self._max_concurrency = max_concurrency
+        self._copy_timeout = copy_timeout
 
     @classmethod
     def from_connection_string(cls, conn: str, **kwargs: Any) -> BlobStoreClient:
@@ -76,7 +101,10 @@ class BlobStoreClient:
     ) -> BlobInfo:
         blob = self._service.get_blob_client(container, path)
         if not overwrite and blob.exists():
+            # Cheap early refusal; the commit below is what decides (If-None-Match: *), atomically.
             raise ConflictError(f"blob {container}/{path} already exists")
+        # overwrite=False: the commit is conditional, so a blob another writer committed meanwhile is never replaced.
+        condition: dict[str, Any] = {} if overwrite else {"match_condition": MatchConditions.IfMissing}
         digest = hashlib.sha256()
         size = 0
         block_ids: list[str] = []
@@ -92,15 +120,19 @@ class BlobStoreClient:
                 # The whole body fits in one block: one Put Blob request instead of Put Block + Put Block List.
                 # Same guarantee: the blob appears whole or not at all.
                 sha = hashlib.sha256(first).hexdigest()
-                meta = {**(metadata or {}), "sha256": sha}
+                meta = {**_stored_metadata(metadata), "sha256": sha}
                 if before_commit is not None:
                     before_commit()
-                blob.upload_blob(first, overwrite=True, metadata=meta, content_settings=settings,
-                                 length=len(first))
+                try:
+                    put = blob.upload_blob(first, overwrite=overwrite, metadata=meta, content_settings=settings,
+                                           length=len(first))
+                except (ResourceExistsError, ResourceModifiedError) as exc:
+                    raise ConflictError(f"blob {container}/{path} already exists") from exc
                 s.set_attribute("file.size", len(first))
                 s.set_attribute("wharf.single_put", True)
                 return BlobInfo(container=container, path=path, size=len(first), sha256=sha, metadata=meta,
-                                url=blob.url)
+                                url=public_url(blob.url), etag=str(put.get("etag") or ""),
+                                last_modified=_when(put.get("last_modified")))
             all_blocks = _chain_blocks([first, second], blocks)
             del first, second  # the chain hands them out; keeping them here would pin two blocks for the upload
             with ThreadPoolExecutor(max_workers=self._max_concurrency, thread_name_prefix="blob-stage") as pool:
@@ -118,13 +150,19 @@ class BlobStoreClient:
                 for fut in in_flight:
                     fut.result()
             sha = digest.hexdigest()
-            meta = {**(metadata or {}), "sha256": sha}
+            meta = {**_stored_metadata(metadata), "sha256": sha}
             if before_commit is not None:
                 before_commit()  # may raise: the staged blocks are then never committed (nothing visible)
-            blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids], metadata=meta,
-                                   content_settings=settings)
+            try:
+                committed = blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids], metadata=meta,
+                                                   content_settings=settings, **condition)
+            except (ResourceExistsError, ResourceModifiedError) as exc:
+                # Nothing is committed; the service drops the staged blocks after a week.
+                raise ConflictError(f"blob {container}/{path} already exists") from exc
             s.set_attribute("file.size", size)
-        return BlobInfo(container=container, path=path, size=size, sha256=sha, metadata=meta, url=blob.url)
+        return BlobInfo(container=container, path=path, size=size, sha256=sha, metadata=meta,
+                        url=public_url(blob.url),
+                        etag=str(committed.get("etag") or ""), last_modified=_when(committed.get("last_modified")))
 
     def open_read(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
         blob = self._service.get_blob_client(container, path)
@@ -142,7 +180,64 @@ class BlobStoreClient:
             raise NotFoundError(f"blob {container}/{path} not found") from exc
         meta = dict(props.metadata or {})
         return BlobInfo(container=container, path=path, size=props.size, sha256=meta.get("sha256", ""),
-                        metadata=meta, url=blob.url)
+                        metadata=meta, url=public_url(blob.url), etag=str(props.etag or ""),
+                        last_modified=props.last_modified)
+
+    def copy(self, source_container: str, source_path: str, container: str, path: str, *, source_etag: str,
+             metadata: Mapping[str, str] | None = None) -> BlobInfo:
+        """Copy Blob, server side (within the account the source is authorised by this client's own
+        credential) and pinned to `source_etag`; waits while the copy is pending (aborting it after
+        `copy_timeout`), then reads the copy once for its sha256 and stores it in the copy's metadata."""
+        source = self._service.get_blob_client(source_container, source_path)
+        target = self._service.get_blob_client(container, path)
+        meta = _stored_metadata(metadata)
+        where = f"{source_container}/{source_path} -> {container}/{path}"
+        with span("blob.copy", {"wharf.container": container, "wharf.blob_path": path,
+                                "wharf.source": f"{source_container}/{source_path}"}) as s:
+            try:
+                started = target.start_copy_from_url(source.url, metadata=meta, source_etag=source_etag,
+                                                     source_match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError as exc:
+                raise ConflictError(f"blob {source_container}/{source_path} changed since version {source_etag}; "
+                                    "not copied") from exc
+            except ResourceNotFoundError as exc:
+                if str(getattr(exc, "error_code", "") or "") in _SOURCE_GONE:
+                    raise NotFoundError(f"blob {source_container}/{source_path} not found; not copied") from exc
+                raise
+            self._wait_for_copy(target, str(started.get("copy_status") or ""), str(started.get("copy_id") or ""),
+                                where)
+            digest = hashlib.sha256()
+            size = 0
+            for chunk in target.download_blob(max_concurrency=1).chunks():
+                digest.update(chunk)
+                size += len(chunk)
+            meta["sha256"] = sha = digest.hexdigest()
+            stamped = target.set_blob_metadata(meta)
+            s.set_attribute("file.size", size)
+        return BlobInfo(container=container, path=path, size=size, sha256=sha, metadata=meta,
+                        url=public_url(target.url),
+                        etag=str(stamped.get("etag") or ""), last_modified=_when(stamped.get("last_modified")))
+
+    def _wait_for_copy(self, target: Any, status: str, copy_id: str, where: str) -> None:
+        """Same-account copies of block blobs usually end at once; a pending one is polled with back-off."""
+        deadline = time.monotonic() + self._copy_timeout
+        delay = 0.1
+        description = ""
+        while status == "pending":
+            if time.monotonic() > deadline:
+                try:
+                    target.abort_copy(copy_id)
+                except ResourceNotFoundError:
+                    pass
+                raise DependencyUnavailableError("blob copy", f"{where} still pending after "
+                                                              f"{self._copy_timeout:.0f} s; aborted")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            props = target.get_blob_properties()
+            status, description = str(props.copy.status or ""), str(props.copy.status_description or "")
+        if status != "success":
+            raise DependencyUnavailableError("blob copy", f"{where} ended {status or 'without a status'}"
+                                                          + (f": {description}" if description else ""))
 
     def exists(self, container: str, path: str) -> bool:
         return bool(self._service.get_blob_client(container, path).exists())
@@ -155,11 +250,18 @@ class BlobStoreClient:
             for b in client.list_blobs(name_starts_with=prefix or None, include=["metadata"])
         ]
 
-    def delete(self, container: str, path: str) -> None:
+    def delete(self, container: str, path: str, *, etag: str | None = None) -> None:
+        blob = self._service.get_blob_client(container, path)
         try:
-            self._service.get_blob_client(container, path).delete_blob()
+            if etag is None:
+                blob.delete_blob()
+            else:
+                blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
         except ResourceNotFoundError:
             pass
+        except ResourceModifiedError as exc:
+            if blob.exists():  # the condition fails on an absent blob too (Azurite): absent is success
+                raise ConflictError(f"blob {container}/{path} changed since version {etag}; not deleted") from exc
 
     def ping(self) -> None:
         """Cheap call that fails when storage is unreachable (used by /api/health)."""

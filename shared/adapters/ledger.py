@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    AzureError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
@@ -23,10 +25,12 @@ from azure.data.tables import (
     UpdateMode,
 )
 
+from shared.adapters import table_batch
 from shared.adapters.http import transport_options
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState
 from shared.domain.sanitize import decode_original, encode_original
+from shared.observability.redaction import redact
 from shared.observability.tracing import span
 
 LEDGER_TABLE = "Ledger"
@@ -34,6 +38,7 @@ BREAKERS_TABLE = "Breakers"
 MAX_BATCH = 100  # entity group transaction limit (one partition)
 _KEYS_PER_QUERY = 15  # a table $filter allows at most 15 discrete comparisons
 _MAX_ERROR_CHARS = 2000
+_ENTRY_INDEX = re.compile(r"^\d+:")
 
 
 def _int64(value: int) -> EntityProperty:
@@ -64,7 +69,7 @@ def _ledger_entity(e: LedgerEntry) -> dict[str, Any]:
         "Size": _int64(e.size), "Mtime": _int64(e.mtime), "State": e.state.value, "Owner": e.owner,
         "ClaimedAt": e.claimed_at, "JobId": e.job_id, "TransferId": e.transfer_id, "Container": e.container,
         "BlobPath": e.blob_path, "Attempts": e.attempts, "Sha256": e.sha256,
-        "Error": e.error[:_MAX_ERROR_CHARS], "UpdatedAt": _now(),
+        "Error": redact(e.error)[:_MAX_ERROR_CHARS], "UpdatedAt": _now(),
     }
 
 
@@ -110,12 +115,53 @@ class _TablesAdapter:
     def ensure_table(self) -> None:
         self._service.create_table_if_not_exists(self.table_name)
 
+    def _insert(self, entity: dict[str, Any], what: str) -> Mapping[str, Any]:
+        """Insert-if-absent: ConflictError naming `what` when the row exists."""
+        try:
+            return self._client().create_entity(entity)
+        except ResourceExistsError as exc:
+            raise ConflictError(f"{what} already exists") from exc
+
+    def _replace(self, entity: dict[str, Any], etag: str, what: str) -> Mapping[str, Any]:
+        """Replace the row if its ETag is still `etag`: NotFoundError when it is gone, ConflictError when another
+        instance wrote it since (the service says 412, or a modified / existing resource)."""
+        try:
+            return self._client().update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                                match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"{what} not found") from exc
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            raise ConflictError(f"{what} was changed by another instance") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise ConflictError(f"{what} was changed by another instance") from exc
+            raise
+
+
+class LedgerStorageError(AzureError):
+    """Table storage refused a ledger transaction for a reason other than a concurrent write: an entity it will
+    not store (400), throttling or an outage (503). A storage error like any other AzureError, not a conflict."""
+
+    def __init__(self, message: str, *, status_code: int | None, error_code: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_code = error_code
+
 
 def _transaction_error(exc: TableTransactionError, what: str) -> Exception:
     code = str(getattr(exc, "error_code", "") or "")
-    if exc.status_code == 404 or "NotFound" in code:
+    status = exc.status_code
+    if status == 404 or "NotFound" in code:
         return NotFoundError(f"{what}: an entry is gone")
-    return ConflictError(f"{what}: another instance wrote first ({code or exc.status_code})")
+    if status in (409, 412):  # an entity already exists, or an ETag no longer matches
+        return ConflictError(f"{what}: another instance wrote first ({code or status})")
+    index = getattr(exc, "index", None)
+    where = f" at entry {index + 1}" if isinstance(index, int) else ""
+    # The service's own first line ("1:The property value exceeds ..."), without the entry index it starts with.
+    detail = _ENTRY_INDEX.sub("", str(getattr(exc, "message", "") or "").split("\n", 1)[0]).strip()
+    message = f"{what}: table storage refused it: HTTP {status} {code or '(no error code)'}{where}"
+    return LedgerStorageError(f"{message}: {detail[:300]}" if detail else message, status_code=status,
+                              error_code=code)
 
 
 class LedgerClient(_TablesAdapter):
@@ -144,10 +190,7 @@ class LedgerClient(_TablesAdapter):
         return found
 
     def create(self, entry: LedgerEntry) -> LedgerEntry:
-        try:
-            meta = self._client().create_entity(_ledger_entity(entry))
-        except ResourceExistsError as exc:
-            raise ConflictError(f"ledger entry {entry.partner}/{entry.key} already exists") from exc
+        meta = self._insert(_ledger_entity(entry), f"ledger entry {entry.partner}/{entry.key}")
         return _with_etag(entry, _etag(meta))
 
     def create_many(self, entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
@@ -156,7 +199,7 @@ class LedgerClient(_TablesAdapter):
             return []
         _check_batch(batch)
         try:
-            results = self._client().submit_transaction([("create", _ledger_entity(e)) for e in batch])
+            results = table_batch.submit_transaction(self._client(), [("create", _ledger_entity(e)) for e in batch])
         except TableTransactionError as exc:
             raise _transaction_error(exc, f"ledger batch of {len(batch)} for {batch[0].partner}") from exc
         return [_with_etag(e, _etag(r)) for e, r in zip(batch, results, strict=True)]
@@ -164,18 +207,7 @@ class LedgerClient(_TablesAdapter):
     def update(self, entry: LedgerEntry) -> LedgerEntry:
         if not entry.etag:
             raise ValueError("update needs the entry's etag (read it first)")
-        try:
-            meta = self._client().update_entity(_ledger_entity(entry), mode=UpdateMode.REPLACE, etag=entry.etag,
-                                                match_condition=MatchConditions.IfNotModified)
-        except ResourceNotFoundError as exc:
-            raise NotFoundError(f"ledger entry {entry.partner}/{entry.key} not found") from exc
-        except (ResourceModifiedError, ResourceExistsError) as exc:
-            raise ConflictError(f"ledger entry {entry.partner}/{entry.key} was changed by another instance") from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                raise ConflictError(f"ledger entry {entry.partner}/{entry.key} was changed by another "
-                                    "instance") from exc
-            raise
+        meta = self._replace(_ledger_entity(entry), entry.etag, f"ledger entry {entry.partner}/{entry.key}")
         return _with_etag(entry, _etag(meta))
 
     def update_many(self, entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
@@ -190,7 +222,7 @@ class LedgerClient(_TablesAdapter):
                                            "match_condition": MatchConditions.IfNotModified})
             for e in batch]
         try:
-            results = self._client().submit_transaction(operations)
+            results = table_batch.submit_transaction(self._client(), operations)  # the lean $batch body
         except TableTransactionError as exc:
             raise _transaction_error(exc, f"ledger batch update of {len(batch)} for {batch[0].partner}") from exc
         return [_with_etag(e, _etag(r)) for e, r in zip(batch, results, strict=True)]
@@ -211,7 +243,8 @@ def _check_batch(batch: list[LedgerEntry]) -> None:
 
 
 def _with_etag(entry: LedgerEntry, etag: str) -> LedgerEntry:
-    return replace(entry, etag=etag, updated_at=_now())
+    """The entry as stored: new ETag, its error redacted (errors come from exceptions; no secret is stored)."""
+    return replace(entry, etag=etag, updated_at=_now(), error=redact(entry.error))
 
 
 def _breaker_entity(r: BreakerRecord) -> dict[str, Any]:

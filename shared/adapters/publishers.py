@@ -8,21 +8,23 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.observability.redaction import redact, redact_data
 from shared.observability.tracing import inject_traceparent, span
 from shared.ports import MessageQueue
 
 
 def envelope(event_type: str, data: Mapping[str, Any], subject: str = "") -> dict[str, Any]:
-    """A CloudEvents-shaped envelope shared by every publisher."""
+    """A CloudEvents-shaped envelope shared by every publisher; `data` and `subject` redacted (what is published
+    leaves Wharf: no secret may ride on it)."""
     return {
         "specversion": "1.0",
         "id": uuid.uuid4().hex,
         "source": "wharf",
         "type": event_type,
-        "subject": subject,
+        "subject": redact(subject),
         "time": datetime.now(UTC).isoformat(),
         "datacontenttype": "application/json",
-        "data": dict(data),
+        "data": redact_data(dict(data)),
     }
 
 

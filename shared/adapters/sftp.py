@@ -1,4 +1,4 @@
-"""SFTP adapter over paramiko: pinned host keys, errors mapped once, pipelined reads with bounded memory."""
+"""SFTP adapter over paramiko: pinned host keys, errors mapped once, pipelined reads and writes with bounded memory."""
 
 from __future__ import annotations
 
@@ -20,12 +20,16 @@ from paramiko.message import Message
 from paramiko.sftp import (
     CMD_CLOSE,
     CMD_DATA,
+    CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
     CMD_HANDLE,
+    CMD_INIT,
     CMD_NAME,
     CMD_OPENDIR,
     CMD_READ,
     CMD_READDIR,
     CMD_STATUS,
+    CMD_VERSION,
     SFTPError,
     int64,
 )
@@ -62,6 +66,12 @@ WINDOW_REQUESTS = 48
 CHANNEL_WINDOW = 8 * 1024 * 1024
 #: Size of the chunks yielded to the blob upload.
 CHUNK_SIZE = 1024 * 1024
+#: Largest SFTP write request sent (OpenSSH announces 255 KiB in limits@openssh.com); without that extension,
+#: paramiko's 32 KiB, which every server accepts.
+MAX_WRITE_REQUEST = 255 * 1024
+POSIX_RENAME = "posix-rename@openssh.com"
+_LIMITS = "limits@openssh.com"
+_CHECK_FILE = "check-file"
 _PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 _HOST_KEY_ALGORITHMS = {
     "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
@@ -93,6 +103,29 @@ def load_private_key(text: str, *, passphrase: str | None = None, secret_name: s
         f"{where} does not hold a private key Wharf can use: expected an Ed25519, ECDSA or RSA key in OpenSSH "
         "or PEM format" + (" and the passphrase in auth.passphrase_secret must match it" if passphrase else "")
     )
+
+
+class _Session(paramiko.SFTPClient):
+    """paramiko's SFTPClient, keeping the extensions the server announces in its version packet (paramiko drops
+    them): posix-rename@openssh.com, limits@openssh.com, check-file."""
+
+    extensions: dict[str, bytes]
+
+    def _send_version(self) -> int:
+        m = Message()
+        m.add_int(3)
+        _wire(self)._send_packet(CMD_INIT, m)
+        t, data = _wire(self)._read_packet()
+        if t != CMD_VERSION:
+            raise SFTPError("Incompatible sftp protocol")
+        msg = Message(data)
+        version = msg.get_int()
+        extensions: dict[str, bytes] = {}
+        while msg.get_remainder():
+            name = msg.get_string().decode("utf-8", "replace")
+            extensions[name] = msg.get_string()
+        self.extensions = extensions
+        return int(version)
 
 
 class _ShortFile(Exception):
@@ -161,6 +194,7 @@ class SftpClient:
         self._channel_window, self._chunk_size = channel_window, chunk_size
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._write_request: int | None = None
         self._lock = threading.Lock()
 
     @property
@@ -200,7 +234,7 @@ class SftpClient:
             try:
                 self._handshake(transport, expected)
                 self._login(transport)
-                sftp = paramiko.SFTPClient.from_transport(transport, window_size=self._channel_window)
+                sftp = _Session.from_transport(transport, window_size=self._channel_window)
                 if sftp is None:
                     raise SourceUnavailableError(self._name, "the server did not start the sftp subsystem")
                 sftp.get_channel().settimeout(self._op_timeout)  # type: ignore[union-attr]
@@ -208,6 +242,7 @@ class SftpClient:
                 transport.close()
                 raise
             self._transport, self._sftp = transport, sftp
+            self._write_request = None
         return self
 
     def _handshake(self, transport: paramiko.Transport, expected: set[str]) -> None:
@@ -436,6 +471,108 @@ class SftpClient:
             out += piece
         return bytes(out)
 
+
+    # --- writing (FileSink) -------------------------------------------------------------------
+
+    @property
+    def extensions(self) -> dict[str, bytes]:
+        """The SFTP extensions the server announced (name -> data)."""
+        return dict(getattr(self._client(), "extensions", {}))
+
+    @property
+    def atomic_replace(self) -> bool:
+        return POSIX_RENAME in self.extensions
+
+    def checksum_algorithms(self) -> frozenset[str]:
+        data = self.extensions.get(_CHECK_FILE)
+        if data is None:
+            return frozenset()
+        return frozenset(a.strip().lower() for a in data.decode("ascii", "replace").split(",") if a.strip())
+
+    def _max_write(self) -> int:
+        """The write request size: limits@openssh.com's max-write-length (at most MAX_WRITE_REQUEST), else 32 KiB."""
+        if self._write_request is None:
+            size = paramiko.SFTPFile.MAX_REQUEST_SIZE
+            if _LIMITS in self.extensions:
+                try:
+                    t, msg = _wire(self._client())._request(CMD_EXTENDED, _LIMITS)
+                    if t == CMD_EXTENDED_REPLY:
+                        msg.get_int64()  # max packet length
+                        msg.get_int64()  # max read length
+                        announced = msg.get_int64()
+                        if announced > 0:
+                            size = min(int(announced), MAX_WRITE_REQUEST)
+                except (OSError, SFTPError):
+                    pass  # keep paramiko's size, which every server accepts
+            self._write_request = size
+        return self._write_request
+
+    def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
+        """Create or truncate `path` and write the chunks pipelined: write requests go out without waiting for
+        each answer (the SSH channel window bounds what is in flight), every answer is checked before this
+        returns. Unbuffered: a chunk goes straight into requests, never into a second copy."""
+        sftp = self._client()
+        total = 0
+        with span("sftp.write", self._attrs()) as s:
+            handle: paramiko.SFTPFile | None = None
+            try:
+                self._makedirs(posixpath.dirname(path))
+                handle = sftp.open(remote_bytes(path), "wb", bufsize=0)
+                handle.set_pipelined(True)
+                handle.MAX_REQUEST_SIZE = self._max_write()
+                for chunk in chunks:
+                    if chunk:
+                        handle.write(chunk)
+                        total += len(chunk)
+                handle.close()  # waits for every outstanding write's status
+                handle = None
+            except (OSError, EOFError, SSHException, SFTPError) as exc:
+                raise self._error(exc, path) from exc
+            finally:
+                if handle is not None and self.connected:
+                    try:
+                        handle.close()
+                    except (OSError, EOFError, SSHException, SFTPError):
+                        pass
+            s.set_attribute("wharf.bytes_written", total)
+        return total
+
+    def checksum(self, path: str, algorithm: str) -> str | None:
+        """The server's digest through its check-file extension; None when it does not offer `algorithm`."""
+        if algorithm.lower() not in self.checksum_algorithms():
+            return None
+        with span("sftp.checksum", self._attrs(**{"wharf.algorithm": algorithm})):
+            try:
+                with self._client().open(remote_bytes(path), "rb") as handle:
+                    digest: bytes = handle.check(algorithm.lower())
+            except (OSError, EOFError, SSHException, SFTPError) as exc:
+                raise self._error(exc, path) from exc
+        return digest.hex()
+
+    def replace(self, source: str, target: str) -> None:
+        """posix-rename@openssh.com where offered (atomic, replaces the target). Elsewhere the target is removed
+        first and the file renamed: a reader can see no file for a moment, never a partial one."""
+        sftp = self._client()
+        with span("sftp.replace", self._attrs(**{"wharf.atomic": self.atomic_replace})):
+            try:
+                self._makedirs(posixpath.dirname(target))
+                if self.atomic_replace:
+                    sftp.posix_rename(remote_bytes(source), remote_bytes(target))
+                    return
+            except (OSError, EOFError, SSHException, SFTPError) as exc:
+                raise self._error(exc, source) from exc
+            if not self._exists(source):
+                raise RemoteFileError(source, errno.ENOENT)
+            self.remove(target)
+            self.rename(source, target)
+
+    def makedirs(self, directory: str) -> None:
+        """Create `directory` and its parents where missing."""
+        try:
+            self._makedirs(directory)
+        except (EOFError, SSHException, SFTPError) as exc:
+            raise self._error(exc, directory) from exc
+
     # --- post-actions -------------------------------------------------------------------------
 
     def remove(self, path: str) -> None:
@@ -449,27 +586,43 @@ class SftpClient:
                 raise error from exc
 
     def rename(self, source: str, target: str) -> None:
+        """Rename without ever replacing `target` (EEXIST when it exists; see FileSource.rename).
+
+        Plain SFTP rename, not posix-rename@openssh.com (which replaces the target by design): OpenSSH does a
+        plain rename of a file as link + unlink, atomic and refused when the target exists, and reports that
+        as a bare failure, told apart from others by a stat. The lstat first refuses an existing target on
+        servers whose plain rename would replace it; there, only a target created between the two is at risk."""
         sftp = self._client()
         with span("sftp.rename", self._attrs()):
             self._makedirs(posixpath.dirname(target))
+            if self._exists(target):
+                raise self._taken(source, target)
             try:
-                sftp.posix_rename(remote_bytes(source), remote_bytes(target))
-                return
-            except OSError as exc:
-                if exc.errno is not None or not self.connected:
-                    raise self._error(exc, source) from exc
-                # posix-rename@openssh.com unsupported: plain rename (fails if the target exists)
-            except (EOFError, SSHException, SFTPError) as exc:
-                raise self._error(exc, source) from exc
-            try:
-                try:
-                    sftp.remove(remote_bytes(target))
-                except OSError as exc:
-                    if exc.errno != errno.ENOENT:
-                        raise
                 sftp.rename(remote_bytes(source), remote_bytes(target))
             except (OSError, EOFError, SSHException, SFTPError) as exc:
-                raise self._error(exc, source) from exc
+                error = self._error(exc, source)
+                if isinstance(error, RemoteFileError) and not (error.missing or error.denied) \
+                        and self._exists(target):
+                    raise self._taken(source, target) from exc
+                raise error from exc
+
+    def _exists(self, path: str) -> bool:
+        """Whether anything (a file, a folder, a dangling link) is at `path`."""
+        try:
+            self._client().lstat(remote_bytes(path))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise self._error(exc, path) from exc
+        except (EOFError, SSHException, SFTPError) as exc:
+            raise self._error(exc, path) from exc
+        return True
+
+    def _taken(self, source: str, target: str) -> RemoteFileError:
+        """The target exists: EEXIST on it, unless the source is gone (an earlier attempt moved it there)."""
+        if not self._exists(source):
+            return RemoteFileError(source, errno.ENOENT)
+        return RemoteFileError(target, errno.EEXIST)
 
     def _makedirs(self, directory: str) -> None:
         sftp = self._client()
@@ -496,7 +649,8 @@ class SftpClient:
 
 
 class SftpConnector:
-    """FileSourceFactory for SFTP: a catalogue `sftp:` block plus secrets -> a connected SftpClient."""
+    """FileSourceFactory and FileSinkFactory for SFTP: a catalogue `sftp:` block plus secrets -> a connected
+    SftpClient."""
 
     def __init__(self, secrets: Secrets, **client_options: Any) -> None:
         self._secrets = secrets

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from azure.data.tables import (
     UpdateMode,
 )
 
+from shared.adapters import table_batch
 from shared.adapters.http import transport_options
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ids import job_partition
@@ -37,9 +39,13 @@ from shared.domain.jobs import (
     project,
     utcnow,
 )
-from shared.observability.tracing import span
+from shared.faults import fault_point
+from shared.observability.redaction import redact, redacted_json
+from shared.observability.tracing import log_fields, span
 
-TABLE_NAMES = ("IntegrationJob", "FileTransfer", "IntegrationLog", "JobEvents", "Ledger", "Breakers")
+log = logging.getLogger(__name__)
+
+TABLE_NAMES = ("IntegrationJob", "FileTransfer", "IntegrationLog", "JobEvents", "Ledger", "Breakers", "Deliveries")
 # A table property holds at most 64 KiB (32K UTF-16 chars); keep event data well under it.
 MAX_DATA_CHARS = 30_000
 _APPEND_ATTEMPTS = 20
@@ -153,7 +159,21 @@ def _event_entity(job_id: str, seq: int, etype: EventType, at: datetime, payload
     return {"PartitionKey": pk, "RowKey": rk, "JobId": job_id, "Type": etype.value, "At": at, "Data": payload}
 
 
+def transfer_row(transfer: FileTransfer) -> FileTransfer:
+    """A FileTransfer as stored: its texts (name, source, destination) redacted."""
+    names, source, destination = (redact(t) for t in (transfer.file_name, transfer.source, transfer.destination))
+    if (names, source, destination) == (transfer.file_name, transfer.source, transfer.destination):
+        return transfer
+    return transfer.model_copy(update={"file_name": names, "source": source, "destination": destination})
+
+
+def log_message(message: str) -> str:
+    """An IntegrationLog message as stored: redacted (before it is cut), at most MAX_DATA_CHARS."""
+    return redact(message)[:MAX_DATA_CHARS]
+
+
 def _transfer_entity(transfer: FileTransfer) -> dict[str, Any]:
+    transfer = transfer_row(transfer)
     pk, prefix = job_partition(transfer.job_id)
     return {
         "PartitionKey": pk, "RowKey": _row_key(prefix, transfer.transfer_id), "JobId": transfer.job_id,
@@ -167,7 +187,7 @@ def _log_entity(job_id: str, level: str, message: str, trace_id: str, at: dateti
     pk, prefix = job_partition(job_id)
     return {
         "PartitionKey": pk, "RowKey": _row_key(prefix, f"{ns:020d}-{uuid.uuid4().hex[:8]}"), "JobId": job_id,
-        "LogLevel": LogLevel(level).value, "Message": message[:MAX_DATA_CHARS], "LoggedAt": at, "TraceId": trace_id,
+        "LogLevel": LogLevel(level).value, "Message": log_message(message), "LoggedAt": at, "TraceId": trace_id,
     }
 
 
@@ -199,8 +219,9 @@ def _is_conflict(exc: TableTransactionError) -> bool:
 
 
 def event_payload(job_id: str, data: Mapping[str, Any] | None) -> str:
-    """An event's `Data` as stored: sorted JSON (anything else as its string), at most MAX_DATA_CHARS."""
-    payload = json.dumps(dict(data or {}), default=str, sort_keys=True)
+    """An event's `Data` as stored: sorted JSON (anything else as its string), secrets redacted (the
+    redaction boundary of everything a job records), at most MAX_DATA_CHARS."""
+    payload = redacted_json(dict(data or {}), sort_keys=True)
     if len(payload) > MAX_DATA_CHARS:
         raise ValueError(f"event data for job {job_id} is {len(payload)} chars; store large data in a blob")
     return payload
@@ -341,6 +362,7 @@ class JobStoreClient:
                         raise ConflictError(f"job {job_id} already exists") from None
                     self._refold(job_id)  # someone appended seq first (or the projection lags)
                     continue
+                fault_point("jobs.append.after_event")
                 try:
                     self._write_projection(apply(job, event), etag)
                 except (ResourceExistsError, ResourceModifiedError):
@@ -366,6 +388,59 @@ class JobStoreClient:
         if job is None:
             raise NotFoundError(f"job {job_id} not found")
         return job
+
+    def ensure_projection(self, job_id: str) -> Job | None:
+        """Make the job's projection agree with its events: re-folded and written when it is missing or behind
+        them (a crash between an event and its projection). Returns the projection, None when the job has no
+        events. Races with `append` safely: the write is insert-if-absent or ETag-checked, a lost race re-reads."""
+        with span("jobstore.ensure_projection", {"wharf.job_id": job_id}) as s:
+            for _ in range(_APPEND_ATTEMPTS):
+                events = self.events(job_id)
+                if not events:
+                    return None
+                self._partner_of.setdefault(job_id, str(events[0].data["partner"]))
+                job, etag = self._read_projection(job_id)
+                if job is not None and job.event_count >= len(events):
+                    s.set_attribute("wharf.repaired", False)
+                    return job
+                folded = project(events)
+                try:
+                    self._write_projection(folded, etag)
+                except (ResourceExistsError, ResourceModifiedError):
+                    continue  # someone wrote it meanwhile: look again
+                s.set_attribute("wharf.repaired", True)
+                log.warning("job projection %s: re-folded from %d events", "written" if job is None else "caught up",
+                            len(events), extra=log_fields(job_id, partner=folded.partner))
+                return folded
+        raise ConflictError(f"job {job_id}: projection still moving after {_APPEND_ATTEMPTS} attempts")
+
+    def repair_projections(self, *, since: datetime) -> list[str]:
+        """`ensure_projection` for every job whose job group (its id's time) is `since` or later, drop jobs aside;
+        returns the ids repaired. Reads those JobEvents partitions twice (job.created rows with their data, then
+        every row's JobId) and, per partner, the projections' EventCount: cheap for a window of minutes."""
+        low = f"job-{since.astimezone(UTC):%Y%m%d%H%M%S%f}"
+        window = f"PartitionKey ge {_odata_str(low)} and PartitionKey lt {_odata_str('job-:')}"  # ':' follows '9'
+        with span("jobstore.repair_projections", {"wharf.since": low}) as s:
+            events = self._table("JobEvents")
+            partners: dict[str, str] = {}
+            for row in events.query_entities(f"{window} and Type eq {_odata_str(EventType.CREATED.value)}",
+                                              select=["JobId", "Data"]):
+                if row.get("JobId"):
+                    partners[row["JobId"]] = str(json.loads(row.get("Data") or "{}").get("partner", ""))
+            counts: dict[str, int] = {}
+            for row in events.query_entities(window, select=["JobId"]):
+                if row.get("JobId") in partners:
+                    counts[row["JobId"]] = counts.get(row["JobId"], 0) + 1
+            stored: dict[str, int] = {}
+            for partner in sorted({p for p in partners.values() if p}):
+                query = f"PartitionKey eq {_odata_str(partner)} and RowKey ge {_odata_str(low)}"
+                for row in self._table("IntegrationJob").query_entities(query, select=["RowKey", "EventCount"]):
+                    stored[row["RowKey"]] = int(row.get("EventCount") or 0)
+            behind = sorted(jid for jid, n in counts.items() if stored.get(jid, -1) < n)
+            repaired = [jid for jid in behind if self.ensure_projection(jid) is not None]
+            s.set_attribute("wharf.jobs", len(counts))
+            s.set_attribute("wharf.repaired", len(repaired))
+            return repaired
 
     def list_jobs(self, *, partner: str | None = None, status: str | None = None, limit: int = 50) -> list[Job]:
         filters = []
@@ -436,6 +511,7 @@ class JobStoreClient:
             for pendings in by_partition.values():
                 for chunk in _chunks(pendings, lambda p: (len(p.rows), p.nbytes)):
                     existing.update(self._create_events(chunk))
+            fault_point("create_jobs.after_events")
             created = [(job, p) for job, p in zip(jobs, payloads, strict=True) if job.job_id not in existing]
             self._write_rows(created, now)
             result = [job.job_id for job in jobs if job.job_id in existing]
@@ -447,7 +523,7 @@ class JobStoreClient:
         transaction per job. Returns the ids of the jobs that already existed."""
         table = self._table("JobEvents")
         try:
-            table.submit_transaction([("create", row) for p in chunk for row in p.rows])
+            table_batch.submit_transaction(table, [("create", row) for p in chunk for row in p.rows])
             return []
         except TableTransactionError as exc:
             if not _is_conflict(exc):
@@ -457,7 +533,7 @@ class JobStoreClient:
         existing = []
         for p in chunk:
             try:
-                table.submit_transaction([("create", row) for row in p.rows])
+                table_batch.submit_transaction(table, [("create", row) for row in p.rows])
             except TableTransactionError as exc:
                 if not _is_conflict(exc):
                     raise
@@ -486,16 +562,19 @@ class JobStoreClient:
             self._partner_of[job.job_id] = projection.partner
         for rows_by_key in transfers.values():
             self._submit("FileTransfer", "upsert", list(rows_by_key.values()))
+        fault_point("create_jobs.after_transfers")
         for rows in logs.values():
             self._submit("IntegrationLog", "create", rows)
+        fault_point("create_jobs.after_logs")
         for rows in projections.values():
             self._submit("IntegrationJob", "upsert", rows)
+        fault_point("create_jobs.after_projection")
 
     def _submit(self, table_name: str, operation: str, rows: list[dict[str, Any]]) -> None:
         """Rows of one partition in as few transactions as fit (upserts replace)."""
         table = self._table(table_name)
         for chunk in _chunks(rows, lambda r: (1, _row_bytes(r))):
             if operation == "upsert":
-                table.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE}) for row in chunk])
+                table_batch.submit_transaction(table, [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in chunk])
             else:
-                table.submit_transaction([(operation, row) for row in chunk])
+                table_batch.submit_transaction(table, [(operation, row) for row in chunk])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from croniter import CroniterBadDateError, croniter
@@ -13,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
+TIB = 1024 * GIB
 
 # Validators raise ValueError with the plain-English message a user sees (no input values: a mistyped
 # field may hold a real secret).
@@ -55,41 +57,64 @@ def _between(low: int | float, high: int | float) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _above(low: int | float) -> AfterValidator:
-    def check(value: int | float) -> int | float:
-        if not value > low:
-            raise ValueError(f"must be greater than {low}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _at_least(low: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if value < low:
-            raise ValueError(f"must be {low} or more")
-        return value
-
-    return AfterValidator(check)
-
-
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1, "kb": 10**3, "kib": KIB, "mb": 10**6, "mib": MIB, "gb": 10**9, "gib": GIB, "tb": 10**12, "tib": 1024 * GIB,
 }
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # YAML reads yes, no, on, off, true and false as booleans
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+#: Ahead of every numeric field: pydantic would otherwise read true as 1.
+Number = BeforeValidator(_not_bool)
+
+
 def _size(value: Any) -> Any:
     """Bytes as an integer or a string with a unit: `5368709120`, `"5 GiB"`, `"150 MB"`."""
+    _not_bool(value)
     if isinstance(value, str):
         match = _SIZE.fullmatch(value.strip())
         if not match:
             raise ValueError('must be a size in bytes, such as 1048576 or "1 MiB"')
-        number = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
-        if number != int(number):
+        try:  # Decimal: exact for any number of digits (a float of 400 nines is infinity)
+            number = Decimal(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+        except InvalidOperation as exc:
+            raise ValueError('must be a size in bytes, such as 1048576 or "1 MiB"') from exc
+        if number != number.to_integral_value():
             raise ValueError("must be a whole number of bytes")
         return int(number)
     return value
+
+
+def _bytes_text(value: int) -> str:
+    for unit, size in (("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if value >= size and value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value} bytes"
+
+
+def _size_between(low: int, high: int) -> AfterValidator:
+    def check(value: int) -> int:
+        if value < low:
+            raise ValueError(f"must be at least {low} byte{'' if low == 1 else 's'}")
+        if value > high:
+            raise ValueError(f"must be at most {_bytes_text(high)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _seconds(high: float) -> AfterValidator:
+    def check(value: float) -> float:
+        if not 0 < value <= high:  # also refuses NaN, which compares false with everything
+            raise ValueError(f"must be more than 0 and at most {high:g} seconds")
+        return value
+
+    return AfterValidator(check)
 
 
 def _secret_name(value: str) -> str:
@@ -223,9 +248,12 @@ Regex = Annotated[str, AfterValidator(_regex)]
 Email = Annotated[str, AfterValidator(_email)]
 Schedule = Annotated[str, AfterValidator(_schedule)]
 Template = Annotated[str, AfterValidator(_template)]
-Size = Annotated[int, BeforeValidator(_size), _above(0)]
-SizeOrZero = Annotated[int, BeforeValidator(_size), _at_least(0)]
-Seconds = Annotated[float, _above(0)]
+# Every number in the catalogue is bounded: .inf, .nan, negative and absurdly large values are refused.
+Size = Annotated[int, BeforeValidator(_size), _size_between(1, TIB)]
+SizeOrZero = Annotated[int, BeforeValidator(_size), _size_between(0, TIB)]
+AttachmentSize = Annotated[int, BeforeValidator(_size), _size_between(1, GIB)]
+Seconds = Annotated[float, Number, _seconds(3600)]
+ConnectSeconds = Annotated[float, Number, _seconds(300)]
 
 DEFAULT_SCHEDULE = "0 */5 * * * *"
 

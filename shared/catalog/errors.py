@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shared.domain.errors import ConfigurationError, NotFoundError
+from shared.domain.errors import ConfigurationError, NotFoundError, PermanentError
 
 #: Where in the document: keys and list indexes from the top, e.g. ("partners", 0, "sftp", "port").
 Loc = tuple[str | int, ...]
@@ -44,17 +44,16 @@ class CatalogError(ConfigurationError):
         return self._render()
 
 
-class PartnerNotFoundError(NotFoundError, KeyError):
+class PartnerNotFoundError(NotFoundError, PermanentError, KeyError):
     """`Catalog.get` was asked for a partner id the catalogue does not define."""
 
     def __init__(self, partner_id: str, known: Sequence[str] = ()) -> None:
         self.partner_id = partner_id
         message = f"partner {partner_id!r} is not in the catalogue"
+        # One close match helps with a typo; the whole list is not for whoever asks (HTTP 404s, job events).
         close = difflib.get_close_matches(partner_id, list(known), n=1)
         if close:
             message += f"; did you mean {close[0]!r}?"
-        elif known:
-            message += f" (partners: {', '.join(sorted(known))})"
         self.message = message
         super().__init__(message)
 

@@ -50,6 +50,7 @@ def _interpolate(data: Any, env: Mapping[str, str], loc: Loc, problems: list[tup
             problems.append((loc, _PEM_MESSAGE))
         return value
     if isinstance(data, Mapping):
+        problems.extend(((*loc, key), "is not text: keys must be text") for key in data if not isinstance(key, str))
         return {key: _interpolate(value, env, (*loc, key), problems, depth + 1) for key, value in data.items()}
     if isinstance(data, list | tuple):
         return [_interpolate(value, env, (*loc, i), problems, depth + 1) for i, value in enumerate(data)]

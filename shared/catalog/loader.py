@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,9 +16,16 @@ from shared.catalog.errors import CatalogError, Loc, Problem, _Invalid
 from shared.catalog.interpolation import _interpolate
 from shared.catalog.mailbox import Mailbox
 from shared.catalog.model import Catalog, Partner, _cross_check, _duplicate_message, _sftp_destinations
-from shared.catalog.problems import _convert, _problem, _unknown_key_message
+from shared.catalog.problems import _convert, _format_loc, _problem, _unknown_key_message
 from shared.catalog.routes import Destination, SftpDestination
 from shared.catalog.sftp import SftpSource
+
+MAX_DEPTH = 64
+"""A catalogue nested deeper than this (lists and mappings) is refused: no real one comes close, and every step
+after the YAML parser walks the document recursively."""
+MAX_VALUES = 200_000
+"""A catalogue holding more values than this, counting each use of an alias in full, is refused (an alias bomb
+such as "billion laughs" would otherwise expand to billions of values)."""
 
 _TOP_LEVEL = ("partners", "defaults")
 _DEFAULT_BLOCKS: dict[str, type[BaseModel]] = {"sftp": SftpSource, "mailbox": Mailbox}
@@ -32,14 +40,25 @@ def load_catalog(path: str | os.PathLike[str], *, env: Mapping[str, str] | None 
     """Read and validate a catalogue file. Raises CatalogError listing every problem found."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError as exc:
         raise CatalogError(["file not found"], source=source) from exc
-    except UnicodeDecodeError as exc:
-        raise CatalogError([f"is not UTF-8 text (bad byte at offset {exc.start})"], source=source) from exc
     except OSError as exc:
         raise CatalogError([f"cannot read the file: {exc.strerror or exc}"], source=source) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _line_and_column(data, exc.start)
+        problem = Problem("", f"is not UTF-8 text (bad byte 0x{data[exc.start]:02x} at line {line}, column {column})",
+                          line)
+        raise CatalogError([problem], source=source) from exc
     return parse_catalog(text, source=source, env=env)
+
+
+def _line_and_column(data: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column (in characters) of a byte offset in UTF-8 text."""
+    start = data.rfind(b"\n", 0, offset) + 1
+    return data.count(b"\n", 0, offset) + 1, len(data[start:offset].decode("utf-8", "replace")) + 1
 
 
 def parse_catalog(
@@ -57,7 +76,8 @@ def parse_catalog(
     if raw is None:
         raise CatalogError(["the catalogue is empty; it needs a top-level partners: list"], source=source)
     if not isinstance(raw, Mapping):
-        raise CatalogError(["the top level must be a mapping with a partners: list"], source=source)
+        raise CatalogError([Problem("", "the top level must be a mapping with a partners: list", positions.get(()))],
+                           source=source)
 
     pre: list[tuple[Loc, str]] = []  # found before validation (env, inline keys): they hide what follows from them
     problems: list[tuple[Loc, str, Loc]] = []  # (where, message, scope of the check that found it)
@@ -214,9 +234,61 @@ def _apply_defaults(
 
 
 class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, nesting past MAX_DEPTH, recursive aliases and documents that
+    expand past MAX_VALUES, each as a YAML error with its line (before anything recurses or expands)."""
+
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._checked: set[int] = set()
+        self._depth = 0
+        self._open: set[str] = set()  # anchors of the nodes being composed: an alias to one is a cycle
+        self._sizes: dict[int, int] = {}  # id(node) -> values it holds with its aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:
+                raise yaml.composer.ComposerError(
+                    None, None, f"alias *{event.anchor} refers to a value that contains it (a recursive alias)",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open.add(anchor)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if anchor is not None:
+                self._open.discard(anchor)
+        if node is None:
+            return None
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(self._sizes.get(id(item), 1) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size += sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
+        if size > MAX_VALUES:
+            raise yaml.composer.ComposerError(
+                None, None, f"expands to more than {MAX_VALUES} values (counting each use of an alias in full)",
+                node.start_mark,
+            )
+        self._sizes[id(node)] = size
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:  # e.g. 2024-13-45 read as a date, an int of 5000 digits
+            if node.tag == "tag:yaml.org,2002:int":
+                message = f"cannot read this value: a number of {len(str(node.value))} digits is too long"
+            else:
+                message = f"cannot read this value: {exc}"
+            raise yaml.constructor.ConstructorError(None, None, message, node.start_mark) from exc
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if id(node) not in self._checked:
@@ -235,7 +307,17 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> Problem:
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    if isinstance(exc, yaml.reader.ReaderError):
+        line, column = _line_and_column(text.encode("utf-8", "surrogatepass"),
+                                        len(text[:exc.position].encode("utf-8", "surrogatepass")))
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return Problem("", f"invalid YAML at line {line}, column {column}: the character #x{character:04x} is not "
+                           "allowed (control characters other than tab and line breaks cannot appear in YAML)")
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         where = f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}"
@@ -250,31 +332,52 @@ def _yaml_problem(exc: yaml.YAMLError) -> Problem:
 
 
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        raise CatalogError([_yaml_problem(exc, text)], source=source) from exc
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
-        raise CatalogError([_yaml_problem(exc)], source=source) from exc
+        raise CatalogError([_yaml_problem(exc, text)], source=source) from exc
     finally:
         loader.dispose()
     positions: dict[Loc, int] = {}
+    keys: dict[int, tuple[Loc, yaml.ScalarNode]] = {}
     if node is not None:
-        _record_positions(node, (), positions, set())
+        positions[()] = node.start_mark.line + 1
+        _record_positions(node, (), positions, set(), keys)
+    if keys:
+        raise CatalogError([_key_problem(loc, key, data) for loc, key in keys.values()], source=source)
     return data, positions
 
 
-def _record_positions(node: yaml.Node, loc: Loc, out: dict[Loc, int], active: set[int]) -> None:
+_KEY_KINDS = {"null": "null", "bool": "true/false", "int": "a number", "float": "a number", "timestamp": "a date"}
+
+
+def _key_problem(loc: Loc, key: yaml.ScalarNode, data: Any) -> Problem:
+    kind = _KEY_KINDS.get(key.tag.rsplit(":", 1)[-1], f"something other than text ({key.tag})")
+    path = f"{_format_loc(loc, data)}[{json.dumps(key.value)}]"
+    message = f"is not text: YAML reads this key as {kind}; quote it ({json.dumps(key.value)})"
+    return Problem(path, message, key.start_mark.line + 1)
+
+
+def _record_positions(node: yaml.Node, loc: Loc, out: dict[Loc, int], active: set[int],
+                      keys: dict[int, tuple[Loc, yaml.ScalarNode]]) -> None:
+    """Line of every key and item; mapping keys that are not text (1.5, ~, a date, true) go to `keys`."""
     if id(node) in active:
         return  # a recursive alias; nothing to add
     active.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode):
+                if key_node.tag not in (_STR, _MERGE):
+                    keys.setdefault(id(key_node), (loc, key_node))  # once, where first met (aliases repeat it)
                 out[(*loc, key_node.value)] = key_node.start_mark.line + 1
-                _record_positions(value_node, (*loc, key_node.value), out, active)
+                _record_positions(value_node, (*loc, key_node.value), out, active, keys)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             out[(*loc, index)] = item.start_mark.line + 1
-            _record_positions(item, (*loc, index), out, active)
+            _record_positions(item, (*loc, index), out, active, keys)
     active.discard(id(node))

@@ -13,11 +13,11 @@ from shared.catalog.common import (
     _GUID,
     DEFAULT_SCHEDULE,
     MIB,
+    AttachmentSize,
     Glob,
     Regex,
     Schedule,
     SecretName,
-    Size,
     _mailbox_id,
     _Model,
 )
@@ -80,7 +80,7 @@ class Mailbox(_Model):
     sender_allow: Annotated[list[Annotated[str, AfterValidator(_sender)]], Field(min_length=1)]
     subject_regex: Regex | None = None
     attachment_globs: Annotated[list[Glob], Field(min_length=1)] = Field(default_factory=lambda: ["*"])
-    max_attachment_bytes: Size = 150 * MIB
+    max_attachment_bytes: AttachmentSize = 150 * MIB
     after_action: Literal["mark_read", "move", "both"] = "mark_read"
     move_to: FolderPath | None = None
     rejected_folder: FolderPath | None = None

@@ -52,6 +52,7 @@ _SIMPLE_MESSAGES = {
     "int_from_float": "must be a whole number",
     "float_type": "must be a number",
     "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
     "list_type": "must be a list",
@@ -187,6 +188,8 @@ def _format_loc(loc: Loc, data: Any) -> str:
             if position == 1 and loc[0] == "partners":
                 label = _partner_label(data, part)
             text += f"[{label}]"
+        elif not isinstance(part, str):  # a key that is not text (given in code, or before it was refused)
+            text += f"[{part!r}]"
         elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
             text += f".{part}" if text else part
         else:

@@ -12,11 +12,11 @@ from shared.catalog.common import (
     _INLINE_MESSAGE,
     _INLINE_SECRET_KEYS,
     Glob,
+    Number,
     Regex,
     Size,
     SizeOrZero,
     Text,
-    _at_least,
     _between,
     _match,
     _Model,
@@ -52,7 +52,7 @@ class ColumnSpec(_Model):
     format: Text | None = None
     values: Annotated[list[Annotated[str, BeforeValidator(_enum_value)]], Field(min_length=1)] | None = None
     pattern: Regex | None = None
-    max_length: Annotated[int, _at_least(1)] | None = None
+    max_length: Annotated[int, Number, _between(1, 1_000_000)] | None = None
     required: bool = False
 
     @model_validator(mode="after")
@@ -130,7 +130,7 @@ class FileRule(_Model):
     max_bytes: Size | None = None
     encoding: Literal["auto", "utf-8", "latin-1", "windows-1252"] = "auto"
     csv: CsvSpec | None = None
-    max_errors: Annotated[int, _between(1, 1_000_000)] = 100
+    max_errors: Annotated[int, Number, _between(1, 1_000_000)] = 100
     json_schema: str | dict[str, Any] | None = None
     xsd: Text | None = None
     transform: Transform = Field(default_factory=Transform)

@@ -20,6 +20,8 @@ from shared.catalog.common import (
     _Model,
     _template,
 )
+from shared.domain.delivery import DEFAULT_REMOTE_NAME, check_remote_name
+from shared.domain.routing import DEFAULT_BLOB_PATH
 
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)+")
@@ -48,15 +50,42 @@ class RouteMatch(_Model):
 
 
 class BlobDestination(_Model):
+    """A blob path template in a container. `on_exists` when the path holds another job's blob: fail (the
+    default: the job fails naming the blob and its job), overwrite (the earlier job gets a file.superseded
+    event) or unique (`name.2.ext`, `name.3.ext`, ...). A retry of the same job reuses its own blob."""
+
     kind: Literal["blob"] = "blob"
     container: Annotated[str, AfterValidator(_container)] = "processed"
-    path: Annotated[str, AfterValidator(_blob_path)] = "{partner}/{yyyy}/{MM}/{dd}/{name}"
+    path: Annotated[str, AfterValidator(_blob_path)] = DEFAULT_BLOB_PATH
+    on_exists: Literal["fail", "overwrite", "unique"] = "fail"
+
+
+def _remote_name(value: str) -> str:
+    _template(value)
+    return check_remote_name(value)
+
+
+def _temp_part(value: str) -> str:
+    if "/" in value or "\\" in value:
+        raise ValueError("must not contain / or \\: the temporary file stays in the destination folder")
+    return value
 
 
 class SftpDestination(_Model):
+    """Upload to another partner's SFTP server (its `sftp` block: host, pinned keys, login), into `folder` or its
+    `sftp.outbound_dir`, under the name template `name` (placeholders as blob paths; sanitised; it cannot leave
+    the folder). The file goes up under a temporary name (`{temp_prefix}{name}.{tag}{temp_suffix}`, suffix
+    `.part` by default), is verified (size, and sha256 with `verify: sha256` where the server offers check-file)
+    and renamed into place. `on_exists`: fail (the default), overwrite, or unique (`name.2.ext`, ...)."""
+
     kind: Literal["sftp"] = "sftp"
     partner: PartnerId
     folder: AbsPath | None = None
+    name: Annotated[str, AfterValidator(_remote_name)] = DEFAULT_REMOTE_NAME
+    temp_prefix: Annotated[str, AfterValidator(_temp_part)] | None = None
+    temp_suffix: Annotated[str, AfterValidator(_temp_part)] | None = None
+    on_exists: Literal["overwrite", "fail", "unique"] = "fail"
+    verify: Literal["size", "sha256"] = "size"
 
 
 class EmailDestination(_Model):

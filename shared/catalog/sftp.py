@@ -10,13 +10,14 @@ from shared.catalog.common import (
     DEFAULT_SCHEDULE,
     GIB,
     AbsPath,
+    ConnectSeconds,
     Glob,
+    Number,
     Schedule,
     Seconds,
     SecretName,
     Size,
     Text,
-    _at_least,
     _between,
     _Model,
 )
@@ -55,7 +56,7 @@ class SftpSource(_Model):
     """Where and how Wharf polls a partner's SFTP server (and, optionally, delivers to it)."""
 
     host: Text
-    port: Annotated[int, _between(1, 65535)] = 22
+    port: Annotated[int, Number, _between(1, 65535)] = 22
     username: Text
     auth: SftpAuth
     host_keys: Annotated[list[HostKeyText], Field(min_length=1)]
@@ -63,14 +64,17 @@ class SftpSource(_Model):
     include: Annotated[list[Glob], Field(min_length=1)] = Field(default_factory=lambda: ["*"])
     exclude: list[Glob] = Field(default_factory=list)
     recursive: bool = False
-    min_age_seconds: Annotated[int, _at_least(0)] = 30
-    max_files_per_poll: Annotated[int, _between(1, 10000)] = 100
+    min_age_seconds: Annotated[int, Number, _between(0, 7 * 24 * 3600)] = 30
+    max_files_per_poll: Annotated[int, Number, _between(1, 10000)] = 100
     max_file_size_bytes: Size = 5 * GIB
     post_action: Literal["delete", "move", "rename", "leave"] = "leave"
     move_to: AbsPath | None = None
     suffix: Text | None = None
+    #: When the target of move/rename exists: unique (the default: `orders.<mtime>.csv`, then numbered) or
+    #: fail (the file stays where it is and the job says why). A partner's file is never replaced.
+    on_exists: Literal["unique", "fail"] = "unique"
     schedule: Schedule = DEFAULT_SCHEDULE
-    connect_timeout_seconds: Seconds = 15
+    connect_timeout_seconds: ConnectSeconds = 15
     operation_timeout_seconds: Seconds = 60
     disabled_algorithms: dict[str, list[Text]] = Field(default_factory=dict)
     outbound_dir: AbsPath | None = None

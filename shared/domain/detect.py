@@ -207,7 +207,7 @@ def _looks_like_jsonl(text: str) -> bool:
         return False
     try:
         json.loads(lines[0])
-    except ValueError:
+    except (ValueError, RecursionError):  # too deep to tell: validation reports the nesting as JSON
         return False
     return True
 

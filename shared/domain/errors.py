@@ -15,7 +15,12 @@ class ConflictError(WharfError):
     """An optimistic-concurrency check failed (ETag mismatch, entity already exists)."""
 
 
-class ConfigurationError(WharfError):
+class PermanentError(WharfError):
+    """Retrying cannot help: the catalogue, the input or the target must change first. A processing activity
+    that raises one fails its step at once instead of spending the step's Durable retries on it."""
+
+
+class ConfigurationError(PermanentError):
     """Settings or catalogue are wrong; the message says what to change."""
 
 

@@ -34,6 +34,7 @@ class EventType(StrEnum):
     STEP_COMPLETED = "step.completed"  # data: step, + step results (rows, errors, ...)
     STEP_FAILED = "step.failed"  # data: step, reason
     ROUTED = "file.routed"  # data: route, destination, result
+    SUPERSEDED = "file.superseded"  # on the job whose delivered blob another job overwrote: target, by_job_id
     REPLAYED = "job.replayed"  # on the old job; data: new_job_id
     COMPLETED = "job.completed"
     FAILED = "job.failed"  # data: reason

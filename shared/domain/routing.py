@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +12,12 @@ from typing import Any
 from shared.domain.globs import glob_match
 
 PLACEHOLDERS = ("partner", "yyyy", "MM", "dd", "name", "job_id", "stem", "ext")
+#: Where a blob destination puts a job's output unless its `path` says otherwise: unique per job, so the same
+#: file name twice in one day (a re-send, two recursive folders, names that sanitise alike) never collides.
+DEFAULT_BLOB_PATH = "{partner}/{yyyy}/{MM}/{dd}/{job_id}/{name}"
+#: What a blob destination does when its path is taken by another job's blob (`on_exists`).
+ON_EXISTS = ("fail", "overwrite", "unique")
+DEFAULT_ON_EXISTS = "fail"
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_]+)\}")
 
 
@@ -54,8 +60,10 @@ def _dump(destination: Any) -> dict[str, Any]:
     return dict(destination)
 
 
-def render_path(template: str, *, partner: str, name: str, job_id: str, when: datetime) -> str:
-    """Fill a blob path template. Unknown placeholders are refused (the catalogue validates them too)."""
+def fill_placeholders(template: str, *, partner: str, name: str, job_id: str, when: datetime,
+                      what: str = "path template", clean: Callable[[str], str] = str) -> str:
+    """`template` with each placeholder (`PLACEHOLDERS`) replaced by `clean(value)`. An unknown placeholder is
+    refused: a ValueError that names the `what` (the catalogue validates templates too)."""
     stem, ext = posixpath.splitext(name)
     values = {"partner": partner, "yyyy": f"{when.year:04d}", "MM": f"{when.month:02d}", "dd": f"{when.day:02d}",
               "name": name, "job_id": job_id, "stem": stem, "ext": ext.lstrip(".")}
@@ -63,10 +71,15 @@ def render_path(template: str, *, partner: str, name: str, job_id: str, when: da
     def fill(m: re.Match[str]) -> str:
         key = m.group(1)
         if key not in values:
-            raise ValueError(f"unknown placeholder {{{key}}} in path template '{template}'")
-        return values[key]
+            raise ValueError(f"unknown placeholder {{{key}}} in {what} '{template}'")
+        return clean(values[key])
 
-    path = _PLACEHOLDER_RE.sub(fill, template).lstrip("/")
+    return _PLACEHOLDER_RE.sub(fill, template)
+
+
+def render_path(template: str, *, partner: str, name: str, job_id: str, when: datetime) -> str:
+    """Fill a blob path template. Unknown placeholders are refused (the catalogue validates them too)."""
+    path = fill_placeholders(template, partner=partner, name=name, job_id=job_id, when=when).lstrip("/")
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise ValueError(f"path template '{template}' produced a path that leaves its container")

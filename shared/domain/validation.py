@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import accumulate, compress
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -19,6 +21,13 @@ SUMMARY_LIMIT = 1024
 DEFAULT_MAX_ERRORS = 100
 CACHE_LIMIT = 65_536
 """Per column: how many distinct valid values (dates, codes) are remembered to skip re-checking them."""
+
+MAX_NESTING_DEPTH = 128
+"""JSON arrays/objects, or XML elements, nested deeper than this make a file invalid (code "nesting").
+
+Deeper documents exhaust the recursion of `json.loads` and of the JSON Schema validator (which spends several
+Python frames per level; 128 levels leave room under Python's limit of 1000), and make the streaming JSON parser
+quadratic in the depth. Partner files nest a handful of levels; serde_json's default limit is 128 too."""
 
 ColumnType = Literal["integer", "decimal", "date", "string", "enum", "regex"]
 
@@ -154,6 +163,182 @@ class ReportBuilder:
             error_count=self.error_count, errors=errors, truncated=self.error_count > len(self.errors),
             warnings=list(self.warnings), delimiter=self.delimiter,
         )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Nesting depth of a JSON byte stream, checked before any parser sees the bytes
+
+
+class NestingTooDeepError(ValueError):
+    """A document nests deeper than `limit`. `offset` is the 0-based byte offset of the bracket that opened one
+    level too many; `line` and `column` (1-based, in characters) locate it."""
+
+    def __init__(self, limit: int, offset: int, line: int, column: int) -> None:
+        super().__init__(f"{nesting_message(limit)} at line {line}, column {column}")
+        self.limit = limit
+        self.offset = offset
+        self.line = line
+        self.column = column
+
+
+def nesting_message(limit: int = MAX_NESTING_DEPTH) -> str:
+    return f"nesting deeper than {limit} levels"
+
+
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+_KEEP = b'[]{}"'
+_DROP = bytes(b for b in range(256) if b not in _KEEP)
+_DROP_KEEP_LF = bytes(b for b in range(256) if b not in _KEEP + b"\n")
+_STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")  # as signed bytes: +1 per opening, -1 per closing bracket
+_CONTINUATION = bytes(range(0x80, 0xC0))  # UTF-8 continuation bytes: deleting them leaves one byte per character
+
+
+def _characters(data: bytes) -> int:
+    return len(data) if data.isascii() else len(data.translate(None, _CONTINUATION))
+
+
+def _peak(brackets: bytes, depth: int, limit: int) -> int:
+    """The deepest point of a run of brackets starting at `depth`, exact whenever it is above `limit`."""
+    # Cutting out the innermost empty pairs first leaves a short run to sum; one replace() lowers the peak by at
+    # most one level, so the peak of what is left plus the cuts bounds the real one.
+    shorter, cuts = brackets, 0
+    while cuts < 16 and len(shorter) > 64:
+        cut = shorter.replace(b"[]", b"").replace(b"{}", b"")
+        if len(cut) == len(shorter):
+            break
+        shorter, cuts = cut, cuts + 2
+    peak = max(accumulate(array("b", shorter.translate(_STEPS)), initial=depth))
+    if peak + cuts <= limit:
+        return peak
+    return max(accumulate(array("b", brackets.translate(_STEPS)), initial=depth))
+
+
+class JsonNesting:
+    """The bracket depth of a UTF-8 JSON stream fed chunk by chunk; raises NestingTooDeepError past `limit`.
+
+    The work per chunk is a handful of C-speed passes (escapes and everything but brackets and quotes removed,
+    strings cut out, a running sum of the brackets left), so it can sit in front of any parser. A backslash
+    escapes the next byte and line breaks end every value in JSON Lines (`lines=True`); on input that is not
+    JSON the depth may be off, but the parser behind reports that input anyway.
+    """
+
+    def __init__(self, limit: int = MAX_NESTING_DEPTH, *, lines: bool = False) -> None:
+        self.limit = limit
+        self.lines = lines
+        self.depth = 0
+        self.in_string = False
+        self._escaped = False  # the first byte of the next chunk is escaped by a backslash ending this one
+        self._offset = 0  # bytes fed so far
+        self._line = 1  # the line the next chunk starts on
+        self._column = 0  # characters of that line before the next chunk
+
+    def check(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Every chunk, each after it was checked."""
+        for chunk in chunks:
+            self.feed(chunk)
+            yield chunk
+
+    def feed(self, chunk: bytes) -> None:
+        start_state = (self.depth, self.in_string, self._escaped)
+        body = chunk[1:] if self._escaped and chunk else chunk
+        if chunk:
+            self._escaped = False
+        run = len(body) - len(body.rstrip(b"\\"))
+        if run % 2:
+            body = body[:-1]
+            self._escaped = True
+        if b"\\" in body:
+            body = _ESCAPE.sub(b"", body)
+        if not self._advance(body):
+            self.depth, self.in_string, self._escaped = start_state
+            self._fail(chunk)
+        self._move(chunk)
+
+    def _advance(self, body: bytes) -> bool:
+        """Move the depth over `body` (escapes removed); False if it went past the limit somewhere."""
+        if not self.lines:
+            return self._segment(body.translate(None, _DROP))
+        reduced = body.translate(None, _DROP_KEEP_LF)
+        if self.depth + reduced.count(b"[") + reduced.count(b"{") <= self.limit:
+            cut = reduced.rfind(b"\n")
+            if cut >= 0:
+                self.depth, self.in_string = 0, False
+            return self._segment(reduced[cut + 1:])
+        lines = reduced.split(b"\n")
+        if not self._segment(lines[0]):
+            return False
+        # A line that starts afresh needs more brackets than the limit to go past it: only those are summed.
+        for line in compress(lines[1:-1], map(self.limit.__lt__, map(len, lines[1:-1]))):
+            self.depth, self.in_string = 0, False
+            if not self._segment(line):
+                return False
+        if len(lines) > 1:
+            self.depth, self.in_string = 0, False
+            return self._segment(lines[-1])
+        return True
+
+    def _segment(self, reduced: bytes) -> bool:
+        """Move the depth over brackets and quotes of one line (or of a whole chunk outside JSON Lines)."""
+        if self.in_string:
+            close = reduced.find(b'"')
+            if close < 0:
+                return True
+            reduced = reduced[close + 1:]
+            self.in_string = False
+        if b'"' in reduced:
+            reduced = reduced.replace(b'""', b"")  # an empty string, or the end of one and the start of the next
+            if reduced.count(b'"') % 2:
+                reduced = reduced[:reduced.rfind(b'"')]  # a string that goes on in the next chunk
+                self.in_string = True
+            reduced = _STRING.sub(b"", reduced)
+        opens = reduced.count(b"[") + reduced.count(b"{")
+        depth = self.depth
+        if depth + opens > self.limit and _peak(reduced, depth, self.limit) > self.limit:
+            return False
+        self.depth = depth + 2 * opens - len(reduced)
+        return True
+
+    def _fail(self, chunk: bytes) -> None:
+        """Find, byte by byte (only ever once), where `chunk` goes too deep, and raise."""
+        index = self._first_too_deep(chunk)
+        head = chunk[:index]
+        newlines = head.count(b"\n")
+        if newlines:
+            line, column = self._line + newlines, _characters(head[head.rfind(b"\n") + 1:]) + 1
+        else:
+            line, column = self._line, self._column + _characters(head) + 1
+        raise NestingTooDeepError(self.limit, self._offset + index, line, column)
+
+    def _first_too_deep(self, chunk: bytes) -> int:
+        depth, in_string, escaped = self.depth, self.in_string, self._escaped
+        for index, byte in enumerate(chunk):
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif self.lines and byte == 0x0A:
+                depth, in_string = 0, False
+            elif in_string:
+                in_string = byte != 0x22
+            elif byte == 0x22:
+                in_string = True
+            elif byte in b"[{":
+                depth += 1
+                if depth > self.limit:
+                    return index
+            elif byte in b"]}":
+                depth -= 1
+        return len(chunk)  # not reached: the fast pass and this one read the bytes alike
+
+    def _move(self, chunk: bytes) -> None:
+        self._offset += len(chunk)
+        newlines = chunk.count(b"\n")
+        if newlines:
+            self._line += newlines
+            self._column = _characters(chunk[chunk.rfind(b"\n") + 1:])
+        else:
+            self._column += _characters(chunk)
 
 
 # ---------------------------------------------------------------------------------------------------------

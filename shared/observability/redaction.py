@@ -1,14 +1,20 @@
-"""Secret scrubbing for spans, metrics and logs: a registry of secret values plus well-known secret patterns.
+"""Secret scrubbing for spans, metrics, logs and everything stored or published: a registry of secret values plus
+well-known secret patterns.
 
 Adapters call `register_secret(value)` for every secret they hand out; `redact()` scrubs registered values and
-well-known patterns (private keys, SAS tokens, key=value pairs, bearer tokens, JWTs, URL credentials).
+well-known patterns (private keys, SAS tokens, key=value pairs, bearer tokens, JWTs, URL credentials). The
+writers of job events, logs, transfers, ledger errors, breaker records, poll summaries, published events and
+activity results run their text through `redact()` / `redact_data()`; an exception whose message holds a
+secret becomes a `RedactedError` (`redact_exception`) before it reaches a Durable history.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -53,6 +59,21 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
     # Credentials in URLs: scheme://user:password@host.
     (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
+)
+# What each pattern needs to match at all, checked before running it: `(text, folded)`, folded being the text
+# case-folded the way the regexes' (?i) compares. A screen may let through text its pattern does not match,
+# never the reverse (tests/unit/test_redaction_boundary.py checks). Most stored strings (names, paths, ids, hashes) have
+# none of the fragments in `_TRIGGERS`, one C-level scan: then no pattern runs at all (about 10x cheaper).
+_KEY_FRAGMENTS = ("pass", "pwd", "secret", "key", "sig", "token", "credential")
+_TRIGGERS = re.compile("|".join(("-----begin", "sharedaccesssignature", "bearer", "basic", "eyj", "://",
+                                 *_KEY_FRAGMENTS)))
+_SCREENS: tuple[Callable[[str, str], bool], ...] = (
+    lambda text, folded: "-----BEGIN" in text,
+    lambda text, folded: "sharedaccesssignature" in folded,
+    lambda text, folded: ("=" in text or ":" in text) and any(k in folded for k in _KEY_FRAGMENTS),
+    lambda text, folded: "bearer" in folded or "basic" in folded,
+    lambda text, folded: "eyJ" in text,
+    lambda text, folded: "://" in text and "@" in text,
 )
 _SENSITIVE_KEY = re.compile(
     r"(?i)(passw|passphrase|pwd|secret|token|authorization|credential|private[_.-]?key|api[_.-]?key|apikey|"
@@ -108,14 +129,101 @@ def redact(text: str) -> str:
     pattern = _secret_re
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
-    for regex, replacement in _PATTERNS:
-        text = regex.sub(replacement, text)
+    folded = _fold(text)
+    if _TRIGGERS.search(folded) is None:
+        return text
+    for (regex, replacement), screen in zip(_PATTERNS, _SCREENS, strict=True):
+        if screen(text, folded):
+            cleaned = regex.sub(replacement, text)
+            if cleaned != text:
+                text, folded = cleaned, _fold(cleaned)
     return text
+
+
+def _fold(text: str) -> str:
+    """`text` lowercased so that every character a (?i) regex matches to an ASCII letter becomes that letter."""
+    if text.isascii():
+        return text.lower()
+    # casefold() maps K (Kelvin) to k and long s to s; re's (?i) also matches dotless i and I-dot to i.
+    return text.casefold().replace("\u0131", "i").replace("i\u0307", "i")
+
+
+def redact_data(value: Any) -> Any:
+    """A JSON-like value (mappings, lists, strings, numbers) as it may be stored or published: every string in
+    it scrubbed by `redact`, and the string value of a sensitive key (password, token, ...) replaced whole.
+    Containers are copied (mappings become dicts); other values are returned as they are."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: REDACTED if isinstance(v, str) and v and isinstance(k, str) and _sensitive_key(k)
+                else redact_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_data(v) for v in value)
+    return value
+
+
+# Field names is_sensitive_key() matches contain one of these or of _KEY_FRAGMENTS.
+_SENSITIVE_KEY_FRAGMENTS = ("authorization", "connection", "sas", "cookie")
+
+
+def redacted_json(value: Any, *, sort_keys: bool = False) -> str:
+    """`json.dumps(value)` (anything else as its redacted string) with the strings in it scrubbed as
+    `redact_data` does. The dump is scanned once; the value is walked and dumped again only when the scan
+    finds something that may need scrubbing, so a clean event costs one dump and one scan."""
+    text = json.dumps(value, default=_redacted_str, sort_keys=sort_keys)
+    if "\\" in text or _may_change(text):  # an escape: the dump no longer shows the strings as they are
+        text = json.dumps(redact_data(value), default=_redacted_str, sort_keys=sort_keys)
+    return text
+
+
+def _redacted_str(value: Any) -> str:
+    return redact(str(value))
+
+
+def _may_change(text: str) -> bool:
+    """False when neither `redact` nor a sensitive field name could change anything in `text` (ASCII)."""
+    pattern = _secret_re
+    if pattern is not None and pattern.search(text):
+        return True
+    folded = text.lower()
+    if any(k in folded for k in _SENSITIVE_KEY_FRAGMENTS):
+        return True
+    return _TRIGGERS.search(folded) is not None and any(screen(text, folded) for screen in _SCREENS)
+
+
+class RedactedError(Exception):
+    """Raised in place of an exception whose message (or a cause's) held a secret: `Type: message` of the
+    exception and its causes, redacted. Nothing downstream (a Durable history, a job event) sees the original."""
+
+
+_MAX_CAUSES = 3
+
+
+def redact_exception(exc: BaseException) -> BaseException:
+    """`exc` itself when neither its message nor its causes' hold anything to redact (the common case: types
+    and tracebacks are kept); else a RedactedError that says what the exception and its causes were."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) <= _MAX_CAUSES:
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    texts = [str(e) for e in chain]
+    cleaned = [redact(t) for t in texts]
+    if cleaned == texts:
+        return exc
+    parts = [f"{type(e).__name__}: {t}" if t else type(e).__name__ for e, t in zip(chain, cleaned, strict=True)]
+    return RedactedError("; caused by ".join(parts))
 
 
 def is_sensitive_key(key: str) -> bool:
     """Attribute/field names whose value is a secret whatever it looks like (password, token, ...)."""
     return bool(_SENSITIVE_KEY.search(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sensitive_key(key: str) -> bool:
+    """is_sensitive_key, cached: stored data reuses a few field names over and over."""
+    return is_sensitive_key(key)
 
 
 def redact_value(key: str, value: Any) -> Any:

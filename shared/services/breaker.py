@@ -11,6 +11,7 @@ from shared.domain.errors import ConflictError
 from shared.domain.jobs import utcnow
 from shared.domain.ledger import BreakerRecord, BreakerState
 from shared.metrics import record_breaker_state
+from shared.observability.redaction import redact
 from shared.observability.tracing import log_fields, span
 from shared.ports import Breakers
 
@@ -76,6 +77,8 @@ class CircuitBreaker:
         return rec
 
     def record_failure(self, partner: str, reason: str) -> BreakerRecord:
+        reason = redact(reason)  # stored and shown (poll summaries): reasons quote errors
+
         def change(rec: BreakerRecord) -> BreakerRecord:
             failures = rec.failures + 1
             now = self._clock()

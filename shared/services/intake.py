@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from shared.bootstrap import Services
-from shared.domain.errors import ConflictError, NotFoundError
+from shared.domain.errors import NotFoundError
 from shared.domain.hostmessages import decode_host_message
 from shared.domain.ids import new_job_id
 from shared.domain.jobs import EventType, JobType
@@ -17,7 +16,7 @@ from shared.observability.tracing import continued_from, inject_traceparent, log
 log = logging.getLogger(__name__)
 
 ORCHESTRATOR = "process_file_orchestrator"
-__all__ = ["decode_host_message", "orchestration_input", "register_drop", "replay", "start_processing"]
+__all__ = ["decode_host_message", "orchestration_input", "replay", "start_processing"]
 _REF_KEYS = ("job_id", "partner", "container", "blob_path", "file_name")
 
 
@@ -50,34 +49,21 @@ async def start_processing(client: Any, ref: Mapping[str, Any]) -> bool:
         return True
 
 
-def register_drop(services: Services, *, container: str, blob_path: str, etag: str, size: int) -> dict[str, Any]:
-    """A blob dropped at drop/{partner}/{name} becomes a job. The job id derives from the blob and its
-    ETag, so the same drop event delivered twice maps to the same job (and the same orchestration)."""
-    partner, _, name = blob_path.partition("/")
-    if not partner or not name or "/" in name:
-        raise ValueError(f"drop blob '{container}/{blob_path}' is not at drop/{{partner}}/{{name}}")
-    digest = hashlib.sha256(f"{container}/{blob_path}@{etag}".encode()).hexdigest()[:24]
-    job_id = f"job-drop-{digest}"
-    with span("intake.drop", {"wharf.job_id": job_id, "wharf.partner": partner, "file.size": size}):
-        try:
-            services.jobs.append(job_id, EventType.CREATED, {"partner": partner, "job_type": JobType.DROP,
-                                                            "source": f"blob:{container}/{blob_path}",
-                                                            "file_name": name})
-            services.jobs.append(job_id, EventType.FILE_LANDED, {"blob_path": f"{container}/{blob_path}",
-                                                                "bytes": size, "file_name": name})
-            services.jobs.log(job_id, "INFO", f"dropped file {name} registered ({size} bytes)")
-        except ConflictError:
-            log.info("drop already registered", extra=log_fields(job_id))
-        try:
-            services.catalog.get(partner)
-        except NotFoundError:
-            log.warning("drop for unknown partner", extra=log_fields(job_id, partner=partner))
-        return {"job_id": job_id, "partner": partner, "container": container, "blob_path": blob_path,
-                "file_name": name}
-
-
 def replay(services: Services, job_id: str) -> dict[str, Any]:
-    """Reprocess the stored raw file of a job as a new job linked to the old one."""
+    """Reprocess the stored raw file of a job as a new job linked to the old one.
+
+    The message is checked first (BadMessageError, nothing written, when the job's reference is refused), then
+    the new job is recorded, then queued. When the queue refuses the message, the new job stays PENDING
+    (with a note saying why) and the jobs sweep re-sends it; this raises DependencyUnavailableError naming it,
+    so a retry by the caller is not needed (and would only add another job)."""
+    from azure.core.exceptions import AzureError
+
+    from shared.domain.errors import DependencyUnavailableError, WharfError
+    from shared.domain.hostmessages import BadMessageError, parse_message
+    from shared.domain.messages import FileLanded
+    from shared.observability.redaction import redact
+    from shared.workflows import failure_reason
+
     with span("jobs.replay", {"wharf.job_id": job_id}) as s:
         old = services.jobs.get_job(job_id)
         if not old.blob_path:
@@ -87,6 +73,14 @@ def replay(services: Services, job_id: str) -> dict[str, Any]:
             raise NotFoundError(f"raw file of job {job_id} is gone: {old.blob_path}")
         new_id = new_job_id()
         s.set_attribute("wharf.new_job_id", new_id)
+        # The message first: a reference the file-landed model refuses (a partner id that cannot be in the
+        # catalogue, a container files are not landed in) is refused here, before anything is written.
+        try:
+            message = parse_message(FileLanded, {
+                "job_id": new_id, "partner": old.partner, "container": container, "blob_path": path,
+                "file_name": old.file_name, "bytes": old.bytes, "sha256": old.sha256, "source": f"replay:{job_id}"})
+        except BadMessageError as exc:
+            raise BadMessageError(exc.reason, f"job {job_id} cannot be replayed: {exc.detail}") from exc
         services.jobs.append(new_id, EventType.CREATED, {
             "partner": old.partner, "job_type": JobType.REPLAY, "source": f"replay:{job_id}",
             "file_name": old.file_name, "parent_job_id": job_id})
@@ -95,9 +89,22 @@ def replay(services: Services, job_id: str) -> dict[str, Any]:
         services.jobs.append(job_id, EventType.REPLAYED, {"new_job_id": new_id})
         services.jobs.log(job_id, "INFO", f"replayed as {new_id}")
         services.jobs.log(new_id, "INFO", f"replay of {job_id}")
-        message = {"job_id": new_id, "partner": old.partner, "container": container, "blob_path": path,
-                   "file_name": old.file_name, "bytes": old.bytes, "sha256": old.sha256,
-                   "source": f"replay:{job_id}"}
-        services.queues.send(services.settings.landed_queue, message)
+        queue = services.settings.landed_queue
+        try:
+            services.queues.send(queue, message.to_message())
+        except (AzureError, WharfError, OSError) as exc:
+            cause = redact(failure_reason(exc)).rstrip(". ")
+            minutes = f"{services.settings.pending_resend_minutes:g}"
+            note = (f"could not queue the replay on {queue} ({cause}); the jobs sweep re-sends this PENDING job "
+                    f"once it is {minutes} minute(s) old")
+            log.warning("replay not queued", extra=log_fields(new_id, replay_of=job_id, reason=cause))
+            try:
+                services.jobs.append(new_id, EventType.NOTE, {"reason": note, "queue": queue})
+                services.jobs.log(new_id, "WARNING", note)
+            except (AzureError, WharfError, OSError):
+                log.warning("replay note not recorded", extra=log_fields(new_id), exc_info=True)
+            raise DependencyUnavailableError(
+                f"queue {queue}", f"{cause}; the replay of {job_id} is recorded as job {new_id} (PENDING), which "
+                f"the jobs sweep re-sends once it is {minutes} minute(s) old: do not replay again") from exc
         log.info("job replayed", extra=log_fields(job_id, new_job_id=new_id))
         return {"job_id": new_id, "replay_of": job_id}

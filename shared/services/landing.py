@@ -18,9 +18,10 @@ from shared.domain.errors import ConflictError, NotFoundError, WharfError
 from shared.domain.ids import new_job_id, new_transfer_id
 from shared.domain.jobs import EventType, FileTransfer, JobType, LogLevel, NewEvent, NewJob, NewLog, utcnow
 from shared.domain.ledger import LedgerEntry, LedgerState, ledger_key
-from shared.domain.messages import FileLanded
+from shared.domain.messages import MAX_BATCH_FILES, FileLanded, FileLandedBatch
 from shared.domain.remote import RemoteFileChangedError
 from shared.domain.sanitize import display_name, encode_original, sanitize_name
+from shared.faults import fault_point
 from shared.metrics import record_failure, record_ingest
 from shared.observability.tracing import attached, current_trace_id, inject_traceparent, log_fields, span
 from shared.ports import BlobInfo
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 INBOUND_CONTAINER = "inbound"
 _BATCH = 100  # ledger claims per table transaction (one partition: the partner)
 _METADATA_MAX = 2048  # blob metadata is at most 8 KiB in all; keep each value well under it
+_MESSAGE_BYTES = 40 * 1024  # a FileLandedBatch's JSON at most (the queue adapter refuses more than 48 KiB)
 
 
 class ClaimLostError(WharfError):
@@ -204,14 +206,18 @@ class Landing:
                         else:
                             lost[arrival.key] = reason
                     continue
+                fault_point("landing.after_claim")
                 claims += [Claim(a, e) for a, e in zip(chunk, stored, strict=True)]
         return claims, lost
 
     def claim_one(self, arrival: Arrival) -> tuple[Claim | None, str]:
         try:
-            return Claim(arrival, self._s.ledger.create(self.new_entry(arrival))), ""
+            claim = Claim(arrival, self._s.ledger.create(self.new_entry(arrival)))
         except ConflictError:
             pass
+        else:
+            fault_point("landing.after_claim")
+            return claim, ""
         try:
             entry = self._s.ledger.get(self.partner, arrival.key)
         except NotFoundError:
@@ -231,6 +237,7 @@ class Landing:
                     attempts=entry.attempts + 1, error=""))
             except (ConflictError, NotFoundError):
                 return None
+            fault_point("landing.after_claim")
             log.info("took over %s (attempt %d, was %s)", display_name(arrival.path), taken.attempts,
                      entry.state.value, extra=log_fields(taken.job_id, partner=self.partner))
             return Claim(arrival, taken, job_created=False)
@@ -339,7 +346,7 @@ class Landing:
         if job_first:
             self._ensure_job(claim)
         try:
-            return self._s.blobs.upload_stream(e.container, e.blob_path,
+            blob = self._s.blobs.upload_stream(e.container, e.blob_path,
                                                self._renewing(claim, _chain(first, chunks), on_bytes),
                                                metadata=self.metadata(claim), before_commit=before_commit)
         except Exception as exc:
@@ -348,6 +355,8 @@ class Landing:
                 self._note_failure(claim, exc)
                 record_failure(self.partner, self.channel, exc)
             raise
+        fault_point("landing.after_upload")
+        return blob
 
     def _note_failure(self, claim: Claim, exc: BaseException) -> None:
         """Say on the file's job (created for the purpose if need be) that a transfer attempt failed."""
@@ -375,24 +384,70 @@ class Landing:
                             source=a.source, destination=f"{e.container}/{e.blob_path}", status="LANDED",
                             transfer_date=self._clock(), bytes=blob.size, sha256=blob.sha256)
 
-    def _landed_text(self, claim: Claim, blob: BlobInfo) -> str:
+    def _landed_text(self, claim: Claim, blob: BlobInfo, *, retried: bool = False) -> str | None:
+        """The IntegrationLog line of a landing, only when it says something the job's events do not: a zero-byte
+        file, a name changed to be safe, a landing that took more than one attempt. A plain, successful landing
+        gets none (its `job.created` and `file.landed` events say it all)."""
         a, e = claim.arrival, claim.entry
         name = posixpath.basename(e.blob_path)
+        if not (blob.size == 0 or name != a.name or retried):
+            return None
         note = " (zero-byte file)" if blob.size == 0 else ""
         renamed = f" as {name}" if name != a.name else ""
+        attempt = f" (attempt {e.attempts})" if retried and e.attempts > 1 else ""
         return (f"landed {display_name(a.name)}{renamed} from {display_name(a.source)}: {blob.size} bytes{note}, "
-                f"sha256 {blob.sha256}, blob {e.container}/{e.blob_path}")
+                f"sha256 {blob.sha256}, blob {e.container}/{e.blob_path}{attempt}")
 
-    def _send_landed(self, claim: Claim, blob: BlobInfo) -> FileLanded:
-        """The file-landed message, carrying the current trace context."""
+    def _landed_message(self, claim: Claim, blob: BlobInfo) -> FileLanded:
+        """The file-landed message of one file, carrying the current trace context."""
         a, e = claim.arrival, claim.entry
         carrier: dict[str, Any] = {}
         inject_traceparent(carrier)
-        message = FileLanded(job_id=e.job_id, partner=self.partner, container=e.container, blob_path=e.blob_path,
-                             file_name=posixpath.basename(e.blob_path), bytes=blob.size, sha256=blob.sha256,
-                             transfer_id=e.transfer_id, source=a.source, traceparent=carrier.get("traceparent"))
+        return FileLanded(job_id=e.job_id, partner=self.partner, container=e.container, blob_path=e.blob_path,
+                          file_name=posixpath.basename(e.blob_path), bytes=blob.size, sha256=blob.sha256,
+                          transfer_id=e.transfer_id, source=a.source, traceparent=carrier.get("traceparent"))
+
+    def _send_landed(self, claim: Claim, blob: BlobInfo) -> FileLanded:
+        """The file-landed message, carrying the current trace context."""
+        message = self._landed_message(claim, blob)
         self._s.queues.send(self._s.settings.landed_queue, message.to_message())
+        fault_point("landing.after_send")
         return message
+
+    def _send_landed_many(self, uploads: Sequence[Uploaded]
+                          ) -> tuple[list[tuple[Uploaded, FileLanded]], list[tuple[Uploaded, Exception]]]:
+        """File-landed messages for many recorded files: FileLandedBatch messages of up to MAX_BATCH_FILES
+        files (and _MESSAGE_BYTES), each entry in its own file's trace context. A send that fails fails the
+        files of that message only."""
+        sent: list[tuple[Uploaded, FileLanded]] = []
+        failed: list[tuple[Uploaded, Exception]] = []
+        group: list[tuple[Uploaded, FileLanded]] = []
+        size = 0
+
+        def flush() -> None:
+            if not group:
+                return
+            try:
+                self._s.queues.send(self._s.settings.landed_queue,
+                                    FileLandedBatch.of([m for _, m in group]).to_message())
+            except (AzureError, WharfError) as exc:
+                failed.extend((u, exc) for u, _ in group)
+            else:
+                fault_point("landing.after_send")
+                sent.extend(group)
+            group.clear()
+
+        for u in uploads:
+            with attached(u.context):
+                message = self._landed_message(u.claim, u.blob)
+            entry_size = len(message.model_dump_json(exclude_none=True)) + 2
+            if group and (len(group) >= MAX_BATCH_FILES or size + entry_size > _MESSAGE_BYTES):
+                flush()
+                size = 0
+            group.append((u, message))
+            size += entry_size
+        flush()
+        return sent, failed
 
     def _landed_state(self, claim: Claim, blob: BlobInfo, *, final: bool) -> LedgerEntry:
         return replace(claim.entry, state=LedgerState.DONE if final else LedgerState.LANDED, sha256=blob.sha256,
@@ -400,6 +455,7 @@ class Landing:
 
     def _mark_landed(self, claim: Claim, blob: BlobInfo, *, final: bool) -> None:
         stored = self._update_one(self._landed_state(claim, blob, final=final), moved_note=True)
+        fault_point("landing.after_ledger")
         if stored is not None:
             claim.entry = stored
 
@@ -411,13 +467,21 @@ class Landing:
                                                  transfer_id=e.transfer_id))
 
     def _record(self, claim: Claim, blob: BlobInfo, *, reused: bool, final: bool) -> FileLanded:
-        """One file's bookkeeping, one write at a time; idempotent (a retry skips what an attempt wrote)."""
+        """One file's bookkeeping, one write at a time; idempotent (a retry skips what an attempt wrote).
+
+        A retry also repairs the job's projection: an attempt that died between the job's events and its
+        IntegrationJob row (inside `create_jobs` or `append`) left a job no list shows, and this is where every
+        later attempt of the file passes (take-over, a job `create_jobs` found existing, the mail poll)."""
         e = claim.entry
         already = reused or e.attempts > 1
         if not (already and any(ev.type is EventType.FILE_LANDED for ev in self._s.jobs.events(e.job_id))):
-            self._s.jobs.append(e.job_id, EventType.FILE_LANDED, self._landed_data(claim, blob))
+            self._s.jobs.append(e.job_id, EventType.FILE_LANDED, self._landed_data(claim, blob))  # repairs too
+        else:
+            self._s.jobs.ensure_projection(e.job_id)
         self._s.jobs.add_transfer(self._transfer_row(claim, blob))
-        self._s.jobs.log(e.job_id, "INFO", self._landed_text(claim, blob), trace_id=current_trace_id())
+        text = self._landed_text(claim, blob, retried=already)
+        if text is not None:
+            self._s.jobs.log(e.job_id, "INFO", text, trace_id=current_trace_id())
         message = self._send_landed(claim, blob)
         self._mark_landed(claim, blob, final=final)
         self._landed_log(claim, blob)
@@ -445,18 +509,20 @@ class Landing:
 
     def _new_job(self, up: Uploaded) -> NewJob:
         claim, blob = up.claim, up.blob
+        text = self._landed_text(claim, blob)  # None for a plain landing: one row less per file
         return NewJob(job_id=claim.job_id,
                       events=[NewEvent(type=EventType.CREATED, data=self._created_data(claim)),
                               NewEvent(type=EventType.FILE_LANDED, data=self._landed_data(claim, blob))],
                       transfers=[self._transfer_row(claim, blob)],
-                      logs=[NewLog(level=LogLevel.INFO, message=self._landed_text(claim, blob),
-                                   trace_id=_trace_id(up.context))])
+                      logs=[] if text is None else [NewLog(level=LogLevel.INFO, message=text,
+                                                           trace_id=_trace_id(up.context))])
 
     def record_many(self, uploads: Sequence[Uploaded], *, final: bool
                     ) -> tuple[list[Landed], list[tuple[Uploaded, Exception]]]:
         """Record many uploaded files together: their jobs (`job.created` + `file.landed`), FileTransfer
-        rows and log lines through `JobStore.create_jobs` (a few table transactions per hundred files), one
-        file-landed message each, and the ledger (LANDED, or DONE when `final`) in batches of 100.
+        rows and the log lines worth writing through `JobStore.create_jobs` (a few table transactions per
+        hundred files), one FileLandedBatch message for them (each entry in its file's own trace context), and
+        the ledger (LANDED, or DONE when `final`) in batches of 100.
 
         A file whose job exists already (a retry, or a job created to note a failure) is recorded the
         one-by-one, idempotent way. Returns the files recorded and those that were not, with the error:
@@ -483,13 +549,8 @@ class Landing:
                 for u in fresh:
                     u.claim.job_created = True
                     (singles if u.claim.job_id in existing else created).append(u)
-            sent: list[tuple[Uploaded, FileLanded]] = []
-            for u in created:
-                with attached(u.context):
-                    try:
-                        sent.append((u, self._send_landed(u.claim, u.blob)))
-                    except (AzureError, WharfError) as exc:
-                        failed.append((u, exc))
+            sent, unsent = self._send_landed_many(created)
+            failed += unsent
             self._mark_many([(u.claim, u.blob) for u, _ in sent], final=final)
             for u, message in sent:
                 with attached(u.context):
@@ -513,6 +574,7 @@ class Landing:
         re-records them idempotently (same jobs, same blobs) and tidies."""
         stored = self._update_many([self._landed_state(c, b, final=final) for c, b in items],
                                    tolerate="landed files", moved_note=True)
+        fault_point("landing.after_ledger")
         for (claim, _), entry in zip(items, stored, strict=True):
             if entry is not None:
                 claim.entry = entry

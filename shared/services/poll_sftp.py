@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import errno
 import logging
 import os
 import posixpath
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from azure.core.exceptions import AzureError
+from opentelemetry.trace import Status, StatusCode
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -24,8 +26,9 @@ from tenacity import (
 )
 
 from shared.domain.errors import ConfigurationError, WharfError
-from shared.domain.jobs import JobType
+from shared.domain.jobs import EventType, JobType
 from shared.domain.ledger import LedgerEntry
+from shared.domain.naming import stamped
 from shared.domain.remote import (
     RemoteError,
     RemoteFile,
@@ -35,6 +38,7 @@ from shared.domain.remote import (
     SourceUnavailableError,
 )
 from shared.domain.sanitize import display_name, remote_bytes
+from shared.faults import fault_point
 from shared.observability.tracing import log_fields, span
 from shared.ports import FileSource
 from shared.services.landing import Arrival, Claim, ClaimLostError, Landing, NotStableError, Uploaded
@@ -58,6 +62,7 @@ T = TypeVar("T")
 _URI_SAFE = "/-._~!$&'()*+,;=:@"
 _RECORD_BATCH = 100  # landed files recorded together (jobs, transfers, logs, ledger in a few transactions)
 _RECORD_SECONDS = 2.0  # ... or sooner, once the oldest of them has waited this long
+UNIQUE_LIMIT = 100  # numbered names a move/rename tries after the mtime-tagged one (on_exists: unique)
 
 
 class _SecondLook:
@@ -494,32 +499,95 @@ class _SftpPoll:
         self.tally.skipped(*_who(f), "already_ingested", entry.job_id, detail=state == "LANDED")
 
     def _post_action(self, box: list[FileSource], f: RemoteFile, entry: LedgerEntry) -> bool:
+        """Delete, move or rename the landed file; True when done (the ledger entry may become DONE).
+
+        A partner's file is never replaced: move and rename take the first free name (see `_move`). When the
+        post-action cannot complete, the file stays where it is, its entry stays LANDED (the next poll only
+        retries the post-action, it never lands the file again) and the job and the poll summary say why."""
         cfg = self.cfg
         action = cfg.post_action
         if action == "leave":
             return True
+        target = ""
         with span("sftp.post_action", {"wharf.post_action": action, "wharf.job_id": entry.job_id,
-                                       "server.address": cfg.host, "server.port": cfg.port}):
+                                       "server.address": cfg.host, "server.port": cfg.port}) as s:
             try:
                 if action == "delete":
                     self._call(box, lambda src: src.remove(f.path))
-                elif action == "move":
-                    self._call(box, lambda src: src.rename(f.path, posixpath.join(cfg.move_to, f.name)))
-                elif action == "rename":
-                    self._call(box, lambda src: src.rename(f.path, f.path + cfg.rename_suffix))
+                else:
+                    target = self._move(box, f)
+                    s.set_attribute("wharf.renamed", posixpath.basename(target) != self._plain_name(f))
             except RemoteFileError as exc:
                 if exc.missing:
-                    return True  # someone (another poller) already did it
-                log.warning("post-action %s of %s failed: %s; the next poll retries it", action,
-                            display_name(f.path), exc, extra=log_fields(entry.job_id, partner=self.partner))
+                    return True  # someone (another poller, an earlier attempt) already did it
+                reason = self._refused(f, exc)
+                s.set_status(Status(StatusCode.ERROR, "post_action_failed"))
+                log.warning("post-action %s of %s failed: %s", action, display_name(f.path), reason,
+                            extra=log_fields(entry.job_id, partner=self.partner))
+                self._note_on_job(entry.job_id, reason)
+                self.tally.failed(*_who(f), "post_action_failed", entry.job_id, message=reason)
                 return False
             except SourceUnavailableError as exc:
                 log.warning("post-action %s of %s failed: %s; the next poll retries it", action,
                             display_name(f.path), exc, extra=log_fields(entry.job_id, partner=self.partner))
                 return False
-        log.info("post-action %s done for %s", action, display_name(f.path),
-                 extra=log_fields(entry.job_id, partner=self.partner))
+        log.info("post-action %s done for %s%s", action, display_name(f.path),
+                 f" -> {display_name(target)}" if target else "", extra=log_fields(entry.job_id, partner=self.partner))
+        fault_point("sftp.after_post_action")
         return True
+
+    def _plain_name(self, f: RemoteFile) -> str:
+        return f.name + (self.cfg.rename_suffix if self.cfg.post_action == "rename" else "")
+
+    def _move(self, box: list[FileSource], f: RemoteFile) -> str:
+        """Move (to move_to) or rename (add the suffix) under the first free name; returns the target.
+
+        on_exists unique: the plain name, then the name tagged with the file's mtime, then that numbered
+        (`orders.csv`, `orders.20261201T083005Z.csv`, `orders.20261201T083005Z.2.csv`, ...); fail: the plain
+        name only. Each try is a rename that never replaces (RemoteFileError EEXIST when taken)."""
+        cfg = self.cfg
+        folder = cfg.move_to if cfg.post_action == "move" else posixpath.dirname(f.path)
+        suffix = cfg.rename_suffix if cfg.post_action == "rename" else ""
+        names = stamped(f.name, f.mtime, UNIQUE_LIMIT) if cfg.on_exists == "unique" else iter([f.name])
+        taken: RemoteFileError | None = None
+        for name in names:
+            target = posixpath.join(folder, name + suffix)
+
+            def rename(src: FileSource, to: str = target) -> None:
+                src.rename(f.path, to)
+
+            try:
+                self._call(box, rename)
+                return target
+            except RemoteFileError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+                taken = taken or exc  # the plain target: what a failure names
+        assert taken is not None
+        raise taken
+
+    def _refused(self, f: RemoteFile, exc: RemoteFileError) -> str:
+        cfg = self.cfg
+        if exc.errno == errno.EEXIST:
+            names = "and every unique name tried are taken" if cfg.on_exists == "unique" else "already exists"
+            return (f"{cfg.post_action} of {display_name(f.path)} refused: {display_name(exc.path)} {names} "
+                    f"(on_exists: {cfg.on_exists}); nothing was replaced, the file stays where it is and is not "
+                    "taken again; make room for it (or set on_exists: unique) and the next poll finishes the "
+                    f"{cfg.post_action}")
+        return (f"{cfg.post_action} of {display_name(f.path)} failed: {exc}; the file stays where it is, is not "
+                "taken again, and the next poll retries the post-action")
+
+    def _note_on_job(self, job_id: str, reason: str) -> None:
+        """Say why on the file's job, once (a later poll that fails the same way adds nothing)."""
+        message = f"post-action: {reason}"
+        try:
+            if any(e.type is EventType.NOTE and e.data.get("message") == message
+                   for e in self._s.jobs.events(job_id)):
+                return
+            self._s.jobs.append(job_id, EventType.NOTE, {"message": message, "post_action": self.cfg.post_action})
+            self._s.jobs.log(job_id, "WARNING", message)
+        except (WharfError, AzureError):  # storage is down too: the log line and the poll summary still say why
+            log.exception("could not record the failed post-action", extra=log_fields(job_id, partner=self.partner))
 
 
 __all__ = ["FileOutcome", "PollOptions", "PollProgress", "PollSummary", "default_owner", "poll_partner"]

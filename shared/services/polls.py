@@ -18,6 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel, Field
 
 from shared.domain.jobs import utcnow
+from shared.observability.redaction import redact
 from shared.observability.tracing import log_fields, span
 from shared.services.breaker import CircuitBreaker
 
@@ -162,7 +163,7 @@ class PollTally:
             s.failed_reasons[reason] = s.failed_reasons.get(reason, 0) + 1
             if len(s.failed_files) < _MAX_LISTED_DETAILS:
                 s.failed_files.append(FileOutcome(path=what, size=size, job_id=job_id,
-                                                  reason=f"{reason}: {message}" if message else reason))
+                                                  reason=redact(f"{reason}: {message}" if message else reason)))
         self.report(force=True)
 
 
@@ -190,7 +191,7 @@ def guarded_poll(
         if not decision.allowed:
             summary.status, summary.retry_at = "circuit_open", decision.retry_at
             summary.error = (f"circuit open for {partner_id} after repeated failures (last: "
-                             f"{decision.last_error or 'unknown'}); next try after {decision.retry_at}")
+                             f"{redact(decision.last_error) or 'unknown'}); next try after {decision.retry_at}")
             summary.finished_at = opts.clock()
             s.set_attribute("wharf.status", summary.status)
             return summary
@@ -198,8 +199,8 @@ def guarded_poll(
         try:
             run(tally)
         except poll_failures as exc:
-            summary.status, summary.error = "failed", str(exc)
-            breaker.record_failure(partner_id, str(exc))
+            summary.status, summary.error = "failed", redact(str(exc))
+            breaker.record_failure(partner_id, summary.error)
             log.error("%s poll of %s failed: %s", channel, partner_id, exc, extra=log_fields(partner=partner_id))
             s.set_attribute("wharf.error", type(exc).__name__)
             s.set_status(Status(StatusCode.ERROR, type(exc).__name__))

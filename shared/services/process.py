@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.bootstrap import Services
-from shared.domain.errors import ConfigurationError, NotFoundError, WharfError
+from shared.domain.errors import ConfigurationError, ConflictError, NotFoundError, PermanentError
 from shared.domain.globs import glob_match
 from shared.domain.jobs import EventType, Job, JobStatus
-from shared.domain.routing import plan_route, render_path
+from shared.domain.naming import numbered
+from shared.domain.routing import DEFAULT_BLOB_PATH, DEFAULT_ON_EXISTS, ON_EXISTS, plan_route, render_path
 from shared.metrics import record_failure, record_job_done, record_transfer
 from shared.observability.tracing import continued_from, log_fields, span
+from shared.ports import BlobInfo
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,16 @@ EVENT_ERRORS = 20
 _STEP_REASON = {"validate": "validation", "route": "routing", "archive": "other", "start": "other"}
 
 
-class DeliveryNotConfiguredError(WharfError):
+#: Names a blob destination with `on_exists: unique` tries (`name`, `name.2`, ... `name.1000`) before it fails.
+UNIQUE_LIMIT = 1000
+
+
+class DeliveryNotConfiguredError(PermanentError):
     """A route names a destination kind whose delivery is not configured in this deployment."""
+
+
+class BlobExistsError(ConflictError, PermanentError):
+    """A blob destination's path holds another job's blob, and `on_exists` says not to replace it."""
 
 
 def _attrs(ref: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
@@ -141,9 +151,9 @@ def route_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
         elif kind == "event":
             result = _deliver_event(services, job, ref, output, dest)
         elif kind == "sftp":
-            raise DeliveryNotConfiguredError(
-                f"route '{ref.get('route')}': SFTP outbound delivery to partner '{dest.get('partner')}' "
-                "is not configured in this deployment")
+            from shared.services.deliver import deliver_sftp
+
+            result = deliver_sftp(services, job, ref, output, dest)
         elif kind == "email":
             raise DeliveryNotConfiguredError(
                 f"route '{ref.get('route')}': email delivery via Graph is not configured in this deployment")
@@ -161,24 +171,127 @@ def route_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
 
 def _deliver_blob(services: Services, job: Job, ref: Mapping[str, Any], output: Mapping[str, Any],
                   dest: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy the staged output to the destination's path without replacing another job's blob in silence.
+
+    A blob already at the path that this job wrote (its `job_id` metadata) is this delivery retried: reused.
+    Another job's blob: `on_exists` fail raises BlobExistsError naming the blob and that job; unique tries
+    `name.2.ext`, `name.3.ext`, ... (each create-if-absent); overwrite first records `file.superseded` on that
+    job. So every ROUTED sha256 is what is at its path, or the earlier job says by which job it was replaced."""
     container = str(dest.get("container") or "processed")
-    template = str(dest.get("path") or "{partner}/{yyyy}/{MM}/{dd}/{name}")
+    template = str(dest.get("path") or DEFAULT_BLOB_PATH)
+    on_exists = str(dest.get("on_exists") or DEFAULT_ON_EXISTS)
+    if on_exists not in ON_EXISTS:
+        raise ConfigurationError(f"route '{ref.get('route')}': on_exists '{on_exists}' is not one of "
+                                 f"{', '.join(ON_EXISTS)}")
     path = render_path(template, partner=job.partner, name=str(output["name"]), job_id=job.job_id,
                        when=_landed_at(job))
     meta = {"job_id": job.job_id, "partner": job.partner, "source_sha256": job.sha256}
     if ref.get("traceparent"):
         meta["traceparent"] = str(ref["traceparent"])
-    info = services.blobs.upload_stream(container, path, services.blobs.open_read(output["container"],
-                                                                                  output["path"]), metadata=meta)
-    return {"kind": "blob", "target": f"{container}/{path}", "url": info.url, "sha256": info.sha256,
-            "bytes": info.size}
+    candidates = numbered(path, UNIQUE_LIMIT) if on_exists == "unique" else iter([path])
+    with span("route.blob", {"wharf.job_id": job.job_id, "wharf.partner": job.partner, "wharf.container": container,
+                             "wharf.on_exists": on_exists}) as s:
+        for candidate in candidates:
+            placed = _place(services, job, container, candidate, output, meta, on_exists)
+            if placed is None:
+                continue  # unique: another job's blob; try the next name
+            info, extra = placed
+            s.set_attribute("wharf.blob_path", candidate)
+            s.set_attribute("wharf.renamed", candidate != path)
+            return {"kind": "blob", "target": f"{container}/{candidate}", "url": info.url, "sha256": info.sha256,
+                    "bytes": info.size, **extra}
+    raise BlobExistsError(f"blob {container}/{path} and its numbered names up to {UNIQUE_LIMIT} are taken by "
+                          "other jobs (on_exists: unique); put {job_id} in the destination's path")
+
+
+def _place(services: Services, job: Job, container: str, path: str, output: Mapping[str, Any],
+           meta: dict[str, str], on_exists: str) -> tuple[BlobInfo, dict[str, Any]] | None:
+    """Deliver to exactly `path`: the blob and what the ROUTED event adds, or None when `path` holds another
+    job's blob and on_exists is unique."""
+    target = f"{container}/{path}"
+    for _ in range(3):  # the blob seen at the path vanished before it could be read: look again
+        existing = _blob_or_none(services, container, path)
+        if existing is None:
+            try:
+                return _put(services, container, path, output, meta, overwrite=False), {}
+            except ConflictError:
+                continue  # another writer committed first (create-if-absent): see whose it is
+        owner = existing.metadata.get("job_id", "")
+        if owner == job.job_id:  # this delivery, retried after it had committed
+            extra = _supersedes(existing.metadata)
+            if existing.sha256 and existing.sha256 == output.get("sha256"):
+                return existing, extra
+            return _put(services, container, path, output, {**meta, **_supersedes_meta(extra)}, overwrite=True), extra
+        if on_exists == "unique":
+            return None
+        if on_exists == "fail":
+            log.warning("blob destination taken", extra=log_fields(job.job_id, partner=job.partner, target=target,
+                                                                   owner=owner))
+            raise BlobExistsError(
+                f"blob {target} already exists, delivered by job {owner or '(none recorded)'}; on_exists is fail: "
+                "nothing was overwritten. Put {job_id} in the destination's path, or set on_exists to unique or "
+                "overwrite")
+        extra = {"supersedes": {"job_id": owner, "sha256": existing.sha256}}
+        _record_superseded(services, job, target, existing)
+        return _put(services, container, path, output, {**meta, **_supersedes_meta(extra)}, overwrite=True), extra
+    raise ConflictError(f"blob {target} keeps appearing and vanishing; not delivered")
+
+
+def _blob_or_none(services: Services, container: str, path: str) -> BlobInfo | None:
+    try:
+        return services.blobs.get_info(container, path)
+    except NotFoundError:
+        return None
+
+
+def _put(services: Services, container: str, path: str, output: Mapping[str, Any], meta: Mapping[str, str], *,
+         overwrite: bool) -> BlobInfo:
+    return services.blobs.upload_stream(container, path, services.blobs.open_read(output["container"],
+                                                                                  output["path"]),
+                                        metadata=meta, overwrite=overwrite)
+
+
+def _supersedes(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """What a blob's metadata says it replaced (kept there so a retried delivery reports it again)."""
+    owner = metadata.get("supersedes_job_id", "")
+    return {"supersedes": {"job_id": owner, "sha256": metadata.get("supersedes_sha256", "")}} if owner else {}
+
+
+def _supersedes_meta(extra: Mapping[str, Any]) -> dict[str, str]:
+    replaced = extra.get("supersedes")
+    if not replaced or not replaced.get("job_id"):
+        return {}
+    return {"supersedes_job_id": str(replaced["job_id"]), "supersedes_sha256": str(replaced.get("sha256", ""))}
+
+
+def _record_superseded(services: Services, job: Job, target: str, existing: BlobInfo) -> None:
+    """Before another job's blob is overwritten: `file.superseded` on that job (once), naming who replaced it."""
+    owner = existing.metadata.get("job_id", "")
+    fields = log_fields(job.job_id, partner=job.partner, target=target, superseded_job_id=owner)
+    if not owner:
+        log.warning("overwriting a blob that names no job (on_exists: overwrite)", extra=fields)
+        return
+    events = services.jobs.events(owner)
+    if not events:
+        log.warning("overwriting a blob whose job is not recorded (on_exists: overwrite)", extra=fields)
+        return
+    if any(e.type is EventType.SUPERSEDED and e.data.get("target") == target
+           and e.data.get("by_job_id") == job.job_id for e in events):
+        return  # recorded by an earlier attempt of this delivery
+    services.jobs.append(owner, EventType.SUPERSEDED, {"target": target, "sha256": existing.sha256,
+                                                       "by_job_id": job.job_id})
+    services.jobs.log(owner, "WARNING", f"{target} was overwritten by job {job.job_id} (on_exists: overwrite); "
+                                        "the blob this job delivered there is gone")
+    log.warning("superseding another job's blob (on_exists: overwrite)", extra=fields)
 
 
 def _deliver_event(services: Services, job: Job, ref: Mapping[str, Any], output: Mapping[str, Any],
                    dest: Mapping[str, Any]) -> dict[str, Any]:
     delivered = [d for d in ref.get("delivered", []) if d.get("kind") == "blob"]
     event_type = str(dest.get("type") or "file.processed")
+    # The first blob delivered is the one named: its exact path (a unique name included) and what is there.
     data = {"job_id": job.job_id, "partner": job.partner, "file_name": job.file_name,
+            "blob": delivered[0]["target"] if delivered else f"{output.get('container')}/{output.get('path')}",
             "blob_url": delivered[0]["url"] if delivered else output.get("url", ""),
             "sha256": delivered[0]["sha256"] if delivered else output.get("sha256", ""),
             "rows": int(output.get("rows", 0)), "source_sha256": job.sha256}
@@ -199,12 +312,20 @@ def archive_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
         return {"archive": f"archive/{path}"}
 
 
+def _recorded_by(ref: Mapping[str, Any]) -> dict[str, Any]:
+    """Who recorded a terminal event when it was not the orchestration (the sweep), and why."""
+    return {k: ref[k] for k in ("recorded_by", "note") if ref.get(k)}
+
+
 def complete_job(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """COMPLETED (idempotent). Also called by the sweep for a job whose orchestration delivered everything
+    but could not record its completion (`recorded_by`, `note`)."""
     with continued_from(ref), span("activity.complete_job", _attrs(ref)):
         job = _job(services, ref)
         if job.status is not JobStatus.COMPLETED:
             event = services.jobs.append(job.job_id, EventType.COMPLETED, {"routes": ref.get("routes", 0),
-                                                                           "rows": ref.get("rows", 0)})
+                                                                           "rows": ref.get("rows", 0),
+                                                                           **_recorded_by(ref)})
             services.jobs.log(job.job_id, "INFO", f"completed: {ref.get('routes', 0)} destination(s)")
             record_job_done(job.partner, JobStatus.COMPLETED, (event.at - job.created_at).total_seconds())
         log.info("job completed", extra=log_fields(job.job_id, partner=job.partner))
@@ -243,11 +364,18 @@ def quarantine_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any
 
 
 def fail_job(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """FAILED with the reason (every reason, `; `-joined), `job.failed` published. Idempotent; a COMPLETED
+    job is never turned FAILED (its deliveries happened). Also called by the sweep (`recorded_by`, `note`)."""
     with continued_from(ref), span("activity.fail_job", _attrs(ref)):
         job = _job(services, ref)
+        if job.status is JobStatus.COMPLETED:
+            log.warning("job already completed; not failed",
+                        extra=log_fields(job.job_id, partner=job.partner, reason=ref["reason"]))
+            return {"status": "COMPLETED"}
         if job.status is not JobStatus.FAILED:
             event = services.jobs.append(job.job_id, EventType.FAILED, {"reason": ref["reason"],
-                                                                        "step": ref.get("step")})
+                                                                        "step": ref.get("step"),
+                                                                        **_recorded_by(ref)})
             record_job_done(job.partner, JobStatus.FAILED, (event.at - job.created_at).total_seconds())
             record_failure(job.partner, "process", _STEP_REASON.get(str(ref.get("step")), "other"))
             services.publisher.publish("job.failed", {"job_id": job.job_id, "partner": job.partner,

@@ -28,12 +28,16 @@ from shared.domain.detect import (
 )
 from shared.domain.errors import ConfigurationError, WharfError
 from shared.domain.validation import (
+    MAX_NESTING_DEPTH,
     ColumnCheck,
     CsvRules,
+    JsonNesting,
+    NestingTooDeepError,
     ReportBuilder,
     RuleSpec,
     ValidationReport,
     compile_columns,
+    nesting_message,
     rule_spec,
 )
 from shared.observability.tracing import span
@@ -397,10 +401,27 @@ class FileValidation:
         return iter_lines(self.decoder.blocks(self._stream))
 
     def utf8(self) -> Iterator[bytes]:
-        """The rest of the opened file re-encoded as UTF-8 without BOM."""
+        """The rest of the opened file re-encoded as UTF-8 without BOM.
+
+        JSON content is checked for nesting on the way: past MAX_NESTING_DEPTH the stream ends with
+        ValidationFailedError, before a parser behind it recurses or slows down."""
         if self.decoder is None:
             raise WharfError("utf8() needs a text file opened with open()")
-        return self.decoder.utf8(self._stream)
+        utf8 = self.decoder.utf8(self._stream)
+        if self._found not in (FileType.JSON, FileType.JSONL):
+            return utf8
+        return self._nesting_checked(utf8, lines=self._json_lines_mode(self._found))
+
+    def _nesting_checked(self, utf8: Iterator[bytes], *, lines: bool) -> Iterator[bytes]:
+        try:
+            yield from JsonNesting(lines=lines).check(utf8)
+        except NestingTooDeepError as exc:
+            self._too_deep(exc)
+            raise ValidationFailedError(self.report.build()) from exc
+
+    def _too_deep(self, exc: NestingTooDeepError, *, row: int | None = None) -> None:
+        self.report.error("nesting", nesting_message(exc.limit), row=row, line=exc.line, column=exc.column)
+        self.report.stopped = row is None
 
     def csv_batches(self, *, check: bool = True) -> Iterator[CsvBatch]:
         """The records of a CSV file opened with `open()`, validated on the way (with `check`)."""
@@ -468,11 +489,18 @@ class FileValidation:
         decoder = self.decoder
         assert decoder is not None
         validator = load_json_schema(self.spec.json_schema, self.base_dir)
-        if found is FileType.JSONL or self.file_name.lower().endswith((".jsonl", ".ndjson")):
+        if self._json_lines_mode(found):
             self.report.file_type = FileType.JSONL.value
             self._json_lines(iter_lines(decoder.blocks(self._stream)), validator)
-        else:
-            self._json_document(decoder.utf8(self._stream), validator)
+            return
+        guard = JsonNesting()
+        try:
+            self._json_document(guard.check(decoder.utf8(self._stream)), validator)
+        except NestingTooDeepError as exc:
+            self._too_deep(exc)
+
+    def _json_lines_mode(self, found: FileType) -> bool:
+        return found is FileType.JSONL or self.file_name.lower().endswith((".jsonl", ".ndjson"))
 
     def _json_lines(self, lines: Iterator[str], validator: Any) -> None:
         report = self.report
@@ -481,6 +509,13 @@ class FileValidation:
             if not line.strip():
                 continue
             rows += 1
+            if line.count("[") + line.count("{") > MAX_NESTING_DEPTH:  # only such a line can be too deep
+                try:
+                    JsonNesting().feed(line.encode("utf-8", "surrogatepass"))
+                except NestingTooDeepError as exc:
+                    self.report.error("nesting", nesting_message(exc.limit), row=rows, line=line_no,
+                                      column=exc.column)
+                    continue
             try:
                 value = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -497,16 +532,23 @@ class FileValidation:
     def _schema_errors(self, validator: Any, value: Any, *, row: int | None, line: int | None,
                        prefix: str = "$", array: bool = False) -> None:
         report = self.report
-        for error in validator.iter_errors(value):
-            if report.full:
-                report.count(1)
-                continue
-            path = prefix + error.json_path[1:]
-            shown = orjson.dumps(error.instance, default=str).decode()
-            where = row
-            if array and error.absolute_path and isinstance(error.absolute_path[0], int):
-                where = error.absolute_path[0] + 1  # the record of a top-level array
-            report.error("schema", error.message, row=where, line=line, field=path, value=shown)
+        try:
+            for error in validator.iter_errors(value):
+                if report.full:
+                    report.count(1)
+                    continue
+                path = prefix + error.json_path[1:]
+                shown = orjson.dumps(error.instance, default=str).decode()
+                where = row
+                if array and error.absolute_path and isinstance(error.absolute_path[0], int):
+                    where = error.absolute_path[0] + 1  # the record of a top-level array
+                report.error("schema", error.message, row=where, line=line, field=path, value=shown)
+        except RecursionError:
+            # Within MAX_NESTING_DEPTH, a schema that follows many $refs per level can still exhaust the stack.
+            report.error("nesting", "the document is too deeply nested for its schema to be checked "
+                                    f"(each level of nesting costs the schema several steps); nest less than "
+                                    f"{MAX_NESTING_DEPTH} levels or simplify the schema", row=row, line=line,
+                         field=prefix)
 
     def _json_document(self, utf8: Iterator[bytes], validator: Any) -> None:
         report = self.report
@@ -578,6 +620,8 @@ class FileValidation:
             depth += 1
             if depth == 2:
                 records += 1
+            elif depth > MAX_NESTING_DEPTH:  # where the element starts: once stopped, the parser moves on
+                raise _XmlTooDeepError(parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)
 
         def end(name: str) -> None:
             nonlocal depth
@@ -599,6 +643,9 @@ class FileValidation:
                          column=exc.offset + 1)
         except _ForbiddenXmlError as exc:
             report.error("xml", str(exc), line=parser.CurrentLineNumber, column=parser.CurrentColumnNumber + 1)
+        except _XmlTooDeepError as exc:
+            report.error("nesting", nesting_message(), line=exc.line, column=exc.column)
+            report.stopped = True
         report.rows = records
 
     def _xml_xsd(self, utf8: Iterator[bytes], schema: Any) -> None:
@@ -616,6 +663,11 @@ class FileValidation:
                     if event == "start":
                         depth += 1
                         records += depth == 2
+                        if depth > MAX_NESTING_DEPTH:  # libxml2 would stop at 256 with "no element found"
+                            report.error("nesting", nesting_message(), line=element.sourceline)
+                            report.stopped = True
+                            report.rows = records
+                            return
                         continue
                     depth -= 1
                     if depth >= 1:  # keep memory flat: drop finished elements
@@ -639,6 +691,13 @@ class FileValidation:
 
 class _ForbiddenXmlError(Exception):
     pass
+
+
+class _XmlTooDeepError(Exception):
+    def __init__(self, line: int, column: int) -> None:
+        super().__init__(line, column)
+        self.line = line
+        self.column = column
 
 
 def _items_validator(schema: Mapping[str, Any]) -> Any:

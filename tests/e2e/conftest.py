@@ -9,14 +9,18 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from shared.observability.tracing import JOB_ID
 from shared.settings import azurite_connection_string
+
+if TYPE_CHECKING:
+    from shared.observability.sdk import TelemetryCapture
 
 FUNCTION_KEY = "e2e-key-" + uuid.uuid4().hex[:8]
 
@@ -33,8 +37,20 @@ class E2E:
     host: Any
     env: dict[str, str]
     catalog_path: Path
-    services: Any
     graph: Any
+    drop_container: str
+    own_services: Any = None  # a host of its own (tests that build one); else the process-wide services
+
+    @property
+    def services(self) -> Any:
+        """The services the app in this devhost uses: the process-wide `get_services()` (looked up on each use,
+        so a test that rebuilt it for a host of its own, e.g. with other settings, cannot leave this one stale
+        and a monkeypatch here reaches the app)."""
+        if self.own_services is not None:
+            return self.own_services
+        from shared import bootstrap
+
+        return bootstrap.get_services()
 
     def request(self, method: str, path: str, body: bytes | None = None, *, key: bool = True) -> tuple[int, Any]:
         req = urllib.request.Request(self.host.http_url + path, data=body, method=method)  # noqa: S310
@@ -93,15 +109,52 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     sys.modules.pop("function_app", None)
     app = importlib.import_module("function_app").app
     bootstrap.get_services.cache_clear()
+    # This run's drop folder: `make run` (and other test runs on the same Azurite) never watch it, and this
+    # run never takes their files. Each dropped file is removed once landed; anything left fails the run.
+    drop = f"drop-e2e{run}"
     host = DevHost(app, settings_env=env, http_port=0, enable_timers=False, blob_poll_interval=0.5,
-                   app_dir=Path(__file__).resolve().parents[2],
+                   app_dir=Path(__file__).resolve().parents[2], blob_containers={"drop": drop},
                    host_json_overrides={"extensions": {"queues": {"maxPollingInterval": "00:00:00.500"}}})
     host.start()
     try:
         services = bootstrap.get_services()
         services.ensure_resources()
-        yield E2E(host=host, env=env, catalog_path=catalog, services=services, graph=graph)
+        yield E2E(host=host, env=env, catalog_path=catalog, graph=graph, drop_container=drop)
     finally:
         host.stop()
         graph.stop()
         bootstrap.get_services.cache_clear()
+        left = _remove_container(drop)
+        if left:
+            pytest.fail(f"the e2e tests left {len(left)} blob(s) in their drop container {drop} (removed now): "
+                        + ", ".join(left[:10]))
+
+
+def _remove_container(name: str) -> list[str]:
+    """Delete a container; the names of the blobs it still held."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    container = BlobServiceClient.from_connection_string(azurite_connection_string()).get_container_client(name)
+    try:
+        left = [b.name for b in container.list_blobs()]
+        container.delete_container()
+    except ResourceNotFoundError:
+        return []
+    return left
+
+
+def job_trace(capture: TelemetryCapture, job_id: str, expected: Iterable[str]) -> set[str]:
+    """The span names of the one trace that holds a job's work, after asserting that there is one, that it is one
+    connected tree (a single root, no span whose parent was lost at a hop) and that it holds every `expected`.
+    Operators reading the job (GET /api/jobs/{id}, `jobs.*` spans) are traces of their own and not counted."""
+    job_spans = [s for s in capture.spans_where(JOB_ID, job_id) if not s.name.startswith("jobs.")]
+    traces = {format(s.context.trace_id, "032x") for s in job_spans if s.context}
+    assert len(traces) == 1, f"job spans are spread over {len(traces)} traces: " + "; ".join(
+        f"{t[:8]}: {sorted(x.name for x in capture.trace_spans(t))}" for t in traces)
+    [trace_id] = traces
+    names = {s.name for s in capture.trace_spans(trace_id)}
+    for name in expected:
+        assert name in names, f"{name} missing from the trace: {sorted(names)}"
+    assert len(capture.roots(trace_id)) == 1 and capture.orphans(trace_id) == []
+    return names

@@ -23,30 +23,37 @@ BAD = (b"invoice_id,customer,amount,currency,issued_on\n1,Acme,10.50,EUR,2026-11
        b"2,Globex,lots,CHF,2026-11-02\n")
 
 
-def catalog_yaml(partner: str, currencies: str) -> str:
-    return f"""
-partners:
-  - id: {partner}
-    name: E2E partner
-    processing:
+def processing_yaml(blob_path: str, currencies: str | None = None) -> str:
+    """A partner's processing and routes (YAML at a partner's depth): invoice CSVs, their columns typed when
+    `currencies` is given, turned into JSONL at `processed/<blob_path>` and announced by a file.processed event."""
+    columns = "" if currencies is None else f"""            columns:
+              invoice_id: {{ type: integer, required: true }}
+              amount: {{ type: decimal, required: true }}
+              currency: {{ type: enum, values: [{currencies}] }}
+              issued_on: {{ type: date, format: "%Y-%m-%d" }}
+"""
+    return f"""    processing:
       rules:
         - match: "*.csv"
           type: csv
           csv:
             required_columns: [invoice_id, customer, amount, currency, issued_on]
-            columns:
-              invoice_id: {{ type: integer, required: true }}
-              amount: {{ type: decimal, required: true }}
-              currency: {{ type: enum, values: [{currencies}] }}
-              issued_on: {{ type: date, format: "%Y-%m-%d" }}
-          transform: {{ name: csv_to_jsonl }}
+{columns}          transform: {{ name: csv_to_jsonl }}
     routes:
       - name: invoices
         match: {{ file_glob: "*.csv" }}
         destinations:
-          - {{ kind: blob, container: processed, path: "{{partner}}/{{yyyy}}/{{MM}}/{{dd}}/{{stem}}.jsonl" }}
+          - {{ kind: blob, container: processed, path: "{blob_path}" }}
           - {{ kind: event, type: file.processed }}
 """
+
+
+def catalog_yaml(partner: str, currencies: str) -> str:
+    return f"""
+partners:
+  - id: {partner}
+    name: E2E partner
+{processing_yaml("{partner}/{yyyy}/{MM}/{dd}/{stem}.jsonl", currencies)}"""
 
 
 def land(e2e: E2E, partner: str, name: str, content: bytes) -> str:
@@ -126,6 +133,8 @@ def test_bad_file_fails_is_quarantined_and_replays_after_the_catalogue_is_fixed(
 def test_routes_need_a_key_and_health_does_not(e2e: E2E) -> None:
     assert e2e.request("GET", "/jobs", key=False)[0] == 401
     code, body = e2e.request("GET", "/health", key=False)
+    assert code == 200 and set(body) == {"status"}  # the details are for callers with a key
+    code, body = e2e.request("GET", "/health/details")
     assert code == 200 and body["dependencies"]["storage.table"]["state"] == "ok"
 
 
@@ -141,8 +150,9 @@ def test_redelivered_message_starts_nothing_twice(e2e: E2E) -> None:
     first = e2e.wait_job(job_id)
     assert first["job"]["status"] == "COMPLETED"
     # The same message again, as a queue redelivery or a duplicate event would bring it.
-    e2e.services.queues.send(e2e.env["LANDED_QUEUE"], {"job_id": job_id, "partner": partner,
-                                                       "container": "inbound", "blob_path": "x", "file_name": "y"})
+    container, _, path = first["job"]["blob_path"].partition("/")
+    e2e.services.queues.send(e2e.env["LANDED_QUEUE"], {"job_id": job_id, "partner": partner, "container": container,
+                                                       "blob_path": path, "file_name": "invoices-3.csv"})
     e2e.wait_for("the duplicate to be consumed", lambda: not e2e.services.queues.peek(e2e.env["LANDED_QUEUE"]))
     e2e.host.wait_idle(30)
     _code, again = e2e.request("GET", f"/jobs/{job_id}")
@@ -153,7 +163,7 @@ def test_redelivered_message_starts_nothing_twice(e2e: E2E) -> None:
 def test_blob_dropped_in_drop_folder_becomes_a_completed_job(e2e: E2E) -> None:
     partner = f"p{uuid.uuid4().hex[:8]}"
     e2e.catalog_path.write_text(catalog_yaml(partner, "EUR, USD"))
-    e2e.services.blobs.upload_stream("drop", f"{partner}/dropped.csv", [GOOD])
+    e2e.services.blobs.upload_stream(e2e.drop_container, f"{partner}/dropped.csv", [GOOD])
 
     def job() -> dict | None:
         jobs = e2e.services.jobs.list_jobs(partner=partner)
@@ -162,4 +172,6 @@ def test_blob_dropped_in_drop_folder_becomes_a_completed_job(e2e: E2E) -> None:
     done = e2e.wait_for("the drop job", job)
     assert (done["status"], done["job_type"], done["file_name"]) == ("COMPLETED", "DROP", "dropped.csv")
     assert done["job_id"].startswith("job-drop-")
+    assert done["blob_path"].startswith(f"inbound/{partner}/") and done["sha256"]
+    assert not e2e.services.blobs.exists(e2e.drop_container, f"{partner}/dropped.csv")  # taken once copied
     assert e2e.services.blobs.exists("processed", f"{partner}/{datetime.now(UTC):%Y/%m/%d}/dropped.jsonl")

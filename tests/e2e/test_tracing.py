@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from shared.adapters.secrets import env_name
-from shared.observability import setup, tracing
-from tests.e2e.conftest import E2E
+from shared.observability import setup
+from tests.e2e.conftest import E2E, job_trace
 from tests.e2e.test_processing import GOOD, catalog_yaml
 from tests.integration.sshd_server import SshdServer
 
@@ -41,21 +41,10 @@ def test_sftp_file_is_one_connected_trace_and_secrets_appear_nowhere(
     assert e2e.wait_job(job.job_id)["job"]["status"] == "COMPLETED"
     e2e.host.wait_idle(30)
 
-    # Operators reading the job (GET /api/jobs/{id}) are traces of their own; the file's work is one.
-    job_spans = [s for s in capture.spans_where(tracing.JOB_ID, job.job_id) if not s.name.startswith("jobs.")]
-    traces = {format(s.context.trace_id, "032x") for s in job_spans}
-    assert len(traces) == 1, f"job spans are spread over {len(traces)} traces: " + "; ".join(
-        f"{t[:8]}: {sorted(x.name for x in capture.trace_spans(t))}" for t in traces)
-    [trace_id] = traces
-    names = {s.name for s in capture.trace_spans(trace_id)}
-    # The poll, the queue hop, the orchestration's activities and the routes are all in it...
-    for expected in ("queue.send", "intake.start", "activity.validate_and_transform", "activity.route_file",
-                     "activity.complete_job", "event.publish"):
-        assert expected in names, f"{expected} missing from the trace: {sorted(names)}"
+    # The file's work is one trace, one tree: the poll, the queue hop, the orchestration's activities, the routes.
+    names = job_trace(capture, job.job_id, ("queue.send", "intake.start", "activity.validate_and_transform",
+                                            "activity.route_file", "activity.complete_job", "event.publish"))
     assert any(n.startswith("poll") or n.startswith("sftp") for n in names), sorted(names)
-    # ...as one tree: a single root, and no span whose parent was lost at a hop.
-    assert [s.name for s in capture.roots(trace_id)] and len(capture.roots(trace_id)) == 1
-    assert capture.orphans(trace_id) == []
 
     # Metrics carry the partner: files ingested and the job's duration.
     ingested = [p for p in capture.metric_points("wharf.files.ingested") if p.attributes.get("partner") == partner]

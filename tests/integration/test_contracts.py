@@ -1,31 +1,46 @@
 """The same contract, run against each fake and its real adapter (Azurite): fakes that pass it are safe
 to use in service tests. Ledger, Breakers, BlobStore, JobStore (events, projection, rebuild, transfers,
-logs) and MessageQueue."""
+logs), MessageQueue, and FileSource (against the private OpenSSH server)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared.adapters.blobs import BlobStoreClient
-from shared.adapters.ledger import BreakersClient, LedgerClient
+from shared.adapters.deliveries import DeliveriesClient
+from shared.adapters.ledger import BreakersClient, LedgerClient, _TablesAdapter
 from shared.adapters.queues import QueueClientAdapter
-from shared.adapters.tables import TABLE_NAMES, JobStoreClient
+from shared.adapters.tables import TABLE_NAMES, JobStoreClient, _job_to_entity
+from shared.domain.delivery import Delivery, DeliveryState, DeliveryStep
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ids import job_partition, new_job_id, new_transfer_id
-from shared.domain.jobs import EventType, FileTransfer, JobStatus, LogLevel, NewEvent, NewJob, NewLog
+from shared.domain.jobs import EventType, FileTransfer, JobStatus, LogLevel, NewEvent, NewJob, NewLog, project
 from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState, ledger_key
-from shared.ports import BlobStore, Breakers, JobStore, Ledger, MessageQueue
-from tests.fakes import FakeBlobStore, FakeBreakers, FakeJobStore, FakeLedger, FakeMessageQueue
+from shared.domain.remote import RemoteFileError
+from shared.ports import BlobStore, Breakers, Deliveries, FileSink, FileSource, JobStore, Ledger, MessageQueue
+from tests.fakes import (
+    FakeBlobStore,
+    FakeBreakers,
+    FakeDeliveries,
+    FakeFileSource,
+    FakeJobStore,
+    FakeLedger,
+    FakeMessageQueue,
+    FakeSftpServer,
+)
 
 KINDS = ["fake", "azurite"]
 GIB = 1024**3
@@ -36,28 +51,27 @@ def _prefix() -> str:
     return f"t{uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=KINDS)
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+def _table_store(request: pytest.FixtureRequest, fake: Callable[[], Any],
+                 adapter: type[_TablesAdapter]) -> Iterator[Any]:
+    """The fake, or the adapter over a table of its own in Azurite (deleted afterwards)."""
     if request.param == "fake":
-        yield FakeLedger()
+        yield fake()
         return
     conn = request.getfixturevalue("azurite")
-    client = LedgerClient.from_connection_string(conn, prefix=_prefix())
+    client = adapter.from_connection_string(conn, prefix=_prefix())
     client.ensure_table()
     yield client
     TableServiceClient.from_connection_string(conn).delete_table(client.table_name)
+
+
+@pytest.fixture(params=KINDS)
+def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    yield from _table_store(request, FakeLedger, LedgerClient)
 
 
 @pytest.fixture(params=KINDS)
 def breakers(request: pytest.FixtureRequest) -> Iterator[Breakers]:
-    if request.param == "fake":
-        yield FakeBreakers()
-        return
-    conn = request.getfixturevalue("azurite")
-    client = BreakersClient.from_connection_string(conn, prefix=_prefix())
-    client.ensure_table()
-    yield client
-    TableServiceClient.from_connection_string(conn).delete_table(client.table_name)
+    yield from _table_store(request, FakeBreakers, BreakersClient)
 
 
 @pytest.fixture(params=KINDS)
@@ -289,6 +303,23 @@ def test_blob_zero_bytes_overwrite_and_missing(blobs: tuple[BlobStore, str]) -> 
     assert not store.exists(container, "f")
 
 
+@pytest.mark.parametrize("size", [10, 3 * BLOB_BLOCK + 5])  # one Put Blob; staged blocks + Put Block List
+def test_blob_create_if_absent_is_decided_at_commit(blobs: tuple[BlobStore, str], size: int) -> None:
+    # Another writer commits between the start of our upload and its commit: ours must not replace it.
+    store, container = blobs
+
+    def someone_else_writes() -> None:
+        store.upload_stream(container, "race", iter([b"theirs"]), metadata={"job_id": "job-theirs"})
+
+    with pytest.raises(ConflictError, match="race"):
+        store.upload_stream(container, "race", iter([b"o" * size]), overwrite=False,
+                            before_commit=someone_else_writes)
+    info = store.get_info(container, "race")
+    assert b"".join(store.open_read(container, "race")) == b"theirs" and info.metadata["job_id"] == "job-theirs"
+    created = store.upload_stream(container, "fresh", iter([b"n" * size]), overwrite=False)
+    assert created.size == size and store.get_info(container, "fresh").sha256 == created.sha256
+
+
 @pytest.mark.parametrize("size", [0, 10, BLOB_BLOCK, 3 * BLOB_BLOCK + 5])
 def test_before_commit_runs_once_after_the_last_byte(blobs: tuple[BlobStore, str], size: int) -> None:
     store, container = blobs
@@ -350,6 +381,55 @@ def test_blob_listing_by_prefix_in_name_order(blobs: tuple[BlobStore, str]) -> N
     listed = store.list_blobs(container)
     assert [b.path for b in listed] == ["a/1.csv", "b/1.csv", "b/2.csv", "bb/1.csv"]
     assert all(b.sha256 and b.metadata["n"] for b in listed)
+
+
+def test_blob_info_has_a_version_that_every_write_changes(blobs: tuple[BlobStore, str]) -> None:
+    store, container = blobs
+    first = store.upload_stream(container, "v/f.csv", iter([b"one"]))
+    got = store.get_info(container, "v/f.csv")
+    assert got.etag and got.etag == first.etag and got.last_modified is not None
+    second = store.upload_stream(container, "v/f.csv", iter([b"two"]))
+    assert second.etag and second.etag != first.etag == got.etag
+    assert store.get_info(container, "v/f.csv").etag == second.etag
+
+
+@pytest.mark.parametrize("size", [0, 10, 3 * BLOB_BLOCK + 5])
+def test_blob_copy_is_of_the_pinned_version_with_its_sha256(blobs: tuple[BlobStore, str], size: int) -> None:
+    store, container = blobs
+    data = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    source = store.upload_stream(container, "drop/p/a.csv", iter([data]), metadata={"from": "partner"})
+    copied = store.copy(container, "drop/p/a.csv", container, "inbound/p/tr/a.csv", source_etag=source.etag,
+                        metadata={"job_id": "job-1"})
+    sha = hashlib.sha256(data).hexdigest()
+    assert (copied.size, copied.sha256, copied.etag != "") == (size, sha, True)
+    got = store.get_info(container, "inbound/p/tr/a.csv")
+    assert (got.size, got.sha256, got.etag) == (size, sha, copied.etag)
+    assert got.metadata["job_id"] == "job-1" and "from" not in got.metadata  # the given metadata, not the source's
+    assert b"".join(store.open_read(container, "inbound/p/tr/a.csv")) == data
+    assert store.get_info(container, "drop/p/a.csv").etag == source.etag  # the source is left as it was
+
+
+def test_blob_copy_of_a_changed_or_missing_source_writes_nothing(blobs: tuple[BlobStore, str]) -> None:
+    store, container = blobs
+    old = store.upload_stream(container, "drop/p/b.csv", iter([b"first"]))
+    store.upload_stream(container, "drop/p/b.csv", iter([b"second"]))  # a new version under the same name
+    with pytest.raises(ConflictError):
+        store.copy(container, "drop/p/b.csv", container, "inbound/b.csv", source_etag=old.etag)
+    with pytest.raises(NotFoundError):
+        store.copy(container, "drop/p/none.csv", container, "inbound/none.csv", source_etag=old.etag)
+    assert not store.exists(container, "inbound/b.csv") and not store.exists(container, "inbound/none.csv")
+
+
+def test_blob_delete_of_one_version_keeps_a_newer_one(blobs: tuple[BlobStore, str]) -> None:
+    store, container = blobs
+    old = store.upload_stream(container, "drop/p/c.csv", iter([b"first"]))
+    new = store.upload_stream(container, "drop/p/c.csv", iter([b"second"]))
+    with pytest.raises(ConflictError):
+        store.delete(container, "drop/p/c.csv", etag=old.etag)
+    assert b"".join(store.open_read(container, "drop/p/c.csv")) == b"second"
+    store.delete(container, "drop/p/c.csv", etag=new.etag)
+    assert not store.exists(container, "drop/p/c.csv")
+    store.delete(container, "drop/p/c.csv", etag=new.etag)  # succeeds when already absent
 
 
 # --- JobStore --------------------------------------------------------------------------------------
@@ -515,6 +595,55 @@ def test_jobs_create_jobs_reports_only_the_job_that_exists(jobs: JobStore) -> No
     assert len(jobs.list_jobs()) == 4
 
 
+def lose_projection(jobs: JobStore, job_id: str, *, keep: int = 0) -> None:
+    """What a crash between a job's events and its projection leaves: no IntegrationJob row (`keep` 0), or
+    one folded from the job's first `keep` events."""
+    if isinstance(jobs, FakeJobStore):
+        jobs.forget_projection(job_id, keep=keep)
+        return
+    assert isinstance(jobs, JobStoreClient)
+    table = jobs._table("IntegrationJob")
+    events = jobs.events(job_id)
+    if keep:
+        table.upsert_entity(_job_to_entity(project(events[:keep])), mode=UpdateMode.REPLACE)
+    else:
+        table.delete_entity(str(events[0].data["partner"]), job_id)
+
+
+def test_jobs_ensure_projection_writes_a_missing_or_behind_one_and_leaves_a_current_one(jobs: JobStore) -> None:
+    now = datetime.now(UTC)
+    missing, behind, current = (new_job(now=now, name=f"f{i}.csv") for i in range(3))
+    jobs.create_jobs([missing, behind, current])
+    lose_projection(jobs, missing.job_id)
+    lose_projection(jobs, behind.job_id, keep=1)
+    assert {j.job_id for j in jobs.list_jobs()} == {behind.job_id, current.job_id}  # `missing` is invisible
+    assert jobs.get_job(behind.job_id).blob_path == ""  # folded from job.created only
+    for job in (missing, behind, current):
+        got = jobs.ensure_projection(job.job_id)
+        assert got is not None and got == jobs.get_job(job.job_id)
+        assert_created(jobs, job)
+    assert {j.job_id for j in jobs.list_jobs()} == {missing.job_id, behind.job_id, current.job_id}
+    assert jobs.ensure_projection(new_job_id()) is None
+
+
+def test_jobs_repair_projections_fixes_the_jobs_created_since(jobs: JobStore) -> None:
+    now = datetime.now(UTC)
+    old = new_job(now=now - timedelta(hours=2), name="old.csv")
+    missing, behind, current = (new_job(now=now, name=f"f{i}.csv") for i in range(3))
+    jobs.create_jobs([old])
+    jobs.create_jobs([missing, behind, current])
+    for job in (old, missing):
+        lose_projection(jobs, job.job_id)
+    lose_projection(jobs, behind.job_id, keep=1)
+    assert jobs.repair_projections(since=now - timedelta(minutes=5)) == sorted([missing.job_id, behind.job_id])
+    for job in (missing, behind, current):
+        assert_created(jobs, job)
+    assert old.job_id not in {j.job_id for j in jobs.list_jobs()}  # outside the window: left as it is
+    assert jobs.repair_projections(since=now - timedelta(minutes=5)) == []
+    assert jobs.repair_projections(since=now - timedelta(hours=3)) == [old.job_id]
+    assert_created(jobs, old)
+
+
 def test_jobs_append_after_create_jobs_continues_the_sequence(jobs: JobStore) -> None:
     job = new_job()
     jobs.create_jobs([job])
@@ -620,3 +749,208 @@ def test_queue_messages_round_trip_as_json(queues: tuple[MessageQueue, str]) -> 
     assert peeked[0]["bytes"] == 5 * GIB and peeked[0]["when"] == "2025-01-01 00:00:00+00:00"
     with pytest.raises(ValueError, match="too large"):
         queue.send(name, {"blob": "x" * 60_000})
+
+
+def test_raw_messages_are_peeked_received_released_and_deleted_by_id(queues: tuple[MessageQueue, str]) -> None:
+    queue, name = queues
+    first = queue.send_raw(name, b"\xff\xfe not text")
+    queue.send(name, {"job_id": "j2"})
+    peeked = queue.peek_raw(name)
+    assert len(peeked) == 2 and peeked[0].id == first and peeked[0].body == b"\xff\xfe not text"
+    assert json.loads(peeked[1].body)["job_id"] == "j2"
+    assert all(m.dequeue_count == 0 and not m.pop_receipt and m.inserted_at for m in peeked)
+    assert queue.depth(name) == 2
+
+    taken = queue.receive(name, max_messages=1, visibility_timeout=30)
+    assert [(m.id, m.dequeue_count) for m in taken] == [(first, 1)] and taken[0].pop_receipt
+    assert [m.id for m in queue.peek_raw(name)] == [peeked[1].id]  # hidden while received
+    queue.release(name, first, taken[0].pop_receipt)
+    with pytest.raises(NotFoundError):  # released: that receipt is spent
+        queue.delete(name, first, taken[0].pop_receipt)
+    again = {m.id: m for m in queue.receive(name, visibility_timeout=30)}
+    assert again[first].dequeue_count == 2 and set(again) == {first, peeked[1].id}
+    queue.delete(name, first, again[first].pop_receipt)
+    with pytest.raises(NotFoundError):
+        queue.delete(name, first, again[first].pop_receipt)
+    with pytest.raises(NotFoundError):
+        queue.release(name, first, again[first].pop_receipt)
+    assert queue.depth(name) == 1
+    missing = f"{name}absent"
+    assert queue.peek_raw(missing) == [] and queue.receive(missing) == [] and queue.depth(missing) == 0
+
+
+# --- FileSource (SFTP): the fake against the real adapter on OpenSSH -----------------------------
+
+
+@pytest.fixture(params=["fake", "sshd"])
+def file_source(request: pytest.FixtureRequest) -> Iterator[tuple[FileSource, str, Callable[[str, bytes], None]]]:
+    """(a session, a folder of its own, put(path, bytes)) on the fake server or the private sshd."""
+    if request.param == "fake":
+        server = FakeSftpServer()
+
+        def put_fake(path: str, data: bytes) -> None:
+            server.put(path, data)
+
+        yield FakeFileSource(server), "/contract", put_fake
+        return
+    from shared.adapters.sftp import SftpClient, load_private_key
+
+    sshd = request.getfixturevalue("sshd_server")
+    folder = sshd.folder(f"contract-{uuid.uuid4().hex[:8]}")
+
+    def put(path: str, data: bytes) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+
+    source = SftpClient(sshd.host, sshd.username, port=sshd.port, pkey=load_private_key(sshd.client_key.text),
+                        host_keys=[sshd.known_hosts_line], connect_timeout=5.0, op_timeout=10.0)
+    try:
+        yield source.connect(), str(folder), put
+    finally:
+        source.close()
+
+
+def _read(source: FileSource, path: str) -> bytes:
+    return b"".join(source.read_chunks(path))
+
+
+def test_file_source_rename_never_replaces_the_target(
+        file_source: tuple[FileSource, str, Callable[[str, bytes], None]]) -> None:
+    source, base, put = file_source
+    put(f"{base}/a.csv", b"today")
+    put(f"{base}/archive/a.csv", b"yesterday")
+    with pytest.raises(RemoteFileError) as exists:
+        source.rename(f"{base}/a.csv", f"{base}/archive/a.csv")
+    assert exists.value.errno == errno.EEXIST and exists.value.path == f"{base}/archive/a.csv"
+    assert _read(source, f"{base}/a.csv") == b"today" and _read(source, f"{base}/archive/a.csv") == b"yesterday"
+    source.rename(f"{base}/a.csv", f"{base}/new/folder/a.csv")  # a missing folder is created
+    assert _read(source, f"{base}/new/folder/a.csv") == b"today"
+    with pytest.raises(RemoteFileError) as gone:
+        source.rename(f"{base}/a.csv", f"{base}/new/folder/a.csv")  # done already: the source is missing
+    assert gone.value.missing
+
+
+def test_file_sink_writes_whole_files_stats_and_replaces(
+        file_source: tuple[FileSource, str, Callable[[str, bytes], None]]) -> None:
+    sink = file_source[0]
+    base = file_source[1]
+    assert isinstance(sink, FileSink)
+    data = bytes(range(256)) * 3000  # several write requests
+    assert sink.write_chunks(f"{base}/out/sub/a.csv.part", [data[:1000], b"", data[1000:]]) == len(data)
+    assert sink.stat(f"{base}/out/sub/a.csv.part").size == len(data)  # the missing folders were made
+    assert sink.write_chunks(f"{base}/out/sub/a.csv.part", [b"short"]) == 5  # truncated, not appended
+    assert _read(sink, f"{base}/out/sub/a.csv.part") == b"short"
+    assert sink.write_chunks(f"{base}/out/empty", []) == 0 and sink.stat(f"{base}/out/empty").size == 0
+    with pytest.raises(RemoteFileError) as missing:
+        sink.stat(f"{base}/out/none")
+    assert missing.value.missing
+    sink.write_chunks(f"{base}/out/b.csv", [b"old"])
+    assert sink.atomic_replace  # OpenSSH offers posix-rename@openssh.com; the fake does by default
+    sink.replace(f"{base}/out/sub/a.csv.part", f"{base}/out/b.csv")
+    assert _read(sink, f"{base}/out/b.csv") == b"short"
+    with pytest.raises(RemoteFileError) as gone:
+        sink.stat(f"{base}/out/sub/a.csv.part")
+    assert gone.value.missing
+    with pytest.raises(RemoteFileError) as no_source:
+        sink.replace(f"{base}/out/sub/a.csv.part", f"{base}/out/b.csv")
+    assert no_source.value.missing
+
+
+def test_file_sink_checksums_only_what_the_server_offers(
+        file_source: tuple[FileSource, str, Callable[[str, bytes], None]]) -> None:
+    sink, base, _ = file_source
+    assert isinstance(sink, FileSink)
+    sink.write_chunks(f"{base}/c.bin", [b"abc"])
+    assert "sha256" not in sink.checksum_algorithms()  # OpenSSH has no check-file extension
+    assert sink.checksum(f"{base}/c.bin", "sha256") is None
+
+
+@pytest.fixture(params=KINDS)
+def deliveries(request: pytest.FixtureRequest) -> Iterator[Deliveries]:
+    yield from _table_store(request, FakeDeliveries, DeliveriesClient)
+
+
+def _delivery(job_id: str, index: int = 0, **kw: Any) -> Delivery:
+    return Delivery(job_id=job_id, index=index, partner="acme", kind="sftp", target="bank", route="pay", **kw)
+
+
+def test_deliveries_create_is_insert_if_absent_and_update_etag_conditional(deliveries: Deliveries) -> None:
+    job_id = new_job_id()
+    with pytest.raises(NotFoundError):
+        deliveries.get(job_id, 0)
+    created = deliveries.create(_delivery(job_id, bytes=5 * GIB, remote_path="/to-bank/zahlung-ä.csv"))
+    assert created.etag and created.state is DeliveryState.PENDING
+    with pytest.raises(ConflictError):
+        deliveries.create(_delivery(job_id))
+    sending = deliveries.update(replace(created, state=DeliveryState.SENDING, step=DeliveryStep.RENAMING,
+                                        attempts=1, temp_path="/to-bank/x.part", verified="size"))
+    assert sending.etag != created.etag
+    with pytest.raises(ConflictError):
+        deliveries.update(replace(created, state=DeliveryState.FAILED))  # a stale ETag
+    now = datetime.now(UTC)
+    deliveries.update(replace(sending, state=DeliveryState.SENT, step=DeliveryStep.NONE, sent_at=now,
+                              sha256="ab" * 32))
+    got = deliveries.get(job_id, 0)
+    assert (got.state, got.step, got.attempts, got.bytes, got.remote_path, got.temp_path, got.verified) == (
+        DeliveryState.SENT, DeliveryStep.NONE, 1, 5 * GIB, "/to-bank/zahlung-ä.csv", "/to-bank/x.part", "size")
+    assert got.sent_at is not None and abs((got.sent_at - now).total_seconds()) < 1 and got.sha256 == "ab" * 32
+    assert (got.partner, got.kind, got.target, got.route) == ("acme", "sftp", "bank", "pay")
+
+
+def test_deliveries_of_a_job_and_by_state(deliveries: Deliveries) -> None:
+    job_id, other = new_job_id(), new_job_id()
+    for index in (2, 0, 1):
+        deliveries.create(_delivery(job_id, index, state=DeliveryState.FAILED if index == 1 else
+                                    DeliveryState.PENDING))
+    deliveries.create(_delivery(other, 0))
+    assert [d.index for d in deliveries.for_job(job_id)] == [0, 1, 2]
+    assert [(d.job_id, d.index) for d in deliveries.list_deliveries(state="FAILED")] == [(job_id, 1)]
+    assert deliveries.for_job(new_job_id()) == []
+
+
+# --- Redaction: what the writers store carries no secret ---------------------------------------------------
+
+
+def _planted() -> str:
+    from shared.observability.redaction import register_secret
+
+    return register_secret(f"Planted-{uuid.uuid4().hex}")
+
+
+def test_jobs_store_events_logs_transfers_and_projection_redacted(jobs: JobStore) -> None:
+    secret = _planted()
+    job_id = created(jobs)
+    jobs.append(job_id, EventType.FAILED, {"reason": f"route failed: {secret}", "detail": {"why": [secret]}})
+    jobs.log(job_id, "ERROR", f"route failed: {secret}")
+    when = datetime(2025, 2, 3, tzinfo=UTC)
+    jobs.add_transfer(FileTransfer(job_id=job_id, transfer_id=new_transfer_id(), file_name="a.csv",
+                                   source=f"sftp://svc:{secret}@h/out/a.csv", destination="inbound/acme/a.csv",
+                                   status="FAILED", transfer_date=when))
+    batch = new_job(name="b.csv")
+    batch.events[1].data["note"] = f"quoted {secret}"
+    batch.logs[0].message = f"landed with {secret}"
+    jobs.create_jobs([batch])
+    stored = repr([jobs.events(job_id), jobs.logs(job_id), jobs.transfers(job_id), jobs.get_job(job_id),
+                   jobs.events(batch.job_id), jobs.logs(batch.job_id), jobs.get_job(batch.job_id)])
+    assert secret not in stored
+    assert jobs.get_job(job_id).error == "route failed: ***"
+    assert jobs.events(batch.job_id)[1].data["note"] == "quoted ***"
+
+
+def test_ledger_errors_are_stored_redacted(ledger: Ledger) -> None:
+    secret = _planted()
+    first = ledger.create(entry(error=f"read failed: {secret}"))
+    assert first.error == "read failed: ***" and ledger.get(first.partner, first.key).error == "read failed: ***"
+    again = ledger.update(replace(first, state=LedgerState.FAILED, error=f"again: {secret}"))
+    assert again.error == "again: ***" and ledger.get(first.partner, first.key).error == "again: ***"
+    (batched,) = ledger.create_many([entry(n=1, error=secret)])
+    assert batched.error == "***" and ledger.get(batched.partner, batched.key).error == "***"
+
+
+def test_blob_metadata_is_stored_redacted_and_urls_carry_no_query(blobs: tuple[BlobStore, str]) -> None:
+    store, container = blobs
+    secret = _planted()
+    info = store.upload_stream(container, "q/a.csv", [b"abc"], metadata={"reason": f"failed: {secret}"})
+    assert info.metadata["reason"] == "failed: ***"
+    assert store.get_info(container, "q/a.csv").metadata["reason"] == "failed: ***"
+    assert "?" not in info.url and "?" not in store.get_info(container, "q/a.csv").url

@@ -19,6 +19,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, TextBase64EncodePolicy
+from dateutil.parser import isoparse
 
 from devhost.config import ConfigError, HostConfig, parse_timespan
 from devhost.host import DevHost
@@ -268,6 +269,28 @@ def test_orchestrations_replay_chain_fan_out_and_retry(make_harness: Callable[..
     doc = json.loads(raw)
     assert status == 200 and doc["runtimeStatus"] == "Completed"
     assert json.loads(doc["input"]) == 5  # the Python client posts serialized input: Azure shows it as a string
+
+
+def test_retries_back_off_exponentially_up_to_the_max_interval(make_harness: Callable[..., Harness]) -> None:
+    """backoffCoefficient and maxRetryIntervalInMilliseconds are honoured as the Durable extension does."""
+    h = make_harness()
+    instance_id = asyncio.run(h.host.durable_client().start_new("backoff_orchestrator"))
+    done = wait_for_status(h.host, instance_id, df.OrchestrationRuntimeStatus.Completed)
+    assert done.output == "gave up" and h.recorder.of("always_fails") == [instance_id] * 4
+    history = h.host.task_hub.status(instance_id, show_history=True)["historyEvents"]
+    waits = [round((isoparse(e["FireAt"]) - isoparse(e["Timestamp"])).total_seconds() * 1000)
+             for e in history if e["EventType"] == 10]  # TimerCreated: one after each failed attempt
+    assert waits == [100, 200, 300, 300]
+
+
+def test_timer_gets_a_durable_client(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    instance_id = asyncio.run(h.host.durable_client().start_new("chain_orchestrator", None, 2))
+    wait_for_status(h.host, instance_id, df.OrchestrationRuntimeStatus.Completed)
+    h.recorder.add("lookup", instance_id)
+    h.recorder.add("lookup", "no-such-instance")
+    h.host.run_timer("devhost_client_timer")
+    assert h.recorder.of("looked_up") == [(instance_id, "Completed"), ("no-such-instance", None)]
 
 
 def test_external_event_custom_status_and_instance_id_reuse(make_harness: Callable[..., Harness]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.services.health import check_health
+from shared.services.health import HealthMonitor, check_health
 from shared.settings import Settings, azurite_connection_string
 
 pytestmark = pytest.mark.azurite
@@ -37,3 +37,13 @@ def test_unconfigured_storage_answers_503(monkeypatch: pytest.MonkeyPatch) -> No
     report = check_health(Settings())
     assert report.http_status == 503 and report.unavailable == ["storage"]
     assert "AzureWebJobsStorage" in report.dependencies["storage"]["detail"]
+
+
+def test_anonymous_liveness_is_503_while_storage_is_down_and_says_nothing_more(tmp_path: Path) -> None:
+    dead = azurite_connection_string(blob=1, queue=1, table=1)
+    monitor = HealthMonitor(ttl=60)
+    settings = Settings(AzureWebJobsStorage=dead, WHARF_CATALOG_PATH=str(tmp_path / "x.yaml"))
+    first = monitor.liveness(settings)
+    assert (first.http_status, first.liveness()) == (503, {"status": "unavailable"})
+    assert monitor.liveness(settings) is first  # the same report: no second round of probes
+    assert monitor.details(settings) is not first and monitor.details(settings).http_status == 503

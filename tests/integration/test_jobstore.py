@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from azure.data.tables import TableClient
 
+from shared.adapters import table_batch
 from shared.adapters.tables import MAX_BATCH, MAX_BATCH_BYTES, JobStoreClient, _row_bytes
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ids import job_partition, new_job_id, new_transfer_id
@@ -173,6 +174,9 @@ class _Calls:
         for name in ("submit_transaction", "create_entity", "upsert_entity", "update_entity", "get_entity",
                      "query_entities", "list_entities", "delete_entity"):
             monkeypatch.setattr(TableClient, name, self._wrap(name, getattr(TableClient, name)))
+        # The adapter's transactions take the lean `$batch` body (the SDK's submit_transaction only as a fallback).
+        lean = self._wrap("submit_transaction", table_batch.submit_transaction)
+        monkeypatch.setattr(table_batch, "submit_transaction", lambda table, ops: lean(table, ops))
 
     def _wrap(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def counted(client: TableClient, *args: Any, **kwargs: Any) -> Any:

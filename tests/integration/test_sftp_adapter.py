@@ -194,16 +194,21 @@ def test_a_file_that_changed_since_the_listing_is_refused(sshd_server: SshdServe
             list(c.read_chunks(listed.path, expected=listed))
 
 
-def test_rename_creates_the_folder_and_replaces_the_target(sshd_server: SshdServer) -> None:
+def test_rename_creates_the_folder_and_never_replaces_the_target(sshd_server: SshdServer) -> None:
     folder = sshd_server.folder("rename")
     (folder / "a.csv").write_bytes(b"new")
     (folder / "archive").mkdir()
     (folder / "archive" / "a.csv").write_bytes(b"old")
     with client(sshd_server) as c:
-        c.rename(str(folder / "a.csv"), str(folder / "archive" / "a.csv"))
+        with pytest.raises(RemoteFileError) as err:
+            c.rename(str(folder / "a.csv"), str(folder / "archive" / "a.csv"))
+        assert err.value.errno == errno.EEXIST and err.value.path == str(folder / "archive" / "a.csv")
         (folder / "b.csv").write_bytes(b"b")
         c.rename(str(folder / "b.csv"), str(folder / "x" / "y" / "b.csv"))
-    assert (folder / "archive" / "a.csv").read_bytes() == b"new"
+        with pytest.raises(RemoteFileError) as gone:  # the source is gone (moved already): not "exists"
+            c.rename(str(folder / "b.csv"), str(folder / "x" / "y" / "b.csv"))
+        assert gone.value.missing
+    assert (folder / "archive" / "a.csv").read_bytes() == b"old" and (folder / "a.csv").read_bytes() == b"new"
     assert (folder / "x" / "y" / "b.csv").read_bytes() == b"b"
 
 

@@ -130,7 +130,8 @@ def test_example_catalogue_loads_with_the_dev_stack_environment() -> None:
     [route] = demo.routes
     assert route.match.file_glob == "*.csv"
     assert [d.model_dump() for d in route.destinations] == [
-        {"kind": "blob", "container": "processed", "path": "{partner}/{yyyy}/{MM}/{dd}/{stem}.jsonl"},
+        {"kind": "blob", "container": "processed", "path": "{partner}/{yyyy}/{MM}/{dd}/{job_id}/{stem}.jsonl",
+         "on_exists": "fail"},
         {"kind": "event", "type": "file.processed"},
     ]
     assert catalog.secret_names() == ["demo-sftp-key"]
@@ -704,8 +705,9 @@ def test_get_raises_a_not_found_key_error_with_a_clear_message() -> None:
         catalog.get("acmee")
     assert isinstance(caught.value, NotFoundError) and isinstance(caught.value, KeyError)
     assert str(caught.value) == "partner 'acmee' is not in the catalogue; did you mean 'acme'?"
-    with pytest.raises(KeyError, match=r"partner 'zzz' is not in the catalogue \(partners: acme, globex\)"):
+    with pytest.raises(KeyError) as unknown:
         catalog.get("zzz")
+    assert str(unknown.value) == "partner 'zzz' is not in the catalogue"  # never the list of every partner
     assert "acme" in catalog and "zzz" not in catalog
 
 

@@ -35,7 +35,7 @@ def _binding_strings(fn: Any) -> list[str]:
 
 
 def test_nothing_unexpected_is_registered() -> None:
-    assert len(_functions()) == 19
+    assert len(_functions()) == 21
 
 
 def test_names_are_unique_and_follow_the_convention() -> None:
@@ -53,12 +53,14 @@ def test_every_setting_in_bindings_exists_in_the_sample() -> None:
 
 @pytest.mark.parametrize(("name", "trigger_type", "binding_names"), [
     ("api_health", "httpTrigger", {"req", "$return"}),
+    ("api_health_details", "httpTrigger", {"req", "$return"}),
     ("api_jobs", "httpTrigger", {"req", "$return"}),
     ("api_job_detail", "httpTrigger", {"req", "$return"}),
     ("api_job_replay", "httpTrigger", {"req", "$return"}),
     ("api_partner_poll", "httpTrigger", {"req", "$return"}),
     ("sftp_schedule", "timerTrigger", {"timer"}),
     ("mail_schedule", "timerTrigger", {"timer"}),
+    ("jobs_sweep", "timerTrigger", {"timer", "client"}),
     ("poll_worker", "queueTrigger", {"msg"}),
     ("intake_file_landed", "queueTrigger", {"msg", "client"}),
     ("intake_drop", "blobTrigger", {"dropped", "client"}),

@@ -14,7 +14,7 @@ from shared.bootstrap import Services, build_services
 from shared.catalog import Catalog, parse_catalog
 from shared.domain.jobs import EventType, JobStatus, JobType
 from shared.domain.ledger import BreakerState, LedgerState
-from shared.domain.messages import FileLanded
+from shared.domain.messages import FileLanded, is_batch, landed_entries
 from shared.domain.sanitize import decode_original, remote_text
 from shared.services.landing import Arrival, Landing
 from shared.services.poll_sftp import PollOptions, PollProgress, PollSummary, poll_partner
@@ -81,7 +81,11 @@ class World:
         return [b.path for b in self.blobs.list_blobs("inbound", f"{PARTNER}/")]
 
     def landed_messages(self) -> list[FileLanded]:
-        return [FileLanded.model_validate(m) for m in self.queues.messages("file-landed")]
+        """One per landed file, whether it came alone or in a FileLandedBatch."""
+        return [FileLanded.model_validate(e) for m in self.queues.messages("file-landed") for e in landed_entries(m)]
+
+    def queued(self) -> list[dict[str, Any]]:
+        return list(self.queues.messages("file-landed"))
 
     def state(self, path: str) -> LedgerState:
         (entry,) = [e for e in self.ledger.entries(PARTNER) if e.path == path]
@@ -115,7 +119,7 @@ def test_a_stable_file_lands_whole_with_all_its_bookkeeping(world: World) -> Non
     assert [e.type for e in world.jobs.events(message.job_id)] == [EventType.CREATED, EventType.FILE_LANDED]
     (transfer,) = world.jobs.transfers(message.job_id)
     assert (transfer.sha256, transfer.bytes, transfer.status) == (message.sha256, 17, "LANDED")
-    assert any("landed invoice.csv" in line.message for line in world.jobs.logs(message.job_id))
+    assert world.jobs.logs(message.job_id) == []  # a plain landing: its events say it all, no log row
     assert world.server.names() == []  # post_action: delete
     assert world.state("/out/invoice.csv") is LedgerState.DONE
 
@@ -376,6 +380,17 @@ def test_a_zero_byte_file_lands_with_a_log_line(world: World) -> None:
     assert any("zero-byte" in line.message for line in world.jobs.logs(message.job_id))
 
 
+def test_a_renamed_file_keeps_its_log_line_and_a_plain_one_gets_none(world: World) -> None:
+    world.server.put("/out/a\tb.csv", b"tab")  # a control character: landed under a safe name
+    world.server.put("/out/plain.csv", b"plain")
+    world.poll()
+    landed = {m.file_name: m for m in world.landed_messages()}
+    assert set(landed) == {"a_b.csv", "plain.csv"}
+    (line,) = world.jobs.logs(landed["a_b.csv"].job_id)
+    assert (line.level, line.message.startswith("landed a\\tb.csv as a_b.csv from ")) == ("INFO", True), line
+    assert world.jobs.logs(landed["plain.csv"].job_id) == []
+
+
 def test_an_over_size_file_is_skipped_once_with_a_log_line_and_an_event() -> None:
     world = World(max_file_size_bytes=100)
     world.server.put("/out/huge.csv", b"x" * 101)
@@ -544,7 +559,7 @@ def test_one_trace_covers_the_poll_with_ids_on_every_file_span_and_no_secret(wor
 
     otel = setup.for_tests()
     secret = redaction.register_secret("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n")
-    world.server.put("/out/a.csv", b"abc")
+    world.server.put("/out/a.csv", b"")  # zero bytes: its landing keeps a log row, whose trace id is checked below
     world.server.put("/out/b.csv", b"defg")
     world.server.denied.add("/out/b.csv")
     world.poll(concurrency=2)
@@ -624,12 +639,16 @@ def test_bookkeeping_of_many_files_is_written_in_batches() -> None:
     assert (summary.status, summary.landed) == ("ok", 250)
     assert sum(batches) == 250 and len(batches) <= 5 and appends == []
     assert len(world.landed_messages()) == 250 and world.server.names() == []  # post-actions after recording
+    # One FileLandedBatch per recorded batch (two when 100 entries pass the message size bound), not one per file.
+    queued = world.queued()
+    assert all(is_batch(m) for m in queued) and len(batches) <= len(queued) <= 2 * len(batches)
+    assert len({m.traceparent for m in world.landed_messages()}) == 250  # each file's own trace context
     assert {e.state for e in world.ledger.entries(PARTNER)} == {LedgerState.DONE}
     job_ids = world.jobs.job_ids()
     assert len(job_ids) == 250
     for job_id in job_ids[:5] + job_ids[-5:]:
         assert [e.type for e in world.jobs.events(job_id)] == [EventType.CREATED, EventType.FILE_LANDED]
-        assert len(world.jobs.transfers(job_id)) == 1 and len(world.jobs.logs(job_id)) == 1
+        assert len(world.jobs.transfers(job_id)) == 1 and world.jobs.logs(job_id) == []  # plain landings: no log row
 
 
 def test_a_failed_recording_keeps_the_source_and_a_later_poll_records_from_the_committed_blob() -> None:

@@ -75,8 +75,8 @@ def test_poll_channel_checks_the_partner() -> None:
 
 
 def test_messages_are_small_references() -> None:
-    landed = FileLanded(job_id="j", partner="p", container="inbound", blob_path="p/x.csv", file_name="x.csv",
-                        bytes=5 * 1024**3, sha256="ab", transfer_id="t", source="sftp://h:22/x.csv")
+    landed = FileLanded(job_id="j", partner="pp", container="inbound", blob_path="pp/x.csv", file_name="x.csv",
+                        bytes=5 * 1024**3, sha256="ab" * 32, transfer_id="t", source="sftp://h:22/x.csv")
     body = landed.to_message()
     assert "traceparent" not in body and FileLanded.model_validate({**body, "tracestate": "x"}) == landed
     with pytest.raises(ValueError):

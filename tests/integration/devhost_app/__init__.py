@@ -10,6 +10,8 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
+from functions.orchestrators import BackoffRetryOptions
+
 
 class Recorder:
     """What the functions saw, shared with the test thread."""
@@ -122,6 +124,28 @@ def create_app(recorder: Recorder) -> df.DFApp:
         options = df.RetryOptions(first_retry_interval_in_milliseconds=100, max_number_of_attempts=3)
         result = yield context.call_activity_with_retry(flaky, options, context.instance_id)
         return result
+
+    @app.activity_trigger(input_name="key")
+    def always_fails(key: str) -> str:
+        recorder.add("always_fails", key)
+        raise ConnectionError("still down")
+
+    @app.orchestration_trigger(context_name="context")
+    def backoff_orchestrator(context: df.DurableOrchestrationContext):
+        options = BackoffRetryOptions(100, 4, backoff_coefficient=2.0, max_retry_interval_in_milliseconds=300)
+        try:
+            yield context.call_activity_with_retry(always_fails, options, context.instance_id)
+        except Exception:  # noqa: BLE001 - the test checks every attempt ran, then gives up
+            return "gave up"
+        return "unexpected success"
+
+    # Fired on demand only (host.run_timer): a timer with a durable client, as the jobs sweep is.
+    @app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer", run_on_startup=False)
+    @app.durable_client_input(client_name="client")
+    async def devhost_client_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+        for instance_id in recorder.of("lookup"):
+            status = await client.get_status(instance_id)
+            recorder.add("looked_up", (instance_id, getattr(status.runtime_status, "value", None)))
 
     @app.orchestration_trigger(context_name="context")
     def approval_orchestrator(context: df.DurableOrchestrationContext):
