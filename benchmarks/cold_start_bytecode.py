@@ -1,0 +1,63 @@
+"""Cold start with and without bytecode: the whole-process wall time of `python -c "import function_app"`.
+
+    python benchmarks/cold_start_bytecode.py [-n 7]
+
+Three cases, fresh interpreters each, medians:
+- bytecode everywhere: warm `__pycache__` for the app and site-packages (what cold_start.py measures);
+- app code without bytecode: a copy of function_app.py, functions/ and shared/ with no `__pycache__`, run with
+  PYTHONDONTWRITEBYTECODE=1 (site-packages keep theirs, as `pip install` compiles them): what a deployment
+  sees when its package ships no bytecode and its mount is read-only;
+- no bytecode at all: PYTHONDONTWRITEBYTECODE=1 and an empty PYTHONPYCACHEPREFIX.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE = "import function_app"
+
+
+def _run(cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", CODE], cwd=cwd, env=env, check=True)
+    return (time.perf_counter() - started) * 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=7, help="runs per case (default 7)")
+    args = parser.parse_args(argv)
+    base = dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as prefix:
+        app = Path(tmp)
+        for name in ("functions", "shared"):
+            shutil.copytree(ROOT / name, app / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "function_app.py", app)
+        warm = {k: v for k, v in base.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        cold = {**base, "PYTHONDONTWRITEBYTECODE": "1"}
+        _run(ROOT, warm)  # writes the bytecode the first case reads
+        cases = {
+            "bytecode everywhere": (ROOT, warm),
+            "app code without bytecode (a deployment)": (app, cold),
+            "no bytecode at all": (ROOT, {**cold, "PYTHONPYCACHEPREFIX": prefix}),
+        }
+        print(f"cold start, whole process, {args.n} fresh interpreters per case (Python {sys.version.split()[0]})\n")
+        print("| bytecode | process median | p90 |\n|---|---:|---:|")
+        for label, (cwd, env) in cases.items():
+            times = sorted(_run(cwd, env) for _ in range(args.n))
+            p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
+            print(f"| {label} | {statistics.median(times):.0f} ms | {p90:.0f} ms |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
