@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
@@ -27,7 +28,7 @@ from tenacity import (
 
 from shared.domain.errors import ConfigurationError, WharfError
 from shared.domain.jobs import EventType, JobType
-from shared.domain.ledger import LedgerEntry
+from shared.domain.ledger import LedgerEntry, LedgerState
 from shared.domain.naming import stamped
 from shared.domain.remote import (
     RemoteError,
@@ -63,6 +64,7 @@ _URI_SAFE = "/-._~!$&'()*+,;=:@"
 _RECORD_BATCH = 100  # landed files recorded together (jobs, transfers, logs, ledger in a few transactions)
 _RECORD_SECONDS = 2.0  # ... or sooner, once the oldest of them has waited this long
 UNIQUE_LIMIT = 100  # numbered names a move/rename tries after the mtime-tagged one (on_exists: unique)
+_VANISHED_PER_POLL = 100  # LANDED entries of files no longer on the source marked DONE by one poll
 
 
 class _SecondLook:
@@ -236,7 +238,9 @@ class _SftpPoll:
         finally:
             self._close_all()
 
-    def _list(self) -> dict[str, RemoteFile]:
+    def _list(self, seen: set[str] | None = None) -> dict[str, RemoteFile]:
+        """The wanted files of every remote_dirs entry, by path; `seen` gets every path listed, wanted or not.
+        Raises when any directory cannot be listed: a listing that returns is complete."""
         cfg = self.cfg
         skip = [cfg.move_to] if cfg.post_action == "move" and cfg.move_to else []
         wanted: dict[str, RemoteFile] = {}
@@ -253,6 +257,8 @@ class _SftpPoll:
                     f"({os.strerror(exc.errno) if exc.errno else exc}); check sftp.remote_dirs in the catalogue "
                     "and the account's rights on the server") from exc
             for f in files:
+                if seen is not None:
+                    seen.add(f.path)
                 if cfg.wants(f.name):
                     wanted[f.path] = f
                 else:
@@ -269,7 +275,8 @@ class _SftpPoll:
         cfg, tally, opts = self.cfg, self.tally, self.opts
         tally.set_phase("listing")
         started = time.monotonic()
-        first = self._list()
+        seen: set[str] = set()
+        first = self._list(seen)
         tally.summary.listed = len(first)
         arrivals = {path: self._arrival(f) for path, f in first.items()}
         entries = self.landing.lookup(arrivals.values()) if arrivals else {}
@@ -301,6 +308,7 @@ class _SftpPoll:
         # Post-actions left over (crash after landing) or for a file that came back: no re-landing.
         for f, entry, state in finishes:
             self._finish_only(f, entry, state)
+        self._finish_vanished(seen, now)
 
         # Over-size files are refused once, with a log line and a job event; never downloaded.
         budget = cfg.max_files_per_poll
@@ -497,6 +505,49 @@ class _SftpPoll:
             if self._post_action(self._main, f, entry) and state == "LANDED":
                 self.landing.finish(entry)
         self.tally.skipped(*_who(f), "already_ingested", entry.job_id, detail=state == "LANDED")
+
+    def _covers(self, path: str) -> bool:
+        """Whether this poll's listing would have shown a file at `path` (a directory it listed whole)."""
+        cfg = self.cfg
+        parent = posixpath.dirname(path)
+        skip = {d.rstrip("/") for d in ([cfg.move_to] if cfg.post_action == "move" and cfg.move_to else [])}
+        for directory in cfg.remote_dirs:
+            root = directory.rstrip("/") or "/"
+            if parent == root:
+                return True
+            if cfg.recursive and path.startswith(root.rstrip("/") + "/") and not any(
+                    path.startswith(s + "/") for s in skip):
+                return True
+        return False
+
+    def _finish_vanished(self, seen: set[str], now: datetime) -> None:
+        """LANDED entries whose file is no longer on the source: DONE (at most `_VANISHED_PER_POLL` a poll).
+
+        A poll killed after a delete or move and before the ledger said DONE leaves the entry LANDED, and no
+        later listing shows the file again. Only entries older than the lease (the poll that landed them is
+        not still about to say DONE) of files in a directory this poll listed whole are taken; a file still
+        listed keeps its entry LANDED until its post-action succeeds."""
+        lease = self.opts.lease.total_seconds()
+        with span("sftp.finish_vanished", {"wharf.partner": self.partner}) as s:
+            try:
+                landed = self._s.ledger.entries(self.partner, state=LedgerState.LANDED.value)
+            except (AzureError, WharfError) as exc:  # a tidy-up: the next poll tries again
+                log.warning("sftp %s: could not read LANDED ledger entries: %s", self.partner, exc,
+                            extra=log_fields(partner=self.partner))
+                return
+            vanished = [e for e in landed if e.channel == CHANNEL and e.path not in seen and self._covers(e.path)
+                        and now.timestamp() - e.claimed_at.timestamp() > lease][:_VANISHED_PER_POLL]
+            s.set_attribute("wharf.entries", len(vanished))
+            if not vanished:
+                return
+            for e in vanished:
+                log.info("%s is no longer on the source; its post-action (%s) is taken as done, ledger DONE",
+                         display_name(e.path), self.cfg.post_action, extra=log_fields(e.job_id, partner=self.partner))
+            try:
+                self.landing.finish_many(vanished)
+            except (AzureError, WharfError) as exc:
+                log.warning("sftp %s: could not mark %d vanished files DONE: %s; the next poll tries again",
+                            self.partner, len(vanished), exc, extra=log_fields(partner=self.partner))
 
     def _post_action(self, box: list[FileSource], f: RemoteFile, entry: LedgerEntry) -> bool:
         """Delete, move or rename the landed file; True when done (the ledger entry may become DONE).

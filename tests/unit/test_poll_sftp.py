@@ -260,6 +260,91 @@ def test_crash_after_landing_only_does_the_post_action(world: World) -> None:
     assert len(world.landed_messages()) == 1
 
 
+def _crash_after_post_action(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """The process dies right after the post-action of `path` (the `sftp.after_post_action` fault point)."""
+    import shared.services.poll_sftp as poll_sftp
+
+    def fault(point: str) -> None:
+        if point == "sftp.after_post_action" and path not in world_removed:
+            world_removed.add(path)
+            raise Crash
+
+    world_removed: set[str] = set()
+    monkeypatch.setattr(poll_sftp, "fault_point", fault)
+
+
+def test_crash_after_the_post_action_is_finished_by_a_later_poll_once_the_lease_is_over(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.server.put("/out/a.csv", b"payload")
+    world.server.put("/out/b.csv", b"other", age=3000)  # younger: landed after a.csv
+    _crash_after_post_action(monkeypatch, "/out/a.csv")
+    with pytest.raises(Crash):
+        world.poll()
+    assert world.state("/out/a.csv") is LedgerState.LANDED and world.server.names() == ["/out/b.csv"]
+    (a,) = [e for e in world.ledger.entries(PARTNER) if e.path == "/out/a.csv"]
+    world.clock.advance(minutes=5)
+    world.poll()  # within the lease: the poll that deleted it might still be about to say DONE
+    assert world.state("/out/a.csv") is LedgerState.LANDED and world.state("/out/b.csv") is LedgerState.DONE
+    world.clock.advance(minutes=6)
+    summary = world.poll()
+    assert summary.status == "ok" and summary.landed == 0
+    assert world.state("/out/a.csv") is LedgerState.DONE  # no longer on the source: its post-action is done
+    assert world.server.reads == {"/out/a.csv": 1, "/out/b.csv": 1} and len(world.jobs.job_ids()) == 2
+    assert world.ledger.get(PARTNER, a.key).job_id == a.job_id and len(world.landed_messages()) == 2
+
+
+def test_a_landed_entry_is_finished_only_when_its_directory_was_listed_and_its_file_is_not_there() -> None:
+    world = World(remote_dirs=["/out", "/in"], include=["*.csv"])
+    for path in ("/out/gone.csv", "/out/kept.csv", "/out/sub/deep.csv", "/in/ignored.txt", "/old/moved.csv"):
+        world.server.put(path, b"x")
+    landing = Landing(world.services, PARTNER, channel="sftp", job_type=JobType.SFTP_INGEST, owner="crashed",
+                      clock=world.clock)
+    for path in ("/out/gone.csv", "/out/kept.csv", "/out/sub/deep.csv", "/in/ignored.txt", "/old/moved.csv"):
+        world.ledger.create(landing.new_entry(Arrival(channel="sftp", path=path, name=path.rsplit("/", 1)[1],
+                                                      size=1, mtime=1, source=f"sftp://x{path}"),
+                                              state=LedgerState.LANDED))
+    for path in ("/out/gone.csv", "/out/sub/deep.csv", "/old/moved.csv", "/in/ignored.txt"):
+        del world.server.files[path]
+    world.server.put("/in/ignored.txt", b"changed")  # still there (a new version): its entry is not finished
+    world.server.fail("remove", remote_error(errno.EACCES))  # kept.csv: its post-action keeps failing
+    world.clock.advance(minutes=11)
+    assert world.poll().status == "partial"  # kept.csv's post-action failed
+    states = {e.path: e.state for e in world.ledger.entries(PARTNER)}
+    assert states["/out/gone.csv"] is LedgerState.DONE
+    assert states["/out/kept.csv"] is LedgerState.LANDED  # listed: only its post-action finishes it
+    assert states["/out/sub/deep.csv"] is LedgerState.LANDED  # not recursive: /out/sub was not listed
+    assert states["/old/moved.csv"] is LedgerState.LANDED  # not a remote_dirs entry any more
+    assert states["/in/ignored.txt"] is LedgerState.LANDED  # still on the source (not included, but listed)
+
+
+def test_a_failed_listing_finishes_no_landed_entry(world: World) -> None:
+    world.server.put("/out/a.csv", b"payload")
+    world.server.fail("remove", remote_error(errno.EACCES))
+    world.poll()
+    del world.server.files["/out/a.csv"]
+    world.server.fail("list", remote_error(errno.ENOENT))
+    world.clock.advance(minutes=11)
+    assert world.poll().status == "failed"
+    assert world.state("/out/a.csv") is LedgerState.LANDED
+    assert world.poll().status == "ok" and world.state("/out/a.csv") is LedgerState.DONE
+
+
+def test_landed_entries_of_vanished_files_are_finished_at_most_a_hundred_per_poll() -> None:
+    world = World(post_action="leave")
+    landing = Landing(world.services, PARTNER, channel="sftp", job_type=JobType.SFTP_INGEST, owner="crashed",
+                      clock=world.clock)
+    world.server.mkdir("/out")
+    for i in range(130):
+        path = f"/out/f{i:03}.csv"
+        world.ledger.create(landing.new_entry(Arrival(channel="sftp", path=path, name=path[5:], size=1, mtime=1,
+                                                      source=f"sftp://x{path}"), state=LedgerState.LANDED))
+    world.clock.advance(minutes=11)
+    world.poll()
+    assert len(world.ledger.entries(PARTNER, state="LANDED")) == 30
+    world.poll()
+    assert world.ledger.entries(PARTNER, state="LANDED") == []
+
+
 def test_a_failed_post_action_is_retried_by_the_next_poll(world: World) -> None:
     world.server.put("/out/a.csv", b"payload")
     world.server.fail("remove", remote_error(errno.EACCES))
