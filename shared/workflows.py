@@ -81,8 +81,8 @@ class _Failure:
 Call = Callable[[Any, str, dict[str, Any]], Any]
 
 
-#: The key of a step's result that says it failed for good (see shared.services.activity_boundary.fails_fast;
-#: repeated here because the orchestrator module imports nothing that does I/O).
+#: The key of a step's result that says it failed for good (shared.services.activity_boundary.fails_fast
+#: returns it; defined here because the orchestrator module imports nothing that does I/O).
 PERMANENT = "permanent_failure"
 
 

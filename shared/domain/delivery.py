@@ -19,8 +19,6 @@ DEFAULT_TEMP_SUFFIX = ".part"
 #: What an SFTP delivery does when its final name is taken (`on_exists`).
 SFTP_ON_EXISTS = ("overwrite", "fail", "unique")
 DEFAULT_SFTP_ON_EXISTS = "fail"
-#: Names `on_exists: unique` tries (`name`, `name.2`, ... `name.1000`) before the delivery fails.
-UNIQUE_LIMIT = 1000
 _TAG_HEX = 8
 
 

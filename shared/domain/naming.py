@@ -6,6 +6,9 @@ import posixpath
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+#: Names `on_exists: unique` tries (`name`, `name.2`, ... `name.1000`) before a delivery fails.
+UNIQUE_LIMIT = 1000
+
 
 def tagged(name: str, tag: str) -> str:
     """`name` with `.tag` before its extension: `a/invoices.jsonl` -> `a/invoices.<tag>.jsonl`. Only the last

@@ -10,11 +10,18 @@ from typing import ParamSpec, TypeVar
 from shared.domain.errors import PermanentError
 from shared.observability.redaction import redact, redact_data, redact_exception
 from shared.observability.tracing import log_fields, span
+from shared.workflows import PERMANENT
 
 log = logging.getLogger(__name__)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def _job_id(args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
+    """The job id of an activity's reference (its first argument), for logs; "" when it names none."""
+    ref = args[0] if args else next(iter(kwargs.values()), None)
+    return str(ref.get("job_id", "")) if isinstance(ref, Mapping) else ""
 
 
 def redacted_activity(fn: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -31,8 +38,7 @@ def redacted_activity(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             clean = redact_exception(exc)
             if clean is exc:
                 raise
-            ref = args[0] if args else next(iter(kwargs.values()), None)
-            job_id = str(ref.get("job_id", "")) if isinstance(ref, Mapping) else ""
+            job_id = _job_id(args, kwargs)
             with span("activity.redacted_failure", {"wharf.job_id": job_id, "wharf.activity": fn.__name__,
                                                     "error.type": type(exc).__name__}):
                 log.warning("activity %s failed; its error quoted a secret and is handed on redacted",
@@ -41,10 +47,6 @@ def redacted_activity(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         return result
 
     return activity
-
-
-#: The key of the result a `fails_fast` activity returns instead of raising a PermanentError.
-PERMANENT = "permanent_failure"
 
 
 def fails_fast(fn: Callable[_P, _R]) -> Callable[_P, _R | dict[str, str]]:
@@ -58,8 +60,7 @@ def fails_fast(fn: Callable[_P, _R]) -> Callable[_P, _R | dict[str, str]]:
         try:
             return fn(*args, **kwargs)
         except PermanentError as exc:
-            ref = args[0] if args else next(iter(kwargs.values()), None)
-            job_id = str(ref.get("job_id", "")) if isinstance(ref, Mapping) else ""
+            job_id = _job_id(args, kwargs)
             reason = redact(str(exc)).strip() or type(exc).__name__
             log.warning("activity %s failed for good (not retried): %s", fn.__name__, reason,
                         extra=log_fields(job_id, activity=fn.__name__, error_type=type(exc).__name__))

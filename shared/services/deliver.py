@@ -23,8 +23,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from shared.domain.delivery import (
     DEFAULT_REMOTE_NAME,
+    DEFAULT_SFTP_ON_EXISTS,
     SFTP_ON_EXISTS,
-    UNIQUE_LIMIT,
     Delivery,
     DeliveryState,
     DeliveryStep,
@@ -41,7 +41,7 @@ from shared.domain.errors import (
     WharfError,
 )
 from shared.domain.jobs import FileTransfer, Job, utcnow
-from shared.domain.naming import numbered
+from shared.domain.naming import UNIQUE_LIMIT, numbered
 from shared.domain.remote import (
     HostKeyMismatchError,
     RemoteError,
@@ -140,7 +140,7 @@ def plan_sftp(services: Services, job: Job, ref: Mapping[str, Any], output: Mapp
     folder = dest.get("folder") or getattr(config, "outbound_dir", None)
     if not folder:
         raise ConfigurationError(f"{where}: no folder, and the partner has no sftp.outbound_dir")
-    on_exists = str(dest.get("on_exists") or "fail")
+    on_exists = str(dest.get("on_exists") or DEFAULT_SFTP_ON_EXISTS)
     verify = str(dest.get("verify") or "size")
     if on_exists not in SFTP_ON_EXISTS:
         raise ConfigurationError(f"{where}: on_exists '{on_exists}' is not one of {', '.join(SFTP_ON_EXISTS)}")

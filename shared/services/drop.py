@@ -264,11 +264,11 @@ def _quarantine(services: Services, events: _Events, container: str, blob_path: 
                                                   "file_name": place.name, "step": "intake", "reason": full},
                                    subject=f"{partner}/{place.job_id}")
     failed = events.once(EventType.FAILED, {"reason": full, "step": "intake"})
-    services.jobs.ensure_projection(place.job_id)
+    job = services.jobs.ensure_projection(place.job_id)
     if failed is not None:
         services.jobs.log(place.job_id, "ERROR", f"intake refused: {full}", trace_id=current_trace_id())
         record_failure(UNKNOWN, CHANNEL, FailureReason.CONFIGURATION)
-        job = services.jobs.get_job(place.job_id)
+        job = job or services.jobs.get_job(place.job_id)  # ensure_projection returned it (None: no events)
         record_job_done(UNKNOWN, JobStatus.FAILED, (failed.at - job.created_at).total_seconds())
     log.warning("dropped file quarantined: %s", full, extra=log_fields(place.job_id, partner=partner))
     return Dropped(container=container, blob_path=blob_path, etag=blob.etag, job_id=place.job_id,

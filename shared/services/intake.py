@@ -6,12 +6,17 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
 from shared.bootstrap import Services
-from shared.domain.errors import NotFoundError
-from shared.domain.hostmessages import decode_host_message
+from shared.domain.errors import DependencyUnavailableError, NotFoundError, WharfError
+from shared.domain.hostmessages import BadMessageError, decode_host_message, parse_message
 from shared.domain.ids import new_job_id
 from shared.domain.jobs import EventType, JobType
+from shared.domain.messages import FileLanded
+from shared.observability.redaction import redact
 from shared.observability.tracing import continued_from, inject_traceparent, log_fields, span
+from shared.workflows import failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +61,6 @@ def replay(services: Services, job_id: str) -> dict[str, Any]:
     the new job is recorded, then queued. When the queue refuses the message, the new job stays PENDING
     (with a note saying why) and the jobs sweep re-sends it; this raises DependencyUnavailableError naming it,
     so a retry by the caller is not needed (and would only add another job)."""
-    from azure.core.exceptions import AzureError
-
-    from shared.domain.errors import DependencyUnavailableError, WharfError
-    from shared.domain.hostmessages import BadMessageError, parse_message
-    from shared.domain.messages import FileLanded
-    from shared.observability.redaction import redact
-    from shared.workflows import failure_reason
-
     with span("jobs.replay", {"wharf.job_id": job_id}) as s:
         old = services.jobs.get_job(job_id)
         if not old.blob_path:

@@ -257,8 +257,8 @@ def _record_on_job(services: Services, delivery: Delivery, error: BadMessageErro
         job = services.jobs.get_job(job_id)
     except NotFoundError:
         return ""
-    if any(e.type is EventType.NOTE and (e.data.get("dead_letter") or {}).get("message_id") == delivery.id
-           for e in services.jobs.events(job_id)) and delivery.id:
+    if delivery.id and any(e.type is EventType.NOTE and (e.data.get("dead_letter") or {}).get("message_id")
+                           == delivery.id for e in services.jobs.events(job_id)):
         return "already"
     action = (f"fix the cause, then `wharf poison requeue {poison} {delivery.id}`"
               + (f" or `wharf replay {job_id}`" if job.blob_path else ""))

@@ -13,7 +13,7 @@ from shared.bootstrap import Services
 from shared.domain.errors import ConfigurationError, ConflictError, NotFoundError, PermanentError
 from shared.domain.globs import glob_match
 from shared.domain.jobs import EventType, Job, JobStatus
-from shared.domain.naming import numbered
+from shared.domain.naming import UNIQUE_LIMIT, numbered
 from shared.domain.routing import DEFAULT_BLOB_PATH, DEFAULT_ON_EXISTS, ON_EXISTS, plan_route, render_path
 from shared.metrics import record_failure, record_job_done, record_transfer
 from shared.observability.tracing import continued_from, log_fields, span
@@ -29,10 +29,6 @@ EVENT_ERRORS = 20
 
 # The failed step as a metric reason (a closed set; see shared.metrics.FailureReason).
 _STEP_REASON = {"validate": "validation", "route": "routing", "archive": "other", "start": "other"}
-
-
-#: Names a blob destination with `on_exists: unique` tries (`name`, `name.2`, ... `name.1000`) before it fails.
-UNIQUE_LIMIT = 1000
 
 
 class DeliveryNotConfiguredError(PermanentError):
