@@ -188,13 +188,15 @@ class Services:
         return cached[1]
 
     def queue_names(self) -> list[str]:
+        """Every queue under the configured names, `-poison` twins included (shared/resources.py)."""
+        from shared.resources import queue_names
+
         s = self.settings
-        names = [s.poll_queue, s.landed_queue, s.events_queue]
-        return names + [f"{n}-poison" for n in (s.poll_queue, s.landed_queue)]
+        return queue_names(poll=s.poll_queue, landed=s.landed_queue, events=s.events_queue)
 
     def ensure_resources(self) -> None:
         """Create every container, queue and table; safe to call any number of times."""
-        from shared.adapters.blobs import CONTAINERS
+        from shared.resources import CONTAINERS
 
         self.blobs.ensure_containers(CONTAINERS)
         self.queues.ensure_queues(self.queue_names())

@@ -18,7 +18,6 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.blobs import CONTAINERS
 from shared.adapters.tables import event_payload, log_message, new_job_payloads, transfer_row
 from shared.domain.delivery import Delivery, delivery_keys
 from shared.domain.errors import ConflictError, NotFoundError
@@ -47,6 +46,7 @@ from shared.domain.remote import (
 from shared.observability.redaction import redact, redact_data
 from shared.observability.tracing import inject_traceparent
 from shared.ports import BlobInfo, QueuedMessage
+from shared.resources import CONTAINERS
 
 # --------------------------------------------------------------------------------------------------
 # Blob storage

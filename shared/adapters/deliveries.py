@@ -15,8 +15,8 @@ from shared.domain.errors import NotFoundError
 from shared.domain.ids import job_partition
 from shared.domain.sanitize import decode_original, encode_original
 from shared.observability.redaction import redact
+from shared.resources import DELIVERIES_TABLE
 
-DELIVERIES_TABLE = "Deliveries"
 _MAX_ERROR_CHARS = 2000
 
 

@@ -32,9 +32,8 @@ from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, Ledge
 from shared.domain.sanitize import decode_original, encode_original
 from shared.observability.redaction import redact
 from shared.observability.tracing import span
+from shared.resources import BREAKERS_TABLE, LEDGER_TABLE
 
-LEDGER_TABLE = "Ledger"
-BREAKERS_TABLE = "Breakers"
 MAX_BATCH = 100  # entity group transaction limit (one partition)
 _KEYS_PER_QUERY = 15  # a table $filter allows at most 15 discrete comparisons
 _MAX_ERROR_CHARS = 2000

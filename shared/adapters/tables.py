@@ -42,10 +42,11 @@ from shared.domain.jobs import (
 from shared.faults import fault_point
 from shared.observability.redaction import redact, redacted_json
 from shared.observability.tracing import log_fields, span
+from shared.resources import TABLES
 
 log = logging.getLogger(__name__)
 
-TABLE_NAMES = ("IntegrationJob", "FileTransfer", "IntegrationLog", "JobEvents", "Ledger", "Breakers", "Deliveries")
+TABLE_NAMES = TABLES  # shared/resources.py holds the list
 # A table property holds at most 64 KiB (32K UTF-16 chars); keep event data well under it.
 MAX_DATA_CHARS = 30_000
 _APPEND_ATTEMPTS = 20

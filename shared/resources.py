@@ -1,0 +1,67 @@
+"""Every blob container, storage queue and table Wharf uses: the one list.
+
+`wharf resources ensure` (Services.ensure_resources) creates these locally, and `infra/modules/storage.bicep`
+declares the same names in Azure; tests/unit/test_infra_resources.py fails when the two drift. Queue names
+are settings (POLL_QUEUE, LANDED_QUEUE, WHARF_EVENTS_QUEUE); the defaults below are what the Bicep sets. A
+queue a trigger reads has a `-poison` twin (the host moves a message there after maxDequeueCount tries, and
+Wharf moves a malformed one there at once). Table names get WHARF_TABLE_PREFIX in front (tests, shared
+accounts); Azure uses no prefix. Durable Functions' own task-hub queues, tables and lease container are made
+by the extension at run time and are not listed here.
+"""
+
+from __future__ import annotations
+
+POISON_SUFFIX = "-poison"
+
+# Blob containers.
+INBOUND = "inbound"
+DROP = "drop"
+PROCESSED = "processed"
+QUARANTINE = "quarantine"
+ARCHIVE = "archive"
+OUTBOUND = "outbound"
+REPORTS = "reports"
+STAGING = "staging"
+CONTAINERS: tuple[str, ...] = (INBOUND, DROP, PROCESSED, QUARANTINE, ARCHIVE, OUTBOUND, REPORTS, STAGING)
+#: Containers whose new blobs start a function through the Event Grid blob trigger (infra subscribes them).
+EVENT_GRID_CONTAINERS: tuple[str, ...] = (DROP, OUTBOUND)
+
+# Storage queues (defaults of the queue-name settings).
+POLL_QUEUE = "poll-requests"
+LANDED_QUEUE = "file-landed"
+EVENTS_QUEUE = "wharf-events"
+TRANSFER_BATCHES_QUEUE = "transfer-batches"
+#: Queues that triggers read, so each has a `-poison` twin.
+TRIGGER_QUEUES: tuple[str, ...] = (POLL_QUEUE, LANDED_QUEUE, TRANSFER_BATCHES_QUEUE)
+
+# Tables.
+JOBS_TABLE = "IntegrationJob"
+TRANSFERS_TABLE = "FileTransfer"
+LOGS_TABLE = "IntegrationLog"
+EVENTS_TABLE = "JobEvents"
+LEDGER_TABLE = "Ledger"
+BREAKERS_TABLE = "Breakers"
+DELIVERIES_TABLE = "Deliveries"
+TABLES: tuple[str, ...] = (JOBS_TABLE, TRANSFERS_TABLE, LOGS_TABLE, EVENTS_TABLE, LEDGER_TABLE, BREAKERS_TABLE,
+                           DELIVERIES_TABLE)
+
+# Service Bus (WHARF_PUBLISHER=servicebus): the topic events go to, and the subscription infra creates on it.
+EVENTS_TOPIC = "wharf-events"
+EVENTS_SUBSCRIPTION = "wharf-consumers"
+
+
+def poison(queue: str) -> str:
+    """The poison twin of a trigger queue."""
+    return f"{queue}{POISON_SUFFIX}"
+
+
+def queue_names(*, poll: str = POLL_QUEUE, landed: str = LANDED_QUEUE, events: str = EVENTS_QUEUE,
+                transfer_batches: str = TRANSFER_BATCHES_QUEUE) -> list[str]:
+    """Every queue, poison twins included, for the given (configured) names."""
+    triggers = [poll, landed, transfer_batches]
+    return [*triggers, events, *(poison(n) for n in triggers)]
+
+
+#: Every queue under the default names (what the Bicep declares).
+QUEUES: tuple[str, ...] = tuple(queue_names())
+
