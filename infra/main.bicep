@@ -1,199 +1,334 @@
-// Wharf on Azure: Flex Consumption function app with a user-assigned identity, storage (blobs, queues,
-// tables), Key Vault for partner credentials, Service Bus topic for events, Application Insights.
-// Identity-based connections throughout: no storage keys or connection strings in app settings.
-targetScope = 'resourceGroup'
+// Wharf on Azure (azd): a Flex Consumption function app (Python 3.11) with a user-assigned identity and
+// identity-based connections only; storage (every container, queue with its -poison twin, and table the app
+// uses: shared/resources.py), Key Vault for partner credentials, a Service Bus topic with a subscription for
+// events, Log Analytics + Application Insights (local auth off), diagnostic settings, an Event Grid system
+// topic for the Event Grid blob triggers, alert rules, a workbook and saved queries, and an optional VNet with
+// a NAT gateway for a static outbound IP. Laid out like the Azure-Samples azd Flex Consumption templates:
+// subscription scope, one resource group, modules under app/ (docs/decisions.md 70).
+targetScope = 'subscription'
 
 @minLength(1)
 @maxLength(64)
+@description('Name of the azd environment; hashed into every resource name.')
 param environmentName string
-param location string = resourceGroup().location
 
-var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
-var tags = { 'azd-env-name': environmentName }
-var deploymentContainer = 'deployments'
-
-resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: 'id-wharf-${token}'
-  location: location
-  tags: tags
-}
-
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  name: 'stwharf${token}'
-  location: location
-  tags: tags
-  kind: 'StorageV2'
-  sku: { name: 'Standard_LRS' }
-  properties: {
-    allowBlobPublicAccess: false
-    allowSharedKeyAccess: false
-    minimumTlsVersion: 'TLS1_2'
-    supportsHttpsTrafficOnly: true
+@minLength(1)
+@description('Primary location for all resources; Flex Consumption regions only.')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'eastus2euap'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
   }
-  resource blobs 'blobServices' = {
-    name: 'default'
-    resource deployments 'containers' = { name: deploymentContainer }
-    resource inbound 'containers' = { name: 'inbound' }
-    resource drop 'containers' = { name: 'drop' }
-    resource processed 'containers' = { name: 'processed' }
-    resource quarantine 'containers' = { name: 'quarantine' }
-    resource archive 'containers' = { name: 'archive' }
-    resource outbound 'containers' = { name: 'outbound' }
-    resource reports 'containers' = { name: 'reports' }
-    resource staging 'containers' = { name: 'staging' }
+})
+param location string
+
+@description('Object id of the person (or CI principal) running azd: gets data roles to write partner secrets to the vault, drop files and read jobs. azd fills it with the signed-in user (AZURE_PRINCIPAL_ID). Empty: none.')
+param principalId string = ''
+
+@description('Type of principalId: User for a person, ServicePrincipal for a pipeline.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+@description('Integrate the app with a VNet whose outbound traffic leaves through a NAT gateway with one static public IP (what SFTP partners allow-list).')
+param vnetEnabled bool = false
+
+@description('Flex Consumption: most instances the app scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Flex Consumption: memory of one instance.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Key Vault purge protection. Off by default so `azd down --purge` then `azd up` works in a dev environment; turn it on for production (the name is then held for the retention period after deletion).')
+param keyVaultPurgeProtection bool = false
+
+@description('recover: bring back a soft-deleted vault of the same name (after `azd down` without --purge) with its secrets.')
+@allowed([
+  'default'
+  'recover'
+])
+param keyVaultCreateMode string = 'default'
+
+@description('E-mail address the alert rules notify. Empty: the action group is created without a receiver.')
+param alertEmail string = ''
+
+@description('Alert: failed jobs in 15 minutes (per partner) above which it fires.')
+@minValue(0)
+param failedJobsThreshold int = 3
+
+@description('Alert: minutes a partner breaker may stay open before it fires.')
+@minValue(5)
+param breakerOpenMinutes int = 30
+
+@description('Alert: days before a secret or certificate expires when it fires.')
+@minValue(1)
+param secretExpiryDays int = 14
+
+param resourceGroupName string = ''
+param apiServiceName string = ''
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = !empty(apiServiceName) ? apiServiceName : '${abbrs.webSitesFunctions}wharf-${resourceToken}'
+var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+var storageAccountName = '${abbrs.storageStorageAccounts}wharf${take(resourceToken, 13)}'
+var serviceBusNamespaceName = '${abbrs.serviceBusNamespaces}wharf-${resourceToken}'
+var eventsTopicName = 'wharf-events'
+
+// Names the app uses; shared/resources.py is the list, tests/unit/test_infra_resources.py keeps these equal.
+var containers = [
+  'inbound'
+  'drop'
+  'processed'
+  'quarantine'
+  'archive'
+  'outbound'
+  'reports'
+  'staging'
+]
+var pollQueue = 'poll-requests'
+var landedQueue = 'file-landed'
+var eventsQueue = 'wharf-events'
+var transferBatchesQueue = 'transfer-batches'
+var queues = [
+  pollQueue
+  landedQueue
+  transferBatchesQueue
+  eventsQueue
+  '${pollQueue}-poison'
+  '${landedQueue}-poison'
+  '${transferBatchesQueue}-poison'
+]
+var tables = [
+  'IntegrationJob'
+  'FileTransfer'
+  'IntegrationLog'
+  'JobEvents'
+  'Ledger'
+  'Breakers'
+  'Deliveries'
+]
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}wharf-${resourceToken}'
+    location: location
+    tags: tags
   }
-  resource queues 'queueServices' = {
-    name: 'default'
-    resource polls 'queues' = { name: 'poll-requests' }
-    resource landed 'queues' = { name: 'file-landed' }
-    resource events 'queues' = { name: 'wharf-events' }
-  }
-  resource tables 'tableServices' = {
-    name: 'default'
-    resource jobs 'tables' = { name: 'IntegrationJob' }
-    resource transfers 'tables' = { name: 'FileTransfer' }
-    resource logs 'tables' = { name: 'IntegrationLog' }
-    resource events 'tables' = { name: 'JobEvents' }
-    resource ledger 'tables' = { name: 'Ledger' }
-    resource breakers 'tables' = { name: 'Breakers' }
-    resource deliveries 'tables' = { name: 'Deliveries' }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}wharf-${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}wharf-${resourceToken}'
+    location: location
+    tags: tags
   }
 }
 
-resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
-  name: 'log-wharf-${token}'
-  location: location
-  tags: tags
-  properties: { retentionInDays: 30, sku: { name: 'PerGB2018' } }
-}
-
-resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
-  name: 'appi-wharf-${token}'
-  location: location
-  tags: tags
-  kind: 'web'
-  properties: { Application_Type: 'web', WorkspaceResourceId: logs.id, DisableLocalAuth: true }
-}
-
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  name: 'kv-wharf-${token}'
-  location: location
-  tags: tags
-  properties: {
-    tenantId: subscription().tenantId
-    sku: { family: 'A', name: 'standard' }
-    enableRbacAuthorization: true
-    enableSoftDelete: true
-    enablePurgeProtection: true
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: storageAccountName
+    location: location
+    tags: tags
+    containers: concat([deploymentStorageContainerName], containers)
+    queues: queues
+    tables: tables
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
   }
 }
 
-resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
-  name: 'sb-wharf-${token}'
-  location: location
-  tags: tags
-  sku: { name: 'Standard', tier: 'Standard' }
-  properties: { disableLocalAuth: true }
-  resource topic 'topics' = { name: 'wharf-events' }
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}wharf-${take(resourceToken, 13)}'
+    location: location
+    tags: tags
+    purgeProtection: keyVaultPurgeProtection
+    createMode: keyVaultCreateMode
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+  }
 }
 
-resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  name: 'plan-wharf-${token}'
-  location: location
-  tags: tags
-  kind: 'functionapp'
-  sku: { tier: 'FlexConsumption', name: 'FC1' }
-  properties: { reserved: true }
+module serviceBus 'app/servicebus.bicep' = {
+  name: 'servicebus'
+  scope: rg
+  params: {
+    name: serviceBusNamespaceName
+    location: location
+    tags: tags
+    topicName: eventsTopicName
+    subscriptionName: 'wharf-consumers'
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+  }
 }
 
-resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  name: 'func-wharf-${token}'
-  location: location
-  tags: union(tags, { 'azd-service-name': 'api' })
-  kind: 'functionapp,linux'
-  identity: { type: 'UserAssigned', userAssignedIdentities: { '${identity.id}': {} } }
-  properties: {
-    serverFarmId: plan.id
-    httpsOnly: true
-    functionAppConfig: {
-      deployment: {
-        storage: {
-          type: 'blobContainer'
-          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'
-          authentication: { type: 'UserAssignedIdentity', userAssignedIdentityResourceId: identity.id }
-        }
-      }
-      scaleAndConcurrency: { maximumInstanceCount: 40, instanceMemoryMB: 2048 }
-      runtime: { name: 'python', version: '3.11' }
+module network 'app/vnet.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    vnetName: '${abbrs.networkVirtualNetworks}wharf-${resourceToken}'
+    natGatewayName: '${abbrs.networkNatGateways}wharf-${resourceToken}'
+    publicIpName: '${abbrs.networkPublicIPAddresses}wharf-outbound-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}wharf-${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'api'
+    runtimeName: 'python'
+    runtimeVersion: '3.11'
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    storageAccountName: storage.outputs.name
+    deploymentStorageContainerName: deploymentStorageContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
+    appSettings: {
+      KEY_VAULT_URL: keyVault.outputs.uri
+      WHARF_PUBLISHER: 'servicebus'
+      SERVICEBUS_FULLY_QUALIFIED_NAMESPACE: serviceBus.outputs.fullyQualifiedNamespace
+      SERVICEBUS_TOPIC: eventsTopicName
+      WHARF_CATALOG_PATH: 'partners.yaml'
+      POLL_QUEUE: pollQueue
+      LANDED_QUEUE: landedQueue
+      WHARF_EVENTS_QUEUE: eventsQueue
+      OTEL_SERVICE_NAME: 'wharf'
     }
-    siteConfig: {
-      appSettings: [
-        { name: 'AzureWebJobsStorage__accountName', value: storage.name }
-        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
-        { name: 'AzureWebJobsStorage__clientId', value: identity.properties.clientId }
-        { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
-        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsights.properties.ConnectionString }
-        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identity.properties.clientId};Authorization=AAD' }
-        { name: 'KEY_VAULT_URL', value: vault.properties.vaultUri }
-        { name: 'WHARF_PUBLISHER', value: 'servicebus' }
-        { name: 'SERVICEBUS_FULLY_QUALIFIED_NAMESPACE', value: '${serviceBus.name}.servicebus.windows.net' }
-        { name: 'SERVICEBUS_TOPIC', value: 'wharf-events' }
-        { name: 'WHARF_CATALOG_PATH', value: 'partners.yaml' }
-        { name: 'POLL_QUEUE', value: 'poll-requests' }
-        { name: 'LANDED_QUEUE', value: 'file-landed' }
-        { name: 'WHARF_EVENTS_QUEUE', value: 'wharf-events' }
-      ]
-    }
   }
 }
 
-// Role assignments for the app's identity: data-plane only, least privilege per service.
-var roles = {
-  blobOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner (Functions host + data)
-  queueContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
-  tableContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
-  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
-  serviceBusSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39' // Azure Service Bus Data Sender
-  monitoringPublisher: '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    serviceBusNamespaceName: serviceBus.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    appPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
 }
 
-resource blobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, identity.id, roles.blobOwner)
-  scope: storage
-  properties: { principalId: identity.properties.principalId, principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobOwner) }
-}
-resource queueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, identity.id, roles.queueContributor)
-  scope: storage
-  properties: { principalId: identity.properties.principalId, principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueContributor) }
-}
-resource tableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, identity.id, roles.tableContributor)
-  scope: storage
-  properties: { principalId: identity.properties.principalId, principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableContributor) }
-}
-resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(vault.id, identity.id, roles.keyVaultSecretsUser)
-  scope: vault
-  properties: { principalId: identity.properties.principalId, principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser) }
-}
-resource busRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(serviceBus.id, identity.id, roles.serviceBusSender)
-  scope: serviceBus
-  properties: { principalId: identity.properties.principalId, principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusSender) }
-}
-resource monitorRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(appInsights.id, identity.id, roles.monitoringPublisher)
-  scope: appInsights
-  properties: { principalId: identity.properties.principalId, principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringPublisher) }
+module eventGrid 'app/eventgrid.bicep' = {
+  name: 'eventgrid'
+  scope: rg
+  params: {
+    name: '${abbrs.eventGridSystemTopics}wharf-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+  }
 }
 
-output AZURE_FUNCTION_APP_NAME string = functionApp.name
-output AZURE_KEY_VAULT_URL string = vault.properties.vaultUri
-output AZURE_STORAGE_ACCOUNT string = storage.name
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    actionGroupName: '${abbrs.insightsActionGroups}wharf-${resourceToken}'
+    alertEmail: alertEmail
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    failedJobsThreshold: failedJobsThreshold
+    breakerOpenMinutes: breakerOpenMinutes
+    secretExpiryDays: secretExpiryDays
+  }
+}
+
+module workbook 'app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    queryPackName: '${abbrs.operationalInsightsQueryPacks}wharf-${resourceToken}'
+  }
+}
+
+// azd writes these into .azure/<env>/.env; scripts/azd/postdeploy.sh reads them.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output AZURE_FUNCTION_APP_URL string = api.outputs.url
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_URL string = keyVault.outputs.uri
+output AZURE_SERVICEBUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
+output AZURE_EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.name
+output AZURE_OUTBOUND_IP string = vnetEnabled ? network.outputs.outboundIp : ''
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.applicationInsightsConnectionString
+output SERVICE_API_NAME string = api.outputs.name
