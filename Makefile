@@ -12,10 +12,13 @@ STACK_ENV := $(CURDIR)/.local/stack.env
 
 VENV_STAMP := $(VENV)/.wharf-installed
 NODE_STAMP := node_modules/.wharf-installed
+TOOLS_VENV ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.wharf-installed
+KUSTO_STAMP := tools/kusto/node_modules/.wharf-installed
 
 export VENV
 
-.PHONY: help setup system venv node stack-start stack-stop stack-status run test lint typecheck bench clean-local
+.PHONY: help setup system venv node infra-tools infra-check stack-start stack-stop stack-status run test lint typecheck bench clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -38,6 +41,20 @@ node: $(NODE_STAMP) ## node_modules (Azurite) from package-lock.json (npm ci)
 $(NODE_STAMP): package.json package-lock.json | system
 	@scripts/node-deps.sh
 	@touch $@
+
+infra-tools: $(TOOLS_STAMP) $(KUSTO_STAMP) ## checkov (own venv, .venv-tools) and the Kusto language service (tools/kusto) for the infra checks
+
+$(TOOLS_STAMP): requirements-tools.txt | system
+	@test -x $(TOOLS_VENV)/bin/python || { echo "[infra-tools] creating $(TOOLS_VENV)"; $(PYTHON) -m venv $(TOOLS_VENV); }
+	$(TOOLS_VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-tools.txt
+	@touch $@
+
+$(KUSTO_STAMP): tools/kusto/package.json tools/kusto/package-lock.json | system
+	cd tools/kusto && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+infra-check: infra-tools ## checkov over infra/ (Bicep); fails on any finding not skipped with a reason next to its resource
+	@scripts/infra-check.sh
 
 stack-start: system node ## start Azurite + sshd (idempotent), write .local/stack.env
 	@$(STACK) start
@@ -62,7 +79,7 @@ run: setup stack-start ## start the stack, then devhost in the foreground (Ctrl-
 	$(VENV)/bin/wharf resources ensure; \
 	exec $(PY) -m devhost --port $(DEVHOST_PORT)
 
-test: setup ## ruff + mypy + pytest with the stack up; stops the stack afterwards (unless it was already running)
+test: setup infra-tools ## ruff + mypy + checkov + pytest with the stack up; stops the stack afterwards (unless it was already running)
 	@scripts/with-stack.sh scripts/test.sh
 
 lint: venv ## ruff check

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks behind `make test` (run inside scripts/with-stack.sh, so the stack is up):
-# ruff, mypy, pytest. All three always run, so one report shows every failure; the exit
-# code is non-zero when any of them failed. Extra pytest arguments: PYTEST_ARGS="-k foo -x".
+# ruff, mypy, checkov (infra/, scripts/infra-check.sh), pytest. All of them always run, so one report shows
+# every failure; the exit code is non-zero when any of them failed. Extra pytest arguments: PYTEST_ARGS="-k foo -x".
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${VENV:-.venv}"
@@ -21,11 +21,12 @@ step() {
 
 step ruff "${VENV}/bin/ruff" check .
 step mypy "${VENV}/bin/mypy"
+step checkov scripts/infra-check.sh
 # shellcheck disable=SC2086  # PYTEST_ARGS is deliberately word-split
 step pytest "${VENV}/bin/python" -m pytest -p no:cacheprovider ${PYTEST_ARGS:-} tests/
 
 printf '\n==> summary\n'
-for name in ruff mypy pytest; do
+for name in ruff mypy checkov pytest; do
     if ((result[$name] == 0)); then
         printf '  %-7s ok\n' "$name"
     else
