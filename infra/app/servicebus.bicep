@@ -28,6 +28,7 @@ resource topic 'Microsoft.ServiceBus/namespaces/topics@2022-10-01-preview' = {
   name: topicName
   properties: {
     defaultMessageTimeToLive: 'P14D'
+    // Wharf sets each message's id to the event id: a re-published event is dropped as a duplicate.
     requiresDuplicateDetection: true
     duplicateDetectionHistoryTimeWindow: 'PT10M'
   }
