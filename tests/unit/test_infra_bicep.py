@@ -234,3 +234,17 @@ def test_checkov_skips_are_justified_next_to_the_resource() -> None:
             above = [x for x in lines[:i] if x.startswith("resource ")]
             assert above and lines.index(above[-1]) >= i - 8, f"{path.name}:{i + 1}: skip outside a resource block"
     assert found, "no skips at all: checkov would have failed on the justified exceptions"
+
+
+def test_the_hook_lists_the_event_grid_triggers_with_the_system_python() -> None:
+    """postdeploy.sh runs `python3 scripts/bindings.py eventgrid` on the deployer's machine: stdlib only."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-I", str(ROOT / "scripts" / "bindings.py"), "eventgrid"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.splitlines() == [f"{f} {c}" for f, c in bindings_module().event_grid_blob_triggers()]
+    assert "intake_drop drop" in out.stdout.splitlines()
+    bad = subprocess.run([sys.executable, "-I", str(ROOT / "scripts" / "bindings.py")], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "usage" in bad.stderr
