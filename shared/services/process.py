@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -15,9 +14,10 @@ from shared.domain.globs import glob_match
 from shared.domain.jobs import EventType, Job, JobStatus
 from shared.domain.naming import UNIQUE_LIMIT, numbered
 from shared.domain.routing import DEFAULT_BLOB_PATH, DEFAULT_ON_EXISTS, ON_EXISTS, plan_route, render_path
-from shared.metrics import record_failure, record_job_done, record_transfer
+from shared.metrics import record_failure, record_job_done
 from shared.observability.tracing import continued_from, log_fields, span
 from shared.ports import BlobInfo
+from shared.services.destinations import deliver_one
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ EVENT_ERRORS = 20
 
 # The failed step as a metric reason (a closed set; see shared.metrics.FailureReason).
 _STEP_REASON = {"validate": "validation", "route": "routing", "archive": "other", "start": "other"}
-
-
-class DeliveryNotConfiguredError(PermanentError):
-    """A route names a destination kind whose delivery is not configured in this deployment."""
 
 
 class BlobExistsError(ConflictError, PermanentError):
@@ -134,34 +130,24 @@ def plan_routes(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def route_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
-    """Deliver the processed output to one destination. Idempotent: same job + index -> same result."""
+    """Deliver the processed output to one destination through its kind (shared.services.destinations).
+    Idempotent: same job + index -> same result; a destination already SENT is not sent again."""
     dest = dict(ref["destination"])
     kind = dest.get("kind", "")
     output = dict(ref["output"])
     with continued_from(ref), span("activity.route_file", _attrs(ref, **{"wharf.destination": kind})) as s:
         job = _job(services, ref)
-        if kind == "blob":
-            started = time.monotonic()
-            result = _deliver_blob(services, job, ref, output, dest)
-            record_transfer(job.partner, "blob", time.monotonic() - started)
-        elif kind == "event":
-            result = _deliver_event(services, job, ref, output, dest)
-        elif kind == "sftp":
-            from shared.services.deliver import deliver_sftp
-
-            result = deliver_sftp(services, job, ref, output, dest)
-        elif kind == "email":
-            raise DeliveryNotConfiguredError(
-                f"route '{ref.get('route')}': email delivery via Graph is not configured in this deployment")
-        else:
-            raise ConfigurationError(f"route '{ref.get('route')}': unknown destination kind '{kind}'")
+        result = deliver_one(services, job, ref, output, dest)
         s.set_attribute("wharf.destination.target", result.get("target", ""))
         already = any(e.type is EventType.ROUTED and e.data.get("index") == ref.get("index")
                       for e in services.jobs.events(job.job_id))
         if not already:
+            routed = {k: v for k, v in result.items() if k != "already_sent"}
             services.jobs.append(job.job_id, EventType.ROUTED, {"route": ref.get("route", ""),
-                                                                "index": ref.get("index"), **result})
+                                                                "index": ref.get("index"), **routed})
             services.jobs.log(job.job_id, "INFO", f"routed to {kind}: {result.get('target', '')}")
+        log.info("routed", extra=log_fields(job.job_id, partner=job.partner, kind=kind, index=ref.get("index"),
+                                            target=str(result.get("target", ""))))
         return result
 
 

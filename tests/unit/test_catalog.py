@@ -394,7 +394,8 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
     (
         "unknown destination kind",
         lambda d: acme(d)["routes"][0]["destinations"][0].update(kind="s3"),
-        ["partners[acme].routes[0].destinations[0].kind: must be one of blob, sftp, email, event"],
+        ["partners[acme].routes[0].destinations[0].kind: unknown destination kind 's3'; known kinds: blob, email, "
+         "event, sftp (a plugin kind must be installed where Wharf runs)"],
     ),
     (
         "typo inside a destination",
