@@ -229,9 +229,11 @@ def deliver_one(services: Services, job: Job, ref: Mapping[str, Any], output: Ma
                 dest: Mapping[str, Any]) -> dict[str, Any]:
     """Deliver through the destination's kind. Kinds without their own record get a Delivery here; a SENT one
     returns its earlier result without delivering again."""
+    from shared.plugins import destination_kind
+
     kind_name = str(dest.get("kind", ""))
     try:
-        kind = DESTINATIONS.get(kind_name)
+        kind = destination_kind(kind_name)
     except UnknownDestinationError as exc:
         raise ConfigurationError(f"route '{ref.get('route')}': {exc}") from exc
     if kind.records_delivery:

@@ -13,11 +13,12 @@ from shared.domain.errors import ConfigurationError, ConflictError, NotFoundErro
 from shared.domain.globs import glob_match
 from shared.domain.jobs import EventType, Job, JobStatus
 from shared.domain.naming import UNIQUE_LIMIT, numbered
-from shared.domain.routing import DEFAULT_BLOB_PATH, DEFAULT_ON_EXISTS, ON_EXISTS, plan_route, render_path
+from shared.domain.routing import DEFAULT_BLOB_PATH, DEFAULT_ON_EXISTS, ON_EXISTS, RoutePlan, plan_route, render_path
 from shared.metrics import record_failure, record_job_done
 from shared.observability.tracing import continued_from, log_fields, span
 from shared.ports import BlobInfo
 from shared.services.destinations import deliver_one
+from shared.services.outbound import direction_of, outbound_routes, outbound_rule, passthrough_output, pick_route
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,14 @@ def validate_and_transform(services: Services, ref: Mapping[str, Any]) -> dict[s
 
     with continued_from(ref), span("activity.validate_and_transform", _attrs(ref)) as s:
         job = _job(services, ref)
-        rule = find_rule(services, job.partner, ref["file_name"])
+        outbound = direction_of(services.jobs.events(job.job_id))[0] == "outbound"
+        s.set_attribute("wharf.direction", "outbound" if outbound else "inbound")
+        if outbound:
+            rule = outbound_rule(services, job.partner, ref["file_name"])
+            if rule is None:
+                return _unprocessed(services, job, ref)
+        else:
+            rule = find_rule(services, job.partner, ref["file_name"])
         info = services.blobs.get_info(ref["container"], ref["blob_path"])
         run = run_pass(services.blobs.open_read(ref["container"], ref["blob_path"]), rule,
                        file_name=ref["file_name"], size=info.size, base_dir=services.settings.catalog_path.parent)
@@ -116,16 +124,43 @@ def validate_and_transform(services: Services, ref: Mapping[str, Any]) -> dict[s
                            "content_type": run.content_type}}
 
 
+def _unprocessed(services: Services, job: Job, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """An outbound job whose file no outbound.processing rule matches: the handed-over file is the output."""
+    output = passthrough_output(services, job.job_id, ref)
+    if "transform" not in job.steps_completed:
+        services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {
+            "step": "transform", "transform": "none", "output": f"{output['container']}/{output['path']}",
+            "note": "outbound: no outbound.processing rule matches; delivered as handed over",
+            "counts": {"output_bytes": output["bytes"]}})
+        services.jobs.log(job.job_id, "INFO", "outbound file: no processing rule matches; delivered unchanged")
+    log.info("outbound job not processed (no rule)", extra=log_fields(job.job_id, partner=job.partner))
+    return {"valid": True, "file_type": "", "output": output}
+
+
 def plan_routes(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
-    with continued_from(ref), span("activity.plan_routes", _attrs(ref)):
+    """The route the job's file takes: the partner's routes, or for an outbound job its outbound.routes (the
+    route named when it was handed over, else the first match, else the default)."""
+    with continued_from(ref), span("activity.plan_routes", _attrs(ref)) as s:
         partner = services.catalog.get(ref["partner"])
         job = _job(services, ref)
+        events = services.jobs.events(job.job_id)
         file_type = ""
-        for event in services.jobs.events(job.job_id):
+        for event in events:
             if event.type is EventType.STEP_COMPLETED and event.data.get("step") == "validate":
                 file_type = str(event.data.get("file_type", ""))
-        plan = plan_route(list(getattr(partner, "routes", []) or []), file_name=ref["file_name"],
-                          file_type=file_type)
+        direction, named = direction_of(events)
+        s.set_attribute("wharf.direction", direction)
+        if direction == "outbound":
+            routes = outbound_routes(services, job.partner)
+            if named:
+                chosen = pick_route(routes, named)
+                plan = RoutePlan(chosen.name, [d.model_dump(mode="json") for d in chosen.destinations])
+            else:
+                plan = plan_route(routes, file_name=ref["file_name"], file_type=file_type)
+        else:
+            plan = plan_route(list(getattr(partner, "routes", []) or []), file_name=ref["file_name"],
+                              file_type=file_type)
+        s.set_attribute("wharf.route", plan.route)
         return {"route": plan.route, "destinations": plan.destinations, "reason": plan.reason}
 
 
