@@ -87,6 +87,9 @@ def validate_and_transform(services: Services, ref: Mapping[str, Any]) -> dict[s
         else:
             rule = find_rule(services, job.partner, ref["file_name"])
         info = services.blobs.get_info(ref["container"], ref["blob_path"])
+        refused = _plugin_validators(services, job, ref, rule)
+        if refused is not None:
+            return refused
         run = run_pass(services.blobs.open_read(ref["container"], ref["blob_path"]), rule,
                        file_name=ref["file_name"], size=info.size, base_dir=services.settings.catalog_path.parent)
         out_name = run.transform.output_name(ref["file_name"])
@@ -122,6 +125,27 @@ def validate_and_transform(services: Services, ref: Mapping[str, Any]) -> dict[s
                 "output": {"container": STAGING, "path": out_path, "name": out_name, "rows": rows,
                            "bytes": out.size, "sha256": out.sha256, "url": out.url,
                            "content_type": run.content_type}}
+
+
+def _plugin_validators(services: Services, job: Job, ref: Mapping[str, Any], rule: Any) -> dict[str, Any] | None:
+    """The rule's plugin validators (`validators:`), each a streaming pass over the landed file; the invalid
+    result naming every problem, or None when they all pass (or there are none)."""
+    from shared.services.validators import VALIDATORS
+
+    problems: list[str] = []
+    for item in getattr(rule, "validators", None) or []:
+        validator = VALIDATORS.get(item.name)()
+        with span("validate.plugin", {"wharf.job_id": job.job_id, "wharf.validator": item.name}) as s:
+            found = validator.check(services.blobs.open_read(ref["container"], ref["blob_path"]),
+                                    validator.parse_options(item.options), file_name=ref["file_name"])
+            s.set_attribute("wharf.problems", len(found))
+        problems += [f"{item.name}: {p}" for p in found[:20]]
+    if not problems:
+        return None
+    reason = f"validation failed: {'; '.join(problems)}"[:1000]
+    services.jobs.log(job.job_id, "ERROR", reason)
+    log.warning("plugin validator refused the file", extra=log_fields(job.job_id, partner=job.partner))
+    return {"valid": False, "reason": reason, "report_path": ""}
 
 
 def _unprocessed(services: Services, job: Job, ref: Mapping[str, Any]) -> dict[str, Any]:
