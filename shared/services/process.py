@@ -17,6 +17,7 @@ from shared.domain.routing import DEFAULT_BLOB_PATH, DEFAULT_ON_EXISTS, ON_EXIST
 from shared.metrics import record_failure, record_job_done
 from shared.observability.tracing import continued_from, log_fields, span
 from shared.ports import BlobInfo
+from shared.services.destinations import DeliveryNotConfiguredError as DeliveryNotConfiguredError  # re-exported
 from shared.services.destinations import deliver_one
 from shared.services.outbound import direction_of, outbound_routes, outbound_rule, passthrough_output, pick_route
 
