@@ -244,6 +244,8 @@ def deliver_one(services: Services, job: Job, ref: Mapping[str, Any], output: Ma
     with span(f"deliver.{kind_name}", {"wharf.job_id": job.job_id, "wharf.partner": job.partner,
                                        "wharf.destination": kind_name, "wharf.destination.index": index}) as s:
         if record.state is DeliveryState.SENT:
+            # SENT but no file.routed (a crash in between): delivered again below, at least once, never lost;
+            # the built-in blob kind finds its own blob and reuses it.
             earlier = _routed(services, job.job_id, index)
             if earlier is not None:
                 s.set_attribute("wharf.delivery.already_sent", True)

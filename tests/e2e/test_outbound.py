@@ -135,6 +135,8 @@ def test_wharf_send_delivers_once_and_wharf_redeliver_sends_again_as_a_linked_de
     listed = _wharf(e2e, "deliveries", "list", "--job", job_id, "--json")
     assert listed.returncode == 0, listed.stderr
     assert [(r["index"], r["kind"], r["state"]) for r in json.loads(listed.stdout)] == [(0, "sftp", "SENT")]
+    by_partner = _wharf(e2e, "deliveries", "list", "--partner", demo.partner, "--status", "SENT", "--json")
+    assert [r["job_id"] for r in json.loads(by_partner.stdout)] == [job_id]
     nothing_failed = _wharf(e2e, "redeliver", job_id)
     assert nothing_failed.returncode == 2 and "no delivery of this job failed" in nothing_failed.stderr
 
