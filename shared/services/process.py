@@ -178,7 +178,10 @@ def plan_routes(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
         if direction == "outbound":
             routes = outbound_routes(services, job.partner)
             if named:
-                chosen = pick_route(routes, named)
+                try:
+                    chosen = pick_route(routes, named)
+                except NotFoundError as exc:  # the route was removed since the file was handed over
+                    raise ConfigurationError(f"partner {job.partner}: {exc}") from exc
                 plan = RoutePlan(chosen.name, [d.model_dump(mode="json") for d in chosen.destinations])
             else:
                 plan = plan_route(routes, file_name=ref["file_name"], file_type=file_type)

@@ -395,3 +395,18 @@ def test_outbound_catalogue_mistakes_get_their_message(mutate: Any, expected: li
     with pytest.raises(CatalogError) as err:
         parse_catalog(doc, env={})
     assert err.value.problems == expected
+
+
+def test_a_named_route_removed_before_the_job_runs_fails_it_for_good(tmp_path: Path) -> None:
+    w = World()
+    local = tmp_path / "a.csv"
+    local.write_bytes(b"x")
+    job_id = send_file(w.services, "bank", local, route="pay")["job_id"]
+    [message] = w.queues.messages(QUEUE)
+    doc = catalogue()
+    doc["partners"][0]["outbound"]["routes"].pop(0)  # "pay" is gone
+    w.services.overrides["catalog"] = parse_catalog(doc, env={})
+    ref = {k: message[k] for k in ("job_id", "partner", "container", "blob_path", "file_name")}
+    with pytest.raises(ConfigurationError, match=r"partner bank: no outbound route 'pay'.*: all$"):
+        process.plan_routes(w.services, ref)
+    assert ref["job_id"] == job_id
