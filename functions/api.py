@@ -43,7 +43,8 @@ def api_jobs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="jobs/{job_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def api_job_detail(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        return json_response(jobs_view.job_detail(get_services().jobs, req.route_params["job_id"]))
+        services = get_services()
+        return json_response(jobs_view.job_detail(services.jobs, req.route_params["job_id"], services.deliveries))
     except NotFoundError as exc:
         return error_response(404, str(exc))
 

@@ -35,3 +35,13 @@ async def intake_file_landed(msg: func.QueueMessage, client: df.DurableOrchestra
 @bp.durable_client_input(client_name="client")
 async def intake_drop(dropped: blob.BlobClient, client: df.DurableOrchestrationClient) -> None:
     await drop.take_drop(get_services(), client, container=dropped.container_name, blob_path=dropped.blob_name)
+
+
+# Outgoing files: an internal system puts a file at outbound/{partner}/{name}; the same intake as drop/, as an
+# OUTBOUND job that takes the partner's outbound.routes (shared.services.outbound). Event Grid source in Azure.
+@bp.function_name("intake_outbound")
+@bp.blob_trigger(arg_name="handed", path="outbound/{name}", connection="AzureWebJobsStorage", source="EventGrid")
+@bp.durable_client_input(client_name="client")
+async def intake_outbound(handed: blob.BlobClient, client: df.DurableOrchestrationClient) -> None:
+    await drop.take_drop(get_services(), client, container=handed.container_name, blob_path=handed.blob_name,
+                         handover=drop.OUTBOUND)

@@ -221,7 +221,9 @@ def get_services() -> Services:
     Telemetry is configured here, once: every trigger body calls get_services() first, and
     function_app.py stays free of start-up work (indexing must not start exporters)."""
     from shared.observability.setup import configure_telemetry
+    from shared.plugins import load_plugins
 
     services = build_services()
     configure_telemetry(services.settings)
+    load_plugins()  # destination kinds, transforms and validators of installed packages (a broken one is logged)
     return services

@@ -439,6 +439,7 @@ class Deliveries(Protocol):
         """A job's deliveries by destination index."""
         ...
 
-    def list_deliveries(self, *, state: str | None = None, limit: int = 100) -> list[Delivery]:
-        """The most recently updated deliveries (optionally in one state), for operators."""
+    def list_deliveries(self, *, state: str | None = None, partner: str | None = None,
+                        limit: int = 100) -> list[Delivery]:
+        """The most recently updated deliveries (optionally in one state, of one job partner), for operators."""
         ...

@@ -42,7 +42,7 @@ def azurite() -> str:
 
 
 #: Containers the app's blob triggers watch: whatever a test leaves there, `make run` later makes a job of.
-WATCHED_CONTAINERS = ("drop",)
+WATCHED_CONTAINERS = ("drop", "outbound")
 
 
 def _watched_blobs() -> dict[str, str] | None:
@@ -68,7 +68,8 @@ def _watched_blobs() -> dict[str, str] | None:
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_where_devhost_watches() -> Iterator[None]:
-    """Fails the run when it added (or rewrote) blobs in a container devhost's blob triggers watch (drop/):
+    """Fails the run when it added (or rewrote) blobs in a container devhost's blob triggers watch (drop/,
+    outbound/):
     tests drop files into containers of their own (tests/e2e/conftest.py, tests/integration/test_drop_intake.py)."""
     before = _watched_blobs()
     yield

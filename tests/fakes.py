@@ -603,9 +603,11 @@ class FakeDeliveries(_FakeTable[Delivery]):
         with self._lock:
             return sorted((d for d in self._rows.values() if d.job_id == job_id), key=lambda d: d.index)
 
-    def list_deliveries(self, *, state: str | None = None, limit: int = 100) -> list[Delivery]:
+    def list_deliveries(self, *, state: str | None = None, partner: str | None = None,
+                        limit: int = 100) -> list[Delivery]:
         with self._lock:
-            found = [d for d in self._rows.values() if state is None or d.state.value == state]
+            found = [d for d in self._rows.values() if (state is None or d.state.value == state)
+                     and (partner is None or d.partner == partner)]
         found.sort(key=lambda d: d.updated_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return found[:limit]
 

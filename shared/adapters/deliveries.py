@@ -36,6 +36,8 @@ def _entity(d: Delivery) -> dict[str, Any]:
     }
     if d.sent_at is not None:
         entity["SentAt"] = d.sent_at
+    if d.redelivery_of is not None:
+        entity["RedeliveryOf"] = d.redelivery_of
     return entity
 
 
@@ -48,6 +50,7 @@ def _delivery(row: Mapping[str, Any]) -> Delivery:
         bytes=_int(row.get("Bytes", 0)), sha256=row.get("Sha256", ""), attempts=_int(row.get("Attempts", 0)),
         error=row.get("Error", ""), verified=row.get("Verified", ""), created_at=_when(row.get("CreatedAt")),
         updated_at=_when(row.get("UpdatedAt")), sent_at=_when(row.get("SentAt")),
+        redelivery_of=_int(row["RedeliveryOf"]) if row.get("RedeliveryOf") is not None else None,
         etag=str(getattr(row, "metadata", {}).get("etag", "")),
     )
 
@@ -85,9 +88,17 @@ class DeliveriesClient(_TablesAdapter):
         rows = self._client().query_entities(query, parameters={"pk": group, "job": job_id})
         return sorted((_delivery(r) for r in rows), key=lambda d: d.index)
 
-    def list_deliveries(self, *, state: str | None = None, limit: int = 100) -> list[Delivery]:
+    def list_deliveries(self, *, state: str | None = None, partner: str | None = None,
+                        limit: int = 100) -> list[Delivery]:
         """Most recently updated first (a scan: for operators, not for hot paths)."""
-        rows = self._client().query_entities("State eq @state", parameters={"state": str(state)}) if state \
+        clauses, params = [], {}
+        if state:
+            clauses.append("State eq @state")
+            params["state"] = str(state)
+        if partner:
+            clauses.append("Partner eq @partner")
+            params["partner"] = str(partner)
+        rows = self._client().query_entities(" and ".join(clauses), parameters=params) if clauses \
             else self._client().list_entities()
         found = [_delivery(r) for r in rows]
         found.sort(key=lambda d: d.updated_at or datetime.min.replace(tzinfo=UTC), reverse=True)

@@ -26,7 +26,7 @@ _DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Z
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@" + _DOMAIN)
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 _PEM = "-----BEGIN"
-_RESERVED_CONTAINERS = frozenset({"drop", "inbound", "quarantine", "archive"})
+_RESERVED_CONTAINERS = frozenset({"drop", "inbound", "quarantine", "archive", "outbound"})
 
 #: Placeholders accepted in blob path and email subject templates.
 PLACEHOLDERS = ("partner", "yyyy", "MM", "dd", "name", "job_id", "stem", "ext")
@@ -187,7 +187,7 @@ def _container(value: str) -> str:
     if value in _RESERVED_CONTAINERS:
         raise ValueError(
             f"is reserved for Wharf's own use ({', '.join(sorted(_RESERVED_CONTAINERS))}); "
-            "route to processed, outbound or a container of your own"
+            "route to processed or a container of your own (outbound/ is where files are handed over to be sent)"
         )
     return value
 

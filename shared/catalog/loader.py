@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from shared.catalog.errors import CatalogError, Loc, Problem, _Invalid
 from shared.catalog.interpolation import _interpolate
 from shared.catalog.mailbox import Mailbox
-from shared.catalog.model import Catalog, Partner, _cross_check, _duplicate_message, _sftp_destinations
+from shared.catalog.model import Catalog, Partner, _cross_check, _duplicate_message, partner_sftp_destinations
 from shared.catalog.problems import _convert, _format_loc, _problem, _unknown_key_message
 from shared.catalog.routes import Destination, SftpDestination
 from shared.catalog.sftp import SftpSource
@@ -115,9 +115,12 @@ def parse_catalog(
         except ValidationError as exc:
             problems += _convert(exc, Partner, ("partners", index))
             found_here = _raw_sftp_destinations(item.get("routes"))
+            outbound = item.get("outbound")
+            if isinstance(outbound, Mapping):
+                found_here += _raw_sftp_destinations(outbound.get("routes"), ("outbound",))
         else:
             validated.append(partner)
-            found_here = list(_sftp_destinations(partner.routes))
+            found_here = list(partner_sftp_destinations(partner))
         destinations += [(("partners", index, *loc), dest) for loc, dest in found_here]
 
     first: dict[str, int] = {}
@@ -145,7 +148,7 @@ def parse_catalog(
 _DESTINATION_ADAPTER: TypeAdapter[Destination] = TypeAdapter(Destination)
 
 
-def _raw_sftp_destinations(raw_routes: Any) -> list[tuple[Loc, SftpDestination]]:
+def _raw_sftp_destinations(raw_routes: Any, prefix: Loc = ()) -> list[tuple[Loc, SftpDestination]]:
     """SFTP destinations of a partner that failed validation which are valid on their own, to cross-check."""
     found: list[tuple[Loc, SftpDestination]] = []
     for r_index, route in enumerate(raw_routes if isinstance(raw_routes, list) else []):
@@ -156,7 +159,7 @@ def _raw_sftp_destinations(raw_routes: Any) -> list[tuple[Loc, SftpDestination]]
             except ValidationError:
                 continue  # its own errors are already reported
             if isinstance(dest, SftpDestination):
-                found.append((("routes", r_index, "destinations", d_index), dest))
+                found.append(((*prefix, "routes", r_index, "destinations", d_index), dest))
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -14,6 +14,42 @@ from shared.catalog.mailbox import Mailbox
 from shared.catalog.processing import Processing
 from shared.catalog.routes import Route, SftpDestination
 from shared.catalog.sftp import SftpSource
+
+
+def check_routes(routes: list[Route]) -> list[Route]:
+    """Route names are unique, and at most one route is the default."""
+    problems: list[tuple[Loc, str]] = []
+    seen: dict[str, int] = {}
+    default: Route | None = None
+    for index, route in enumerate(routes):
+        if route.name in seen:
+            message = f"is already used by routes[{seen[route.name]}]; route names must be unique"
+            problems.append(((index, "name"), message))
+        seen.setdefault(route.name, index)
+        if route.default:
+            if default is not None:
+                message = f"only one route can be the default; route {default.name!r} already is"
+                problems.append(((index, "default"), message))
+            else:
+                default = route
+    if problems:
+        raise _Invalid(*problems)
+    return routes
+
+
+class Outbound(_Model):
+    """Files an internal system hands over for this partner (outbound/{partner}/{name}, `wharf send`): the routes
+    they take (the same route model and destination kinds as inbound routes; the first matching route, else the
+    default; `wharf send --route NAME` names one). No validation or transform unless `processing` has a rule
+    whose glob matches the file; otherwise the handed-over file itself is delivered, unchanged."""
+
+    processing: Processing | None = None
+    routes: Annotated[list[Route], Field(min_length=1)]
+
+    @field_validator("routes")
+    @classmethod
+    def _check_routes(cls, routes: list[Route]) -> list[Route]:
+        return check_routes(routes)
 
 
 class Partner(_Model):
@@ -27,26 +63,12 @@ class Partner(_Model):
     processing: Processing | None = None
     routes: list[Route] = Field(default_factory=list)
 
+    outbound: Outbound | None = None
+
     @field_validator("routes")
     @classmethod
     def _check_routes(cls, routes: list[Route]) -> list[Route]:
-        problems: list[tuple[Loc, str]] = []
-        seen: dict[str, int] = {}
-        default: Route | None = None
-        for index, route in enumerate(routes):
-            if route.name in seen:
-                message = f"is already used by routes[{seen[route.name]}]; route names must be unique"
-                problems.append(((index, "name"), message))
-            seen.setdefault(route.name, index)
-            if route.default:
-                if default is not None:
-                    message = f"only one route can be the default; route {default.name!r} already is"
-                    problems.append(((index, "default"), message))
-                else:
-                    default = route
-        if problems:
-            raise _Invalid(*problems)
-        return routes
+        return check_routes(routes)
 
     def secret_names(self) -> list[str]:
         return sorted(set(_secret_names(self)))
@@ -91,7 +113,7 @@ class Catalog(_Model):
         destinations = [
             (("partners", p_index, *loc), dest)
             for p_index, partner in enumerate(self.partners)
-            for loc, dest in _sftp_destinations(partner.routes)
+            for loc, dest in partner_sftp_destinations(partner)
         ]
         problems += _cross_check(destinations, targets)
         if problems:
@@ -109,7 +131,8 @@ class Catalog(_Model):
         return any(p.id == partner_id for p in self.partners)
 
     def sftp_partners(self, *, include_disabled: bool = False) -> list[Partner]:
-        return [p for p in self.partners if p.sftp is not None and (p.enabled or include_disabled)]
+        """Partners whose SFTP server Wharf polls (an sftp block with remote_dirs)."""
+        return [p for p in self.partners if p.sftp is not None and p.sftp.polled and (p.enabled or include_disabled)]
 
     def mailbox_partners(self, *, include_disabled: bool = False) -> list[Partner]:
         return [p for p in self.partners if p.mailbox is not None and (p.enabled or include_disabled)]
@@ -127,11 +150,18 @@ def _duplicate_message(first: int, index: int) -> str:
     return f"is used by more than one partner (entries {first + 1} and {index + 1}); partner ids must be unique"
 
 
-def _sftp_destinations(routes: Iterable[Route]) -> Iterator[tuple[Loc, SftpDestination]]:
+def _sftp_destinations(routes: Iterable[Route], prefix: Loc = ()) -> Iterator[tuple[Loc, SftpDestination]]:
     for r_index, route in enumerate(routes):
         for d_index, dest in enumerate(route.destinations):
             if isinstance(dest, SftpDestination):
-                yield ("routes", r_index, "destinations", d_index), dest
+                yield (*prefix, "routes", r_index, "destinations", d_index), dest
+
+
+def partner_sftp_destinations(partner: Partner) -> Iterator[tuple[Loc, SftpDestination]]:
+    """A partner's SFTP destinations, inbound and outbound routes, with where each is written."""
+    yield from _sftp_destinations(partner.routes)
+    if partner.outbound is not None:
+        yield from _sftp_destinations(partner.outbound.routes, ("outbound",))
 
 
 def _cross_check(

@@ -98,8 +98,9 @@ def _walk(root: type[BaseModel], loc: Loc) -> tuple[Loc, type[BaseModel] | None]
         elif get_origin(tp) is dict and isinstance(part, str):
             tp = get_args(tp)[1]
         elif get_origin(tp) in (Union, types.UnionType) and isinstance(part, str):
-            members = [m for m in get_args(tp) if _is_model(m) and m.model_fields.get("kind")]
-            chosen = [m for m in members if m.model_fields["kind"].default == part]
+            members = [m for m in map(_unwrap, get_args(tp)) if _is_model(m) and m.model_fields.get("kind")]
+            chosen = [m for m in members if m.model_fields["kind"].default == part
+                      or getattr(m, "union_tag", None) == part]
             if chosen:
                 tp = chosen[0]
                 continue  # a discriminator tag, not a key the user wrote

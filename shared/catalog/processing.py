@@ -121,6 +121,27 @@ class Transform(_Model):
         return value
 
 
+def _validator_name(value: str) -> str:
+    _match(value, _TRANSFORM_NAME, "must be a validator name (lowercase letters, digits and underscores)")
+    from shared.plugins import load_plugins
+    from shared.services.validators import VALIDATORS, UnknownValidatorError
+
+    load_plugins()
+    try:
+        VALIDATORS.get(value)
+    except UnknownValidatorError as exc:
+        raise ValueError(f"{exc} (validators come from plugins: wharf plugins list)") from None
+    return value
+
+
+class ValidatorRef(_Model):
+    """A validator a plugin registers (entry point wharf.validators), run over the whole file before the rule's
+    own validation and transform; a problem it reports fails the file's validation."""
+
+    name: Annotated[str, AfterValidator(_validator_name)]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class FileRule(_Model):
     """Validation and transform for files whose name matches the `match` glob; the first matching rule wins."""
 
@@ -134,6 +155,7 @@ class FileRule(_Model):
     json_schema: str | dict[str, Any] | None = None
     xsd: Text | None = None
     transform: Transform = Field(default_factory=Transform)
+    validators: list[ValidatorRef] = Field(default_factory=list)
 
     @field_validator("json_schema", mode="before")
     @classmethod

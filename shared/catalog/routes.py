@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from shared.catalog.common import (
     AbsPath,
@@ -20,6 +20,7 @@ from shared.catalog.common import (
     _Model,
     _template,
 )
+from shared.catalog.errors import _Invalid
 from shared.domain.delivery import DEFAULT_REMOTE_NAME, check_remote_name
 from shared.domain.routing import DEFAULT_BLOB_PATH
 
@@ -100,10 +101,50 @@ class EventDestination(_Model):
     type: Annotated[str, AfterValidator(lambda v: _match(v, _EVENT_TYPE, _EVENT_MESSAGE))] = "file.processed"
 
 
-Destination = Annotated[
-    BlobDestination | SftpDestination | EmailDestination | EventDestination, Field(discriminator="kind")
-]
+#: The destination kinds Wharf itself provides; any other `kind:` must be registered by a plugin
+#: (shared.plugins, entry point group wharf.destinations).
 _DESTINATION_KINDS = ("blob", "sftp", "email", "event")
+_PLUGIN_TAG = "plugin"
+
+
+class PluginDestination(_Model):
+    """A destination of a kind a plugin registers (`wharf plugins list`). Its other keys are checked against the
+    kind's `Options` model when the catalogue loads; an unregistered kind is a catalogue error."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    union_tag: ClassVar[str] = _PLUGIN_TAG
+
+    kind: str
+
+    @model_validator(mode="after")
+    def _registered(self) -> PluginDestination:
+        from shared.plugins import destination_kind
+        from shared.services.destinations import UnknownDestinationError
+
+        try:
+            kind = destination_kind(self.kind)
+        except UnknownDestinationError as exc:
+            raise _Invalid((("kind",), f"{exc} (a plugin kind must be installed where Wharf runs)")) from None
+        try:
+            kind.Options.model_validate(dict(self.model_extra or {}))
+        except ValidationError as exc:
+            raise _Invalid(*[(tuple(e["loc"]), e["msg"][:1].lower() + e["msg"][1:]) for e in exc.errors()]) from None
+        return self
+
+
+def _destination_tag(value: Any) -> str | None:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if kind is None:
+        return None
+    return kind if kind in _DESTINATION_KINDS else _PLUGIN_TAG
+
+
+Destination = Annotated[
+    Annotated[BlobDestination, Tag("blob")] | Annotated[SftpDestination, Tag("sftp")]
+    | Annotated[EmailDestination, Tag("email")] | Annotated[EventDestination, Tag("event")]
+    | Annotated[PluginDestination, Tag(_PLUGIN_TAG)],
+    Discriminator(_destination_tag),
+]
 
 
 class Route(_Model):

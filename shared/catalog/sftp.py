@@ -60,7 +60,8 @@ class SftpSource(_Model):
     username: Text
     auth: SftpAuth
     host_keys: Annotated[list[HostKeyText], Field(min_length=1)]
-    remote_dirs: Annotated[list[AbsPath], Field(min_length=1)]
+    #: Folders to poll. Empty for a partner Wharf only delivers to (then `outbound_dir` or a route's folder).
+    remote_dirs: list[AbsPath] = Field(default_factory=list)
     include: Annotated[list[Glob], Field(min_length=1)] = Field(default_factory=lambda: ["*"])
     exclude: list[Glob] = Field(default_factory=list)
     recursive: bool = False
@@ -99,6 +100,9 @@ class SftpSource(_Model):
     @model_validator(mode="after")
     def _check(self) -> SftpSource:
         problems: list[tuple[Loc, str]] = []
+        if not self.remote_dirs and not self.outbound_dir:
+            problems.append((("remote_dirs",), "must list at least one folder to poll (or set outbound_dir for a "
+                                               "partner Wharf only delivers to)"))
         if self.post_action == "move" and not self.move_to:
             problems.append((("move_to",), "is required when post_action is move"))
         if self.move_to and self.post_action != "move":
@@ -122,6 +126,11 @@ class SftpSource(_Model):
         if problems:
             raise _Invalid(*problems)
         return self
+
+    @property
+    def polled(self) -> bool:
+        """Whether Wharf polls this server (it has remote_dirs), rather than only delivering to it."""
+        return bool(self.remote_dirs)
 
     @property
     def rename_suffix(self) -> str:

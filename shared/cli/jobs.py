@@ -27,7 +27,8 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
 def cmd_jobs_show(args: argparse.Namespace) -> int:
     from shared.services.jobs_view import format_job_detail, job_detail
 
-    detail = job_detail(services().jobs, args.job_id)
+    s = services()
+    detail = job_detail(s.jobs, args.job_id, s.deliveries)
     if args.json:
         print_json(detail)
     else:

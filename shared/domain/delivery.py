@@ -41,9 +41,11 @@ class DeliveryStep(StrEnum):
 class Delivery:
     """One row of the Deliveries table: PartitionKey the job group, RowKey the job suffix + destination index.
 
-    `remote_path` is the final name (for `on_exists: unique`, the candidate being renamed to), `temp_path` the
-    temporary one; `verified` says what was checked before the rename (`size`, `size+sha256`, or why sha256 was
-    not). `etag` is the stored version: every update is conditional on it."""
+    `kind` is the destination kind (blob, event, sftp, email, or a plugin's); for kinds that are not SFTP,
+    `remote_path` is where the delivery went (its file.routed `target`). For SFTP `remote_path` is the final
+    name (for `on_exists: unique`, the candidate being renamed to), `temp_path` the temporary one; `verified`
+    says what was checked before the rename (`size`, `size+sha256`, or why sha256 was not). `etag` is the
+    stored version: every update is conditional on it."""
 
     job_id: str
     index: int
@@ -63,6 +65,8 @@ class Delivery:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     sent_at: datetime | None = None
+    #: The destination index this record re-sends on purpose (`wharf redeliver`), None for the route's own.
+    redelivery_of: int | None = None
     etag: str = ""
 
     @property

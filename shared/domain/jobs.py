@@ -23,6 +23,7 @@ class JobType(StrEnum):
     UPLOAD = "UPLOAD"
     DROP = "DROP"
     REPLAY = "REPLAY"
+    OUTBOUND = "OUTBOUND"  # a file an internal system handed over for a partner (outbound/, `wharf send`)
 
 
 class EventType(StrEnum):
@@ -36,6 +37,7 @@ class EventType(StrEnum):
     ROUTED = "file.routed"  # data: route, destination, result
     SUPERSEDED = "file.superseded"  # on the job whose delivered blob another job overwrote: target, by_job_id
     REPLAYED = "job.replayed"  # on the old job; data: new_job_id
+    REDELIVERED = "delivery.redelivered"  # an operator re-sent a delivery: index, redelivery_of, state, target/error
     COMPLETED = "job.completed"
     FAILED = "job.failed"  # data: reason
     NOTE = "job.note"  # data: message; no status change

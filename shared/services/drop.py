@@ -1,5 +1,8 @@
 """Drop intake: a blob put at drop/{partner}/{name} is made immutable (a server-side copy in inbound/ with its
-sha256), becomes a job, and is taken off the drop folder; only the copy is processed and replayed."""
+sha256), becomes a job, and is taken off the drop folder; only the copy is processed and replayed.
+
+The same code takes outgoing files (`OUTBOUND`): a blob an internal system puts at outbound/{partner}/{name}
+becomes an OUTBOUND job (direction outbound: the partner's `outbound.routes`, shared.services.outbound)."""
 
 from __future__ import annotations
 
@@ -31,6 +34,21 @@ QUARANTINE = "quarantine"
 #: Quarantine folder, job partner (no partner folder) and metric partner of drops no catalogued partner owns.
 UNKNOWN = "_unknown"
 _METADATA_MAX = 2048  # blob metadata is at most 8 KiB in all; keep each value well under it
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A folder where files are handed to Wharf: its channel (spans, metrics, metadata), the job type and id
+    prefix of the jobs it makes, and the direction those jobs take (inbound routes, or the outbound ones)."""
+
+    channel: str
+    job_type: JobType
+    prefix: str
+    direction: str = "inbound"
+
+
+DROP = Handover(CHANNEL, JobType.DROP, "job-drop")
+OUTBOUND = Handover("outbound", JobType.OUTBOUND, "job-out", "outbound")
 
 
 @dataclass(frozen=True)
@@ -69,7 +87,7 @@ class _Place:
     day: datetime
 
 
-def _place(container: str, blob_path: str, blob: BlobInfo) -> _Place:
+def _place(container: str, blob_path: str, blob: BlobInfo, handover: Handover) -> _Place:
     partner, sep, rest = blob_path.partition("/")
     if not sep:  # drop/{name}: no partner folder
         partner, rest = "", blob_path
@@ -78,7 +96,8 @@ def _place(container: str, blob_path: str, blob: BlobInfo) -> _Place:
     when = (blob.last_modified or utcnow()).astimezone(UTC)  # the adapters always know it
     stamp = f"{when:%Y%m%d%H%M%S%f}"
     return _Place(partner=partner, original=rest, name=sanitize_name(posixpath.basename(rest)),
-                  job_id=f"job-drop-{stamp}-{digest[:12]}", transfer_id=f"tr-{stamp}-{digest[12:24]}", day=when)
+                  job_id=f"{handover.prefix}-{stamp}-{digest[:12]}", transfer_id=f"tr-{stamp}-{digest[12:24]}",
+                  day=when)
 
 
 def _metadata_text(value: str, *, encode: bool = True) -> str:
@@ -88,7 +107,7 @@ def _metadata_text(value: str, *, encode: bool = True) -> str:
     return encoded if len(encoded) <= _METADATA_MAX else encoded[:_METADATA_MAX - 3] + "..."
 
 
-def _refusal(services: Services, container: str, place: _Place) -> str:
+def _refusal(services: Services, container: str, place: _Place, handover: Handover) -> str:
     """Why this drop cannot be processed, or "" when it can. A catalogue that does not load raises (the
     drop is retried): only a catalogue that loads and lacks the partner refuses a file."""
     if not place.partner:
@@ -96,15 +115,18 @@ def _refusal(services: Services, container: str, place: _Place) -> str:
                 f"{container}/{{partner}}/{{name}}")
     if place.partner not in services.catalog:
         return f"partner '{display_name(place.partner)}' is not in the catalogue"
+    if handover.direction == "outbound" and getattr(services.catalog.get(place.partner), "outbound", None) is None:
+        return (f"partner '{display_name(place.partner)}' has no outbound block in the catalogue (outbound.routes "
+                "say where its outgoing files go)")
     return ""
 
 
-def land_drop(services: Services, *, container: str, blob_path: str) -> Dropped | None:
+def land_drop(services: Services, *, container: str, blob_path: str, handover: Handover = DROP) -> Dropped | None:
     """Copy the current version of a dropped blob to inbound/{partner}/{yyyy}/{MM}/{dd}/{transfer_id}/{name}
     (or, for a partner the catalogue lacks, to quarantine/_unknown/...) and record its job, event by event
     (each written if absent, so a retry after any partial attempt completes it). None when the blob is gone
     or changed before it was copied: a newer version has its own drop event."""
-    with span("drop.land", {"wharf.channel": CHANNEL, "wharf.container": container,
+    with span("drop.land", {"wharf.channel": handover.channel, "wharf.container": container,
                             "file.path": display_name(blob_path)}) as s:
         try:
             blob = services.blobs.get_info(container, blob_path)
@@ -112,11 +134,11 @@ def land_drop(services: Services, *, container: str, blob_path: str) -> Dropped 
             log.info("dropped blob %s/%s is gone (taken by an earlier attempt, or removed): nothing to do",
                      container, display_name(blob_path), extra=log_fields())
             return None
-        place = _place(container, blob_path, blob)
+        place = _place(container, blob_path, blob, handover)
         s.set_attribute("wharf.job_id", place.job_id)
         s.set_attribute("wharf.transfer_id", place.transfer_id)
         s.set_attribute("file.size", blob.size)
-        reason = _refusal(services, container, place)
+        reason = _refusal(services, container, place, handover)
         events = _Events(services, place.job_id)
         landed = events.first(EventType.FILE_LANDED)
         if landed is not None:
@@ -126,8 +148,8 @@ def land_drop(services: Services, *, container: str, blob_path: str) -> Dropped 
             reason = (reason or "refused by an earlier attempt") if refused else ""
         if reason:
             s.set_attribute("wharf.quarantined", True)
-            return _quarantine(services, events, container, blob_path, blob, place, reason)
-        return _land(services, events, container, blob_path, blob, place)
+            return _quarantine(services, events, container, blob_path, blob, place, reason, handover)
+        return _land(services, events, container, blob_path, blob, place, handover)
 
 
 def _source(container: str, blob_path: str) -> str:
@@ -135,7 +157,7 @@ def _source(container: str, blob_path: str) -> str:
 
 
 def _copy(services: Services, container: str, blob_path: str, blob: BlobInfo, place: _Place, target: str,
-          path: str, extra: Mapping[str, str]) -> tuple[BlobInfo, bool] | None:
+          path: str, extra: Mapping[str, str], channel: str) -> tuple[BlobInfo, bool] | None:
     """The immutable copy of this version: the one an earlier attempt made, else a new server-side copy.
     Returns (copy, made now), or None when the drop blob changed or vanished before it was copied."""
     try:
@@ -147,7 +169,7 @@ def _copy(services: Services, container: str, blob_path: str, blob: BlobInfo, pl
         if meta.get("drop_etag") == blob.etag and meta.get("job_id") == place.job_id:
             return existing, False
     metadata = {"original_name": _metadata_text(place.original), "partner": _metadata_text(place.partner),
-                "job_id": place.job_id, "transfer_id": place.transfer_id, "channel": CHANNEL,
+                "job_id": place.job_id, "transfer_id": place.transfer_id, "channel": channel,
                 "source": _metadata_text(f"blob:{container}/{blob_path}"), "drop_etag": blob.etag,
                 **trace_carrier(), **extra}
     try:
@@ -187,11 +209,15 @@ class _Events:
         return event
 
 
-def _created(container: str, blob_path: str, blob: BlobInfo, place: _Place, partner: str) -> dict[str, Any]:
-    return {"partner": partner, "job_type": JobType.DROP, "source": _source(container, blob_path),
-            "file_name": place.name, "original_name": display_name(place.original),
-            "remote_path": display_name(blob_path), "size": blob.size, "transfer_id": place.transfer_id,
-            "channel": CHANNEL}
+def _created(container: str, blob_path: str, blob: BlobInfo, place: _Place, partner: str,
+             handover: Handover) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "partner": partner, "job_type": handover.job_type, "source": _source(container, blob_path),
+        "file_name": place.name, "original_name": display_name(place.original), "remote_path": display_name(blob_path),
+        "size": blob.size, "transfer_id": place.transfer_id, "channel": handover.channel}
+    if handover.direction != "inbound":
+        data["direction"] = handover.direction
+    return data
 
 
 def _record_landed(services: Services, events: _Events, container: str, blob_path: str, place: _Place,
@@ -217,20 +243,20 @@ def _record_landed(services: Services, events: _Events, container: str, blob_pat
 
 
 def _land(services: Services, events: _Events, container: str, blob_path: str, blob: BlobInfo,
-          place: _Place) -> Dropped | None:
+          place: _Place, handover: Handover) -> Dropped | None:
     path = f"{place.partner}/{place.day:%Y/%m/%d}/{place.transfer_id}/{place.name}"
     started = time.monotonic()
-    copied = _copy(services, container, blob_path, blob, place, INBOUND, path, {})
+    copied = _copy(services, container, blob_path, blob, place, INBOUND, path, {}, handover.channel)
     if copied is None:
         return None
     copy, made = copied
-    events.once(EventType.CREATED, _created(container, blob_path, blob, place, place.partner))
+    events.once(EventType.CREATED, _created(container, blob_path, blob, place, place.partner, handover))
     _record_landed(services, events, container, blob_path, place, copy)
     # `once` skips events a first attempt wrote; a crash between an event and its projection update would
     # leave the job invisible in lists without this (cheap when the projection is current).
     services.jobs.ensure_projection(place.job_id)
     if made:
-        record_ingest(place.partner, CHANNEL, copy.size, time.monotonic() - started)
+        record_ingest(place.partner, handover.channel, copy.size, time.monotonic() - started)
     log.info("dropped file landed", extra=log_fields(place.job_id, partner=place.partner, bytes=copy.size,
                                                      transfer_id=place.transfer_id))
     ref: dict[str, Any] = {"job_id": place.job_id, "partner": place.partner, "container": INBOUND,
@@ -241,12 +267,12 @@ def _land(services: Services, events: _Events, container: str, blob_path: str, b
 
 
 def _quarantine(services: Services, events: _Events, container: str, blob_path: str, blob: BlobInfo,
-                place: _Place, reason: str) -> Dropped | None:
+                place: _Place, reason: str, handover: Handover) -> Dropped | None:
     """Refused drop: copy to quarantine/_unknown/..., a FAILED job that says why (replayable once the
     partner exists), job.failed published, a failure counted; no orchestration."""
     path = f"{UNKNOWN}/{place.day:%Y/%m/%d}/{place.transfer_id}/{place.name}"
     copied = _copy(services, container, blob_path, blob, place, QUARANTINE, path,
-                   {"reason": _metadata_text(reason, encode=False)})
+                   {"reason": _metadata_text(reason, encode=False)}, handover.channel)
     if copied is None:
         return None
     copy, _ = copied
@@ -254,7 +280,7 @@ def _quarantine(services: Services, events: _Events, container: str, blob_path: 
     action = ("add the partner to the catalogue, then replay this job" if place.partner
               else f"drop the file again under {container}/{{partner}}/")
     full = f"{reason}; the file is quarantined at {QUARANTINE}/{path} and was not processed ({action})"
-    events.once(EventType.CREATED, _created(container, blob_path, blob, place, partner))
+    events.once(EventType.CREATED, _created(container, blob_path, blob, place, partner, handover))
     _record_landed(services, events, container, blob_path, place, copy)
     events.once(EventType.STEP_FAILED, {"step": "intake", "reason": full, "quarantine": f"{QUARANTINE}/{path}"})
     if events.first(EventType.FAILED) is None:
@@ -267,7 +293,7 @@ def _quarantine(services: Services, events: _Events, container: str, blob_path: 
     job = services.jobs.ensure_projection(place.job_id)
     if failed is not None:
         services.jobs.log(place.job_id, "ERROR", f"intake refused: {full}", trace_id=current_trace_id())
-        record_failure(UNKNOWN, CHANNEL, FailureReason.CONFIGURATION)
+        record_failure(UNKNOWN, handover.channel, FailureReason.CONFIGURATION)
         job = job or services.jobs.get_job(place.job_id)  # ensure_projection returned it (None: no events)
         record_job_done(UNKNOWN, JobStatus.FAILED, (failed.at - job.created_at).total_seconds())
     log.warning("dropped file quarantined: %s", full, extra=log_fields(place.job_id, partner=partner))
@@ -290,13 +316,14 @@ def remove_drop(services: Services, dropped: Dropped) -> bool:
     return True
 
 
-async def take_drop(services: Services, client: Any, *, container: str, blob_path: str) -> Dropped | None:
+async def take_drop(services: Services, client: Any, *, container: str, blob_path: str,
+                    handover: Handover = DROP) -> Dropped | None:
     """The drop trigger's work, as one trace: land the drop (copy + job), start its orchestration (not for a
     quarantined file), then remove the drop blob. Each step is idempotent, so a failure anywhere is retried
     whole; the blob is removed last, so a retry always finds it."""
-    with span("intake.drop", {"wharf.channel": CHANNEL, "wharf.container": container,
-                              "file.path": display_name(blob_path)}) as s:
-        dropped = land_drop(services, container=container, blob_path=blob_path)
+    with span(f"intake.{handover.channel}", {"wharf.channel": handover.channel, "wharf.container": container,
+                                             "file.path": display_name(blob_path)}) as s:
+        dropped = land_drop(services, container=container, blob_path=blob_path, handover=handover)
         if dropped is None:
             return None
         s.set_attribute("wharf.job_id", dropped.job_id)

@@ -78,9 +78,15 @@ def replay(services: Services, job_id: str) -> dict[str, Any]:
                 "file_name": old.file_name, "bytes": old.bytes, "sha256": old.sha256, "source": f"replay:{job_id}"})
         except BadMessageError as exc:
             raise BadMessageError(exc.reason, f"job {job_id} cannot be replayed: {exc.detail}") from exc
-        services.jobs.append(new_id, EventType.CREATED, {
-            "partner": old.partner, "job_type": JobType.REPLAY, "source": f"replay:{job_id}",
-            "file_name": old.file_name, "parent_job_id": job_id})
+        created: dict[str, Any] = {"partner": old.partner, "job_type": JobType.REPLAY, "source": f"replay:{job_id}",
+                                   "file_name": old.file_name, "parent_job_id": job_id}
+        # An outbound job's replay is outbound too (its outbound.routes, the route it was sent with).
+        for event in services.jobs.events(job_id)[:1]:
+            if event.type is EventType.CREATED and event.data.get("direction"):
+                created["direction"] = event.data["direction"]
+                if event.data.get("route"):
+                    created["route"] = event.data["route"]
+        services.jobs.append(new_id, EventType.CREATED, created)
         services.jobs.append(new_id, EventType.FILE_LANDED, {"blob_path": old.blob_path, "bytes": old.bytes,
                                                             "sha256": old.sha256, "file_name": old.file_name})
         services.jobs.append(job_id, EventType.REPLAYED, {"new_job_id": new_id})

@@ -6,7 +6,7 @@ from typing import Any
 
 from shared.domain.jobs import Job
 from shared.observability.tracing import span
-from shared.ports import JobStore
+from shared.ports import Deliveries, JobStore
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -23,16 +23,22 @@ def list_jobs(jobs: JobStore, *, partner: str | None = None, status: str | None 
         return [job_summary(j) for j in jobs.list_jobs(partner=partner, status=status, limit=limit)]
 
 
-def job_detail(jobs: JobStore, job_id: str) -> dict[str, Any]:
-    """Everything known about one job. Raises NotFoundError when absent."""
+def job_detail(jobs: JobStore, job_id: str, deliveries: Deliveries | None = None) -> dict[str, Any]:
+    """Everything known about one job (with `deliveries`: each destination's delivery record and state).
+    Raises NotFoundError when absent."""
+    from shared.services.deliveries_view import delivery_row
+
     with span("jobs.show", {"wharf.job_id": job_id}):
         job = jobs.get_job(job_id)
-        return {
+        detail = {
             "job": job.model_dump(mode="json"),
             "events": [e.model_dump(mode="json") for e in jobs.events(job_id)],
             "transfers": [t.model_dump(mode="json") for t in jobs.transfers(job_id)],
             "logs": [entry.model_dump(mode="json") for entry in jobs.logs(job_id)],
         }
+        if deliveries is not None:
+            detail["deliveries"] = [delivery_row(d) for d in deliveries.for_job(job_id)]
+        return detail
 
 
 def _where(problem: dict[str, Any]) -> str:
@@ -70,6 +76,14 @@ def format_job_detail(detail: dict[str, Any]) -> str:
             lines.append(f"         {_where(problem)}: {problem.get('message', '')}")
         if report.get("truncated"):
             lines.append(f"         ... more in {e['data'].get('report_blob') or e['data'].get('report_path', '')}")
+    if detail.get("deliveries"):
+        lines.append("Deliveries:")
+        for d in detail["deliveries"]:
+            again = f"  (re-sends {d['redelivery_of']})" if d.get("redelivery_of") is not None else ""
+            where = d["remote_path"] or d["target"]
+            lines.append(f"  {d['index']:>3}  {d['kind']:<8} {d['state']:<8} {where}  attempts {d['attempts']}{again}")
+            if d.get("error"):
+                lines.append(f"         {d['error']}")
     if detail["transfers"]:
         lines.append("Transfers:")
         for t in detail["transfers"]:

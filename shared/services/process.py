@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -14,10 +13,13 @@ from shared.domain.errors import ConfigurationError, ConflictError, NotFoundErro
 from shared.domain.globs import glob_match
 from shared.domain.jobs import EventType, Job, JobStatus
 from shared.domain.naming import UNIQUE_LIMIT, numbered
-from shared.domain.routing import DEFAULT_BLOB_PATH, DEFAULT_ON_EXISTS, ON_EXISTS, plan_route, render_path
-from shared.metrics import record_failure, record_job_done, record_transfer
+from shared.domain.routing import DEFAULT_BLOB_PATH, DEFAULT_ON_EXISTS, ON_EXISTS, RoutePlan, plan_route, render_path
+from shared.metrics import record_failure, record_job_done
 from shared.observability.tracing import continued_from, log_fields, span
 from shared.ports import BlobInfo
+from shared.services.destinations import DeliveryNotConfiguredError as DeliveryNotConfiguredError  # re-exported
+from shared.services.destinations import deliver_one
+from shared.services.outbound import direction_of, outbound_routes, outbound_rule, passthrough_output, pick_route
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,6 @@ EVENT_ERRORS = 20
 
 # The failed step as a metric reason (a closed set; see shared.metrics.FailureReason).
 _STEP_REASON = {"validate": "validation", "route": "routing", "archive": "other", "start": "other"}
-
-
-class DeliveryNotConfiguredError(PermanentError):
-    """A route names a destination kind whose delivery is not configured in this deployment."""
 
 
 class BlobExistsError(ConflictError, PermanentError):
@@ -81,8 +79,18 @@ def validate_and_transform(services: Services, ref: Mapping[str, Any]) -> dict[s
 
     with continued_from(ref), span("activity.validate_and_transform", _attrs(ref)) as s:
         job = _job(services, ref)
-        rule = find_rule(services, job.partner, ref["file_name"])
+        outbound = direction_of(services.jobs.events(job.job_id))[0] == "outbound"
+        s.set_attribute("wharf.direction", "outbound" if outbound else "inbound")
+        if outbound:
+            rule = outbound_rule(services, job.partner, ref["file_name"])
+            if rule is None:
+                return _unprocessed(services, job, ref)
+        else:
+            rule = find_rule(services, job.partner, ref["file_name"])
         info = services.blobs.get_info(ref["container"], ref["blob_path"])
+        refused = _plugin_validators(services, job, ref, rule)
+        if refused is not None:
+            return refused
         run = run_pass(services.blobs.open_read(ref["container"], ref["blob_path"]), rule,
                        file_name=ref["file_name"], size=info.size, base_dir=services.settings.catalog_path.parent)
         out_name = run.transform.output_name(ref["file_name"])
@@ -120,48 +128,89 @@ def validate_and_transform(services: Services, ref: Mapping[str, Any]) -> dict[s
                            "content_type": run.content_type}}
 
 
+def _plugin_validators(services: Services, job: Job, ref: Mapping[str, Any], rule: Any) -> dict[str, Any] | None:
+    """The rule's plugin validators (`validators:`), each a streaming pass over the landed file; the invalid
+    result naming every problem, or None when they all pass (or there are none)."""
+    from shared.services.validators import VALIDATORS
+
+    problems: list[str] = []
+    for item in getattr(rule, "validators", None) or []:
+        validator = VALIDATORS.get(item.name)()
+        with span("validate.plugin", {"wharf.job_id": job.job_id, "wharf.validator": item.name}) as s:
+            found = validator.check(services.blobs.open_read(ref["container"], ref["blob_path"]),
+                                    validator.parse_options(item.options), file_name=ref["file_name"])
+            s.set_attribute("wharf.problems", len(found))
+        problems += [f"{item.name}: {p}" for p in found[:20]]
+    if not problems:
+        return None
+    reason = f"validation failed: {'; '.join(problems)}"[:1000]
+    services.jobs.log(job.job_id, "ERROR", reason)
+    log.warning("plugin validator refused the file", extra=log_fields(job.job_id, partner=job.partner))
+    return {"valid": False, "reason": reason, "report_path": ""}
+
+
+def _unprocessed(services: Services, job: Job, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """An outbound job whose file no outbound.processing rule matches: the handed-over file is the output."""
+    output = passthrough_output(services, job.job_id, ref)
+    if "transform" not in job.steps_completed:
+        services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {
+            "step": "transform", "transform": "none", "output": f"{output['container']}/{output['path']}",
+            "note": "outbound: no outbound.processing rule matches; delivered as handed over",
+            "counts": {"output_bytes": output["bytes"]}})
+        services.jobs.log(job.job_id, "INFO", "outbound file: no processing rule matches; delivered unchanged")
+    log.info("outbound job not processed (no rule)", extra=log_fields(job.job_id, partner=job.partner))
+    return {"valid": True, "file_type": "", "output": output}
+
+
 def plan_routes(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
-    with continued_from(ref), span("activity.plan_routes", _attrs(ref)):
+    """The route the job's file takes: the partner's routes, or for an outbound job its outbound.routes (the
+    route named when it was handed over, else the first match, else the default)."""
+    with continued_from(ref), span("activity.plan_routes", _attrs(ref)) as s:
         partner = services.catalog.get(ref["partner"])
         job = _job(services, ref)
+        events = services.jobs.events(job.job_id)
         file_type = ""
-        for event in services.jobs.events(job.job_id):
+        for event in events:
             if event.type is EventType.STEP_COMPLETED and event.data.get("step") == "validate":
                 file_type = str(event.data.get("file_type", ""))
-        plan = plan_route(list(getattr(partner, "routes", []) or []), file_name=ref["file_name"],
-                          file_type=file_type)
+        direction, named = direction_of(events)
+        s.set_attribute("wharf.direction", direction)
+        if direction == "outbound":
+            routes = outbound_routes(services, job.partner)
+            if named:
+                try:
+                    chosen = pick_route(routes, named)
+                except NotFoundError as exc:  # the route was removed since the file was handed over
+                    raise ConfigurationError(f"partner {job.partner}: {exc}") from exc
+                plan = RoutePlan(chosen.name, [d.model_dump(mode="json") for d in chosen.destinations])
+            else:
+                plan = plan_route(routes, file_name=ref["file_name"], file_type=file_type)
+        else:
+            plan = plan_route(list(getattr(partner, "routes", []) or []), file_name=ref["file_name"],
+                              file_type=file_type)
+        s.set_attribute("wharf.route", plan.route)
         return {"route": plan.route, "destinations": plan.destinations, "reason": plan.reason}
 
 
 def route_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
-    """Deliver the processed output to one destination. Idempotent: same job + index -> same result."""
+    """Deliver the processed output to one destination through its kind (shared.services.destinations).
+    Idempotent: same job + index -> same result; a destination already SENT is not sent again."""
     dest = dict(ref["destination"])
     kind = dest.get("kind", "")
     output = dict(ref["output"])
     with continued_from(ref), span("activity.route_file", _attrs(ref, **{"wharf.destination": kind})) as s:
         job = _job(services, ref)
-        if kind == "blob":
-            started = time.monotonic()
-            result = _deliver_blob(services, job, ref, output, dest)
-            record_transfer(job.partner, "blob", time.monotonic() - started)
-        elif kind == "event":
-            result = _deliver_event(services, job, ref, output, dest)
-        elif kind == "sftp":
-            from shared.services.deliver import deliver_sftp
-
-            result = deliver_sftp(services, job, ref, output, dest)
-        elif kind == "email":
-            raise DeliveryNotConfiguredError(
-                f"route '{ref.get('route')}': email delivery via Graph is not configured in this deployment")
-        else:
-            raise ConfigurationError(f"route '{ref.get('route')}': unknown destination kind '{kind}'")
+        result = deliver_one(services, job, ref, output, dest)
         s.set_attribute("wharf.destination.target", result.get("target", ""))
         already = any(e.type is EventType.ROUTED and e.data.get("index") == ref.get("index")
                       for e in services.jobs.events(job.job_id))
         if not already:
+            routed = {k: v for k, v in result.items() if k != "already_sent"}
             services.jobs.append(job.job_id, EventType.ROUTED, {"route": ref.get("route", ""),
-                                                                "index": ref.get("index"), **result})
+                                                                "index": ref.get("index"), **routed})
             services.jobs.log(job.job_id, "INFO", f"routed to {kind}: {result.get('target', '')}")
+        log.info("routed", extra=log_fields(job.job_id, partner=job.partner, kind=kind, index=ref.get("index"),
+                                            target=str(result.get("target", ""))))
         return result
 
 

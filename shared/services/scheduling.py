@@ -71,6 +71,9 @@ def poll_channel(services: Services, partner_id: str, channel: str | None = None
     if channel is None:
         channel = "sftp" if partner.sftp is not None or partner.mailbox is None else "mail"
     if channel == "sftp" and partner.sftp is not None:
+        if not partner.sftp.polled:
+            raise ConfigurationError(f"partner {partner_id} has no sftp.remote_dirs to poll (Wharf only delivers "
+                                     "to it)")
         return "sftp"
     if channel == "mail" and partner.mailbox is not None:
         return "mail"

@@ -40,6 +40,7 @@ class E2E:
     graph: Any
     drop_container: str
     own_services: Any = None  # a host of its own (tests that build one); else the process-wide services
+    outbound_container: str = ""  # this run's outbound/ (files handed over to be sent)
 
     @property
     def services(self) -> Any:
@@ -111,23 +112,26 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     bootstrap.get_services.cache_clear()
     # This run's drop folder: `make run` (and other test runs on the same Azurite) never watch it, and this
     # run never takes their files. Each dropped file is removed once landed; anything left fails the run.
-    drop = f"drop-e2e{run}"
+    drop, outbound = f"drop-e2e{run}", f"outbound-e2e{run}"
     host = DevHost(app, settings_env=env, http_port=0, enable_timers=False, blob_poll_interval=0.5,
-                   app_dir=Path(__file__).resolve().parents[2], blob_containers={"drop": drop},
+                   app_dir=Path(__file__).resolve().parents[2], blob_containers={"drop": drop, "outbound": outbound},
                    host_json_overrides={"extensions": {"queues": {"maxPollingInterval": "00:00:00.500"}}})
     host.start()
     try:
         services = bootstrap.get_services()
         services.ensure_resources()
-        yield E2E(host=host, env=env, catalog_path=catalog, graph=graph, drop_container=drop)
+        services.blobs.ensure_containers([outbound])
+        yield E2E(host=host, env=env, catalog_path=catalog, graph=graph, drop_container=drop,
+                  outbound_container=outbound)
     finally:
         host.stop()
         graph.stop()
         bootstrap.get_services.cache_clear()
-        left = _remove_container(drop)
-        if left:
-            pytest.fail(f"the e2e tests left {len(left)} blob(s) in their drop container {drop} (removed now): "
-                        + ", ".join(left[:10]))
+        for name in (drop, outbound):
+            left = _remove_container(name)
+            if left:
+                pytest.fail(f"the e2e tests left {len(left)} blob(s) in their container {name} (removed now): "
+                            + ", ".join(left[:10]))
 
 
 def _remove_container(name: str) -> list[str]:

@@ -49,6 +49,8 @@ def test_a_landed_csv_is_delivered_to_another_partners_sftp_inbox_once(
     routed = [e["data"] for e in detail["events"] if e["type"] == "file.routed" and e["data"]["kind"] == "sftp"]
     assert [r["target"] for r in routed] == [f"sftp:{receiver}:{inbox}/{delivered[0]}"]
     deliveries = e2e.services.deliveries.for_job(job_id)
-    assert [(d.kind, d.state) for d in deliveries] == [("sftp", DeliveryState.SENT)]
+    # Every destination has its record (#15: blob and event too); the SFTP one is SENT once.
+    assert [(d.kind, d.state) for d in deliveries] == [("blob", DeliveryState.SENT), ("sftp", DeliveryState.SENT),
+                                                       ("event", DeliveryState.SENT)]
     assert any(t["status"] == "SENT" and t["destination"].startswith(f"sftp:{receiver}:")
                for t in detail["transfers"])

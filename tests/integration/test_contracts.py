@@ -954,3 +954,15 @@ def test_blob_metadata_is_stored_redacted_and_urls_carry_no_query(blobs: tuple[B
     assert info.metadata["reason"] == "failed: ***"
     assert store.get_info(container, "q/a.csv").metadata["reason"] == "failed: ***"
     assert "?" not in info.url and "?" not in store.get_info(container, "q/a.csv").url
+
+
+def test_deliveries_by_partner_and_a_redelivery_keeps_its_link(deliveries: Deliveries) -> None:
+    job_id, other = new_job_id(), new_job_id()
+    deliveries.create(_delivery(job_id, 0, state=DeliveryState.FAILED))
+    deliveries.create(_delivery(job_id, 100, redelivery_of=0, state=DeliveryState.SENT))
+    deliveries.create(replace(_delivery(other, 0, state=DeliveryState.FAILED), partner="globex"))
+    assert deliveries.get(job_id, 100).redelivery_of == 0 and deliveries.get(job_id, 0).redelivery_of is None
+    assert sorted((d.job_id, d.index) for d in deliveries.list_deliveries(partner="acme")) == [
+        (job_id, 0), (job_id, 100)]
+    assert [(d.job_id, d.index) for d in deliveries.list_deliveries(partner="globex", state="FAILED")] == [(other, 0)]
+    assert deliveries.list_deliveries(partner="acme", state="PENDING") == []

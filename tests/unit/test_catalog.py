@@ -389,12 +389,14 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
         "reserved container",
         lambda d: acme(d)["routes"][0]["destinations"][0].update(container="drop"),
         ["partners[acme].routes[0].destinations[0].container: is reserved for Wharf's own use (archive, drop, "
-         "inbound, quarantine); route to processed, outbound or a container of your own"],
+         "inbound, outbound, quarantine); route to processed or a container of your own (outbound/ is where files are "
+         "handed over to be sent)"],
     ),
     (
         "unknown destination kind",
         lambda d: acme(d)["routes"][0]["destinations"][0].update(kind="s3"),
-        ["partners[acme].routes[0].destinations[0].kind: must be one of blob, sftp, email, event"],
+        ["partners[acme].routes[0].destinations[0].kind: unknown destination kind 's3'; known kinds: blob, email, "
+         "event, sftp (a plugin kind must be installed where Wharf runs)"],
     ),
     (
         "typo inside a destination",
@@ -437,7 +439,7 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
         "unknown key far from any field",
         lambda d: acme(d).update(colour="blue"),
         ["partners[acme].colour: unknown key; expected one of id, name, enabled, sftp, mailbox, processing, "
-         "routes"],
+         "routes, outbound"],
     ),
     (
         "unknown top-level key",
