@@ -6,8 +6,6 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from shared.bootstrap import get_services
-from shared.domain.jobs import utcnow
-from shared.services.sla import check_expectations
 
 bp = df.Blueprint()
 
@@ -15,4 +13,7 @@ bp = df.Blueprint()
 @bp.function_name("sla_check")
 @bp.timer_trigger(arg_name="timer", schedule="30 */5 * * * *", run_on_startup=False, use_monitor=True)
 def sla_check(timer: func.TimerRequest) -> None:
+    from shared.domain.jobs import utcnow
+    from shared.services.sla import check_expectations
+
     check_expectations(get_services(), now=utcnow())
