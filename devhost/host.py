@@ -19,7 +19,7 @@ from devhost.client import DevDurableClient, client_binding_json
 from devhost.config import ConfigError, HostConfig
 from devhost.durable import TaskHub
 from devhost.httpserver import HttpFrontend
-from devhost.index import ACTIVITY, BLOB, HTTP, ORCHESTRATION, QUEUE, TIMER, FunctionSpec, index_app
+from devhost.index import ACTIVITY, BLOB, EVENT_GRID, HTTP, ORCHESTRATION, QUEUE, TIMER, FunctionSpec, index_app
 from devhost.invoke import Invoker
 from devhost.triggers import BlobPoller, QueueListener, TimerRunner, resolve_connection
 
@@ -43,6 +43,19 @@ def load_app(target: str, app_dir: Path | None = None) -> Any:
         raise ConfigError(f"{module_name} has no attribute {attr or 'app'!r}") from exc
 
 
+def parse_event_grid_blobs(text: str) -> dict[str, str]:
+    """``intake_drop=drop/{name},other=outbound/{name}`` -> {function name: blob path}."""
+    out: dict[str, str] = {}
+    for pair in text.split(","):
+        name, sep, path = pair.strip().partition("=")
+        if not pair.strip():
+            continue
+        if not sep or not name.strip() or "/" not in path:
+            raise ConfigError(f"DEVHOST_EVENTGRID_BLOBS: {pair.strip()!r} is not function=container/{{name}}")
+        out[name.strip()] = path.strip()
+    return out
+
+
 class DevHost:
     """One running function app: HTTP on ``http_port`` (0 picks a free port), listeners, timers, a task hub.
 
@@ -51,12 +64,17 @@ class DevHost:
     deep-merged over host.json (e.g. ``{"extensions": {"queues": {"visibilityTimeout": "00:00:01"}}}``).
     ``blob_containers`` maps a blob trigger's container to the one devhost watches instead (tests share one
     Azurite: a test run watches a container of its own, and never takes the files of another run).
+    ``event_grid_blobs`` maps an Event Grid trigger's function name to the blob path its subscription covers
+    in Azure (``{"intake_drop": "drop/{name}"}``; default: the ``DEVHOST_EVENTGRID_BLOBS`` setting,
+    ``name=path`` pairs separated by commas): devhost polls that container and delivers a BlobCreated event
+    per new blob, as the storage account's Event Grid system topic would (``blob_containers`` applies too).
     """
 
     def __init__(self, app: Any, *, settings_env: Mapping[str, str] | None = None, host: str = "127.0.0.1",
                  http_port: int = 7071, app_dir: Path | str | None = None, host_json: Path | str | None = None,
                  host_json_overrides: Mapping[str, Any] | None = None, blob_poll_interval: float = 2.0,
-                 enable_timers: bool = True, blob_containers: Mapping[str, str] | None = None) -> None:
+                 enable_timers: bool = True, blob_containers: Mapping[str, str] | None = None,
+                 event_grid_blobs: Mapping[str, str] | None = None) -> None:
         self._app_arg = app
         self._settings_env = dict(settings_env or {})
         self._host = host
@@ -67,6 +85,7 @@ class DevHost:
         self._blob_interval = blob_poll_interval
         self._enable_timers = enable_timers
         self._blob_containers = dict(blob_containers or {})
+        self._event_grid_blobs = dict(event_grid_blobs) if event_grid_blobs is not None else None
         self._saved_env: dict[str, str | None] = {}
         self._stop_event = threading.Event()
         self._started = False
@@ -133,6 +152,19 @@ class DevHost:
             if str(spec.trigger.get("source", "")).lower() == "eventgrid":
                 log.info("devhost: %s uses the Event Grid blob source in Azure; devhost polls the container",
                          spec.name)
+        subscriptions = (self._event_grid_blobs if self._event_grid_blobs is not None
+                         else parse_event_grid_blobs(env.get("DEVHOST_EVENTGRID_BLOBS", "")))
+        for spec in by_type.get(EVENT_GRID, []):
+            path = subscriptions.get(spec.name)
+            if path is None:
+                log.warning("devhost: %s is an Event Grid trigger with no blob subscription in "
+                            "DEVHOST_EVENTGRID_BLOBS: nothing fires it", spec.name)
+                continue
+            conn = resolve_connection("AzureWebJobsStorage", env, where=f"function {spec.name!r}")
+            container = path.partition("/")[0]
+            self._blobs.append(BlobPoller(spec, invoker, conn, self._stop_event, interval=self._blob_interval,
+                                          host_id=host_id, max_attempts=cfg.queues.max_dequeue_count,
+                                          container=self._blob_containers.get(container), path=path))
         for spec in by_type.get(TIMER, []):
             self._timers[spec.name] = TimerRunner(spec, invoker, self._stop_event)
         http.start()

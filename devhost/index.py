@@ -14,10 +14,11 @@ from devhost.config import ConfigError, resolve_setting_refs
 TIMER = "timerTrigger"
 QUEUE = "queueTrigger"
 BLOB = "blobTrigger"
+EVENT_GRID = "eventGridTrigger"
 HTTP = "httpTrigger"
 ACTIVITY = "activityTrigger"
 ORCHESTRATION = "orchestrationTrigger"
-SUPPORTED_TRIGGERS = (TIMER, QUEUE, BLOB, HTTP, ACTIVITY, ORCHESTRATION)
+SUPPORTED_TRIGGERS = (TIMER, QUEUE, BLOB, EVENT_GRID, HTTP, ACTIVITY, ORCHESTRATION)
 # Non-trigger bindings devhost understands.
 _DURABLE_CLIENT = "durableClient"
 _HTTP_OUT = "http"

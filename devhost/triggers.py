@@ -8,12 +8,14 @@ import json
 import logging
 import re
 import threading
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.functions import EventGridEvent
 from azure.functions.blob import InputStream
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
@@ -292,18 +294,38 @@ def _etag(value: str) -> str:
     return value.strip('"')
 
 
+def _blob_created_event(container: str, name: str, url: str, props: Any) -> EventGridEvent:
+    """What an Event Grid subscription on the storage account delivers for a new blob (schema 1.0)."""
+    data = {"api": "PutBlob", "clientRequestId": "", "requestId": str(uuid.uuid4()), "eTag": props.etag,
+            "contentType": props.content_settings.content_type or "application/octet-stream",
+            "contentLength": props.size, "blobType": "BlockBlob", "url": url, "sequencer": "",
+            "storageDiagnostics": {"batchId": str(uuid.uuid4())}}
+    return EventGridEvent(id=str(uuid.uuid4()), data=data, topic=_DEVHOST_TOPIC,
+                          subject=f"/blobServices/default/containers/{container}/blobs/{name}",
+                          event_type="Microsoft.Storage.BlobCreated", event_time=props.last_modified,
+                          data_version="")
+
+
+_DEVHOST_TOPIC = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/devhost/providers/"
+                  "Microsoft.Storage/storageAccounts/devstoreaccount1")
+
+
 class BlobPoller:
     """Polls one container for new or changed blobs; receipts in azure-webjobs-hosts survive restarts."""
 
     def __init__(self, spec: FunctionSpec, invoker: Invoker, connection: str, stop: threading.Event, *,
-                 interval: float, host_id: str, max_attempts: int, container: str | None = None) -> None:
+                 interval: float, host_id: str, max_attempts: int, container: str | None = None,
+                 path: str | None = None) -> None:
+        """``path`` (``container/{name}``): the blobs an Event Grid trigger's subscription covers; such a
+        trigger gets a ``func.EventGridEvent`` (``Microsoft.Storage.BlobCreated``) per new or changed blob."""
         self.spec = spec
+        self._event_grid = path is not None
         self._invoker = invoker
         self._stop = stop
         self._interval = interval
         self._max_attempts = max_attempts
         where = f"function {spec.name!r}"
-        self.container, self._prefix, self._regex = compile_blob_path(str(spec.trigger["path"]), where=where)
+        self.container, self._prefix, self._regex = compile_blob_path(path or str(spec.trigger["path"]), where=where)
         if container:  # watched in place of the path's own container (a test run's container of its own)
             self.container = container
         service = BlobServiceClient.from_connection_string(connection)
@@ -364,7 +386,13 @@ class BlobPoller:
             blob = self._container.get_blob_client(name)
             annotation = self.spec.annotation(self.spec.trigger_param)
             value: Any
-            if isinstance(annotation, type) and issubclass(annotation, BlobClient):
+            if self._event_grid:
+                try:
+                    props = blob.get_blob_properties()
+                except ResourceNotFoundError:
+                    return
+                etag, value = _etag(props.etag), _blob_created_event(self.container, name, blob.url, props)
+            elif isinstance(annotation, type) and issubclass(annotation, BlobClient):
                 # SDK-type binding (azurefunctions-extensions-bindings-blob): the function gets a client
                 # and reads the blob itself; the content never passes through the host.
                 try:

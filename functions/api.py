@@ -1,4 +1,6 @@
-"""HTTP API: health (anonymous: status only), health details, jobs and job detail (function key)."""
+"""HTTP API: health (anonymous: status only), health details, jobs and job detail (function key).
+
+Cold start: services and domain errors are imported inside the bodies (docs/architecture.md, "Cold start")."""
 
 from __future__ import annotations
 
@@ -7,9 +9,6 @@ import azure.functions as func
 
 from functions.http_util import error_response, json_response
 from shared.bootstrap import get_services
-from shared.domain.errors import DependencyUnavailableError, NotFoundError
-from shared.domain.hostmessages import BadMessageError
-from shared.services import health, intake, jobs_view, poison
 
 bp = df.Blueprint()
 
@@ -17,6 +16,8 @@ bp = df.Blueprint()
 @bp.function_name("api_health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def api_health(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.services import health
+
     report = health.liveness(get_services().settings)
     return json_response(report.liveness(), report.http_status)
 
@@ -24,6 +25,8 @@ def api_health(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("api_health_details")
 @bp.route(route="health/details", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def api_health_details(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.services import health, poison
+
     services = get_services()
     report = health.details(services.settings)
     queue_ok = report.dependencies.get("storage.queue", {}).get("state") == "ok"
@@ -34,6 +37,8 @@ def api_health_details(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("api_jobs")
 @bp.route(route="jobs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def api_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.services import jobs_view
+
     limit = int(req.params.get("limit", "50"))
     return json_response(jobs_view.list_jobs(get_services().jobs, partner=req.params.get("partner"),
                                              status=req.params.get("status"), limit=min(limit, 500)))
@@ -42,6 +47,9 @@ def api_jobs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("api_job_detail")
 @bp.route(route="jobs/{job_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def api_job_detail(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.domain.errors import NotFoundError
+    from shared.services import jobs_view
+
     try:
         services = get_services()
         return json_response(jobs_view.job_detail(services.jobs, req.route_params["job_id"], services.deliveries))
@@ -52,6 +60,10 @@ def api_job_detail(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("api_job_replay")
 @bp.route(route="jobs/{job_id}/replay", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def api_job_replay(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.domain.errors import DependencyUnavailableError, NotFoundError
+    from shared.domain.hostmessages import BadMessageError
+    from shared.services import intake
+
     try:
         return json_response(intake.replay(get_services(), req.route_params["job_id"]), 202)
     except NotFoundError as exc:

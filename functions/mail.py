@@ -6,8 +6,6 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from shared.bootstrap import get_services
-from shared.domain.jobs import utcnow
-from shared.services.scheduling import schedule_polls
 
 bp = df.Blueprint()
 
@@ -15,4 +13,7 @@ bp = df.Blueprint()
 @bp.function_name("mail_schedule")
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False, use_monitor=True)
 def mail_schedule(timer: func.TimerRequest) -> None:
+    from shared.domain.jobs import utcnow
+    from shared.services.scheduling import schedule_polls
+
     schedule_polls(get_services(), now=utcnow(), channel="mail")

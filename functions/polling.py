@@ -1,4 +1,6 @@
-"""Poll triggers: the poll-requests queue worker, and POST /api/partners/{partner}/poll on demand."""
+"""Poll triggers: the poll-requests queue worker, and POST /api/partners/{partner}/poll on demand.
+
+Cold start: services and message models are imported inside the bodies (docs/architecture.md, "Cold start")."""
 
 from __future__ import annotations
 
@@ -9,21 +11,18 @@ import azure.functions as func
 
 from functions.http_util import bad_channel, error_response, json_response
 from shared.bootstrap import get_services
-from shared.domain.errors import ConfigurationError, NotFoundError
-from shared.domain.jobs import utcnow
-from shared.domain.messages import Channel, PollRequest
-from shared.metrics import record_queue_age
-from shared.observability.tracing import continued_from
-from shared.services import poison
-from shared.services.scheduling import poll_channel, request_poll, run_poll_request
 
 bp = df.Blueprint()
-CHANNELS: tuple[str, ...] = get_args(Channel)
 
 
 @bp.function_name("poll_worker")
 @bp.queue_trigger(arg_name="msg", queue_name="%POLL_QUEUE%", connection="AzureWebJobsStorage")
 def poll_worker(msg: func.QueueMessage) -> None:
+    from shared.metrics import record_queue_age
+    from shared.observability.tracing import continued_from
+    from shared.services import poison
+    from shared.services.scheduling import run_poll_request
+
     services = get_services()
     queue = services.settings.poll_queue
     record_queue_age(queue, msg.insertion_time)
@@ -37,10 +36,16 @@ def poll_worker(msg: func.QueueMessage) -> None:
 @bp.function_name("api_partner_poll")
 @bp.route(route="partners/{partner}/poll", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def api_partner_poll(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.domain.errors import ConfigurationError, NotFoundError
+    from shared.domain.jobs import utcnow
+    from shared.domain.messages import Channel, PollRequest
+    from shared.services.scheduling import poll_channel, request_poll, run_poll_request
+
+    channels: tuple[str, ...] = get_args(Channel)
     services, partner = get_services(), req.route_params["partner"]
     asked = req.params.get("channel")
-    if asked is not None and asked not in CHANNELS:
-        return bad_channel(asked, CHANNELS)
+    if asked is not None and asked not in channels:
+        return bad_channel(asked, channels)
     try:
         channel = poll_channel(services, partner, asked)
         if req.params.get("wait", "").lower() not in ("1", "true", "yes"):

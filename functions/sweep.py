@@ -8,9 +8,6 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from shared.bootstrap import get_services
-from shared.domain.jobs import utcnow
-from shared.services.poison import record_poison_depths
-from shared.services.sweep import sweep_jobs
 
 bp = df.Blueprint()
 
@@ -19,6 +16,10 @@ bp = df.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False, use_monitor=True)
 @bp.durable_client_input(client_name="client")
 async def jobs_sweep(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    from shared.domain.jobs import utcnow
+    from shared.services.poison import record_poison_depths
+    from shared.services.sweep import sweep_jobs
+
     services = get_services()
     try:
         await sweep_jobs(services, client, now=utcnow())

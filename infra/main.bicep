@@ -153,6 +153,7 @@ var tables = [
   'Ledger'
   'Breakers'
   'Deliveries'
+  'SlaWindows'
 ]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

@@ -2,7 +2,8 @@
 """The trigger bindings declared in function_app.py and functions/, read from the source (ast; stdlib only).
 
 Used by scripts/azd/postdeploy.sh (`python3 scripts/bindings.py eventgrid`: one "function container" line per
-blob trigger with source="EventGrid", for the Event Grid subscriptions) and by the infra tests (the settings
+Event Grid trigger (its container from shared/resources.py EVENT_GRID_TRIGGERS), and per blob trigger with
+source="EventGrid", for the Event Grid subscriptions) and by the infra tests (the settings
 the Bicep sets must cover every %SETTING% and connection the bindings name).
 """
 
@@ -64,13 +65,33 @@ def scan(paths: list[Path] | None = None) -> list[Binding]:
     return found
 
 
+def event_grid_triggers_of_resources(path: Path | None = None) -> dict[str, str]:
+    """EVENT_GRID_TRIGGERS of shared/resources.py (function name -> container), read with ast."""
+    tree = ast.parse((path or ROOT / "shared" / "resources.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "EVENT_GRID_TRIGGERS" for t in targets) and node.value:
+                value = ast.literal_eval(node.value)
+                if isinstance(value, dict):
+                    return {str(k): str(v) for k, v in value.items()}
+    raise ValueError("shared/resources.py has no literal EVENT_GRID_TRIGGERS")
+
+
 def event_grid_blob_triggers(bindings: list[Binding] | None = None) -> list[tuple[str, str]]:
-    """(function name, container) of each blob trigger whose source is Event Grid."""
+    """(function name, container) of each Event Grid trigger (its container from EVENT_GRID_TRIGGERS in
+    shared/resources.py), and of each blob trigger whose source is Event Grid (its path's container). An Event
+    Grid trigger that list does not name is an error: nothing would subscribe it."""
+    containers = event_grid_triggers_of_resources()
     out = []
     for b in bindings if bindings is not None else scan():
         path = b.args.get("path")
         if b.kind == "blob_trigger" and b.args.get("source") == "EventGrid" and isinstance(path, str):
             out.append((b.function, path.split("/", 1)[0]))
+        elif b.kind == "event_grid_trigger":
+            if b.function not in containers:
+                raise ValueError(f"Event Grid trigger {b.function} is not in EVENT_GRID_TRIGGERS (shared/resources.py)")
+            out.append((b.function, containers[b.function]))
     return out
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         MessageQueue,
         Publisher,
         Secrets,
+        SlaWindows,
     )
     from shared.settings import Settings
 
@@ -131,6 +132,15 @@ class Services:
         from shared.adapters.ledger import BreakersClient
 
         return self._tables(BreakersClient)
+
+    @cached_property
+    def sla_windows(self) -> SlaWindows:
+        """Evaluated SLA windows, one row each: the insert-if-absent that makes each window alert once."""
+        if "sla_windows" in self.overrides:
+            return self.overrides["sla_windows"]
+        from shared.adapters.sla import SlaWindowsClient
+
+        return self._tables(SlaWindowsClient)
 
     @cached_property
     def file_sources(self) -> FileSourceFactory:

@@ -33,6 +33,8 @@ QUEUE_MESSAGE_AGE = "wharf.queue.message_age"
 BREAKER_STATE = "wharf.breaker.state"
 MESSAGES_DEAD_LETTERED = "wharf.messages.dead_lettered"
 POISON_DEPTH = "wharf.queue.poison_depth"
+SLA_MISSED = "wharf.sla.missed"
+SLA_RECOVERED = "wharf.sla.recovered"
 
 
 class FailureReason(StrEnum):
@@ -134,6 +136,8 @@ class _Instruments:
     breaker: Any
     dead_lettered: Any
     poison_depth: Any
+    sla_missed: Any
+    sla_recovered: Any
 
 
 # Durations in seconds: boundaries an operator reads (the SDK's defaults are made for milliseconds).
@@ -166,6 +170,12 @@ def instruments() -> _Instruments:
         poison_depth=meter.create_gauge(
             POISON_DEPTH, unit="{message}",
             description="Messages waiting in a <queue>-poison queue (read by the jobs sweep, health details, CLI)"),
+        sla_missed=meter.create_counter(
+            SLA_MISSED, unit="{window}",
+            description="Expected-file windows that closed with too few matching files, by partner and expectation"),
+        sla_recovered=meter.create_counter(
+            SLA_RECOVERED, unit="{window}",
+            description="Missed windows whose files arrived late (before the next window), by partner and expectation"),
     )
 
 
@@ -222,6 +232,24 @@ def record_dead_lettered(queue: str, reason: str | Enum) -> None:
 def record_poison_depth(queue: str, depth: int) -> None:
     """How many messages a poison queue holds now (`queue` is the poison queue's name)."""
     instruments().poison_depth.set(max(int(depth), 0), {"queue": _name(queue)})
+
+
+_EXPECTATION = re.compile(r"[^A-Za-z0-9_.*?-]")
+
+
+def _expectation(value: str) -> str:
+    """An expectation key (an id or a name pattern such as `orders_*.csv`) as a dimension, globs kept."""
+    return _EXPECTATION.sub("_", redact(str(value or "").strip()))[:64] or "unknown"
+
+
+def record_sla_missed(partner: str, expectation: str) -> None:
+    """A window closed with fewer matching files than expected (once per window, across instances)."""
+    instruments().sla_missed.add(1, {"partner": _name(partner), "expectation": _expectation(expectation)})
+
+
+def record_sla_recovered(partner: str, expectation: str) -> None:
+    """A missed window's files arrived late, before the next window opened."""
+    instruments().sla_recovered.add(1, {"partner": _name(partner), "expectation": _expectation(expectation)})
 
 
 def breaker_value(state: BreakerState | int | str | Enum) -> int:

@@ -11,6 +11,7 @@ from shared.domain.delivery import Delivery
 from shared.domain.jobs import FileTransfer, Job, JobEvent, LogEntry, NewJob
 from shared.domain.ledger import BreakerRecord, LedgerEntry
 from shared.domain.remote import RemoteFile
+from shared.domain.sla import SlaWindow
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ class JobStore(Protocol):
 
     def repair_projections(self, *, since: datetime) -> list[str]:
         """`ensure_projection` for the jobs created since `since` (drop jobs aside); returns the ids repaired."""
+        ...
+
+    def landed_between(self, partner: str, since: datetime, until: datetime) -> list[Job]:
+        """The partner's jobs whose id time (claim or drop time) is in `[since, until)` and that landed a file
+        (a blob path), replays aside: what an SLA window counts. Range reads on the partner's projections."""
         ...
 
     def add_transfer(self, transfer: FileTransfer) -> None: ...
@@ -345,6 +351,28 @@ class Breakers(Protocol):
     def save(self, record: BreakerRecord) -> BreakerRecord:
         """Insert when `record.etag` is empty, else replace if unchanged; ConflictError when another
         instance wrote first."""
+        ...
+
+
+class SlaWindows(Protocol):
+    """Evaluated SLA windows (PK partner, RK expectation + window opening): insert-if-absent, then ETags."""
+
+    def ensure_table(self) -> None: ...
+
+    def windows(self, partner: str, expectation: str, *, since: datetime) -> list[SlaWindow]:
+        """The expectation's recorded windows that opened at `since` or later, oldest first."""
+        ...
+
+    def recent(self, *, partner: str | None = None, since: datetime) -> list[SlaWindow]:
+        """Every recorded window (of one partner, or all) that opened at `since` or later."""
+        ...
+
+    def create(self, window: SlaWindow) -> SlaWindow | None:
+        """Record a window; None when it is recorded already (another instance or an earlier run won)."""
+        ...
+
+    def update(self, window: SlaWindow) -> SlaWindow | None:
+        """Replace the window if unchanged since `window.etag` was read; None when another instance wrote first."""
         ...
 
 

@@ -23,8 +23,11 @@ OUTBOUND = "outbound"
 REPORTS = "reports"
 STAGING = "staging"
 CONTAINERS: tuple[str, ...] = (INBOUND, DROP, PROCESSED, QUARANTINE, ARCHIVE, OUTBOUND, REPORTS, STAGING)
-#: Containers whose new blobs start a function through the Event Grid blob trigger (infra subscribes them).
-EVENT_GRID_CONTAINERS: tuple[str, ...] = (DROP, OUTBOUND)
+#: Event Grid triggers and the container whose BlobCreated events each gets (scripts/azd/postdeploy.sh makes one
+#: subscription per entry, subject-filtered to the container; devhost's DEVHOST_EVENTGRID_BLOBS emulates them).
+#: Literal strings: scripts/bindings.py reads this with ast (stdlib only, on the deployer's machine).
+EVENT_GRID_TRIGGERS: dict[str, str] = {"intake_drop": "drop", "intake_outbound": "outbound"}
+EVENT_GRID_CONTAINERS: tuple[str, ...] = tuple(EVENT_GRID_TRIGGERS.values())
 
 # Storage queues (defaults of the queue-name settings).
 POLL_QUEUE = "poll-requests"
@@ -42,8 +45,9 @@ EVENTS_TABLE = "JobEvents"
 LEDGER_TABLE = "Ledger"
 BREAKERS_TABLE = "Breakers"
 DELIVERIES_TABLE = "Deliveries"
+SLA_TABLE = "SlaWindows"
 TABLES: tuple[str, ...] = (JOBS_TABLE, TRANSFERS_TABLE, LOGS_TABLE, EVENTS_TABLE, LEDGER_TABLE, BREAKERS_TABLE,
-                           DELIVERIES_TABLE)
+                           DELIVERIES_TABLE, SLA_TABLE)
 
 # Service Bus (WHARF_PUBLISHER=servicebus): the topic events go to, and the subscription infra creates on it.
 EVENTS_TOPIC = "wharf-events"

@@ -70,6 +70,15 @@ class Settings(BaseSettings):
                                          validation_alias=AliasChoices("WHARF_STALE_RUNNING_MINUTES"))
     sweep_max_jobs: int = Field(default=50, ge=1, le=5000, validation_alias=AliasChoices("WHARF_SWEEP_MAX_JOBS"))
 
+    # SLA checks (timer sla_check, every 5 minutes; shared/services/sla.py): a window is evaluated once it has
+    # been closed WHARF_SLA_GRACE_SECONDS (files claimed just before the close are recorded by then); windows
+    # that closed in the last WHARF_SLA_LOOKBACK_HOURS are caught up after an outage (a new expectation: only
+    # from its first check on).
+    sla_grace_seconds: float = Field(default=300, ge=0, le=24 * 3600,
+                                     validation_alias=AliasChoices("WHARF_SLA_GRACE_SECONDS"))
+    sla_lookback_hours: float = Field(default=48, gt=0, le=30 * 24,
+                                      validation_alias=AliasChoices("WHARF_SLA_LOOKBACK_HOURS"))
+
     # Microsoft Graph (mailbox partners). Locally the Graph test server: a loopback base URL plus a
     # static token (used only for loopback URLs; the real Graph always gets the partner's app credential).
     graph_base_url: str = Field(default="https://graph.microsoft.com/v1.0",

@@ -21,12 +21,13 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared.adapters.tables import event_payload, log_message, new_job_payloads, transfer_row
 from shared.domain.delivery import Delivery, delivery_keys
 from shared.domain.errors import ConflictError, NotFoundError
-from shared.domain.ids import job_partition
+from shared.domain.ids import job_id_ranges, job_partition
 from shared.domain.jobs import (
     EventType,
     FileTransfer,
     Job,
     JobEvent,
+    JobType,
     LogEntry,
     LogLevel,
     NewJob,
@@ -43,6 +44,7 @@ from shared.domain.remote import (
     SftpAuthError,
     SourceUnavailableError,
 )
+from shared.domain.sla import SlaWindow
 from shared.observability.redaction import redact, redact_data
 from shared.observability.tracing import inject_traceparent
 from shared.ports import BlobInfo, QueuedMessage
@@ -275,6 +277,14 @@ class FakeJobStore:
             for jid in behind:
                 self._jobs[jid] = project(self._events[jid])
             return sorted(behind)
+
+    def landed_between(self, partner: str, since: datetime, until: datetime) -> list[Job]:
+        ranges = job_id_ranges(since, until)
+        with self._lock:
+            found = [j.model_copy(deep=True) for jid, j in self._jobs.items()
+                     if j.partner == partner and any(low <= jid < high for low, high in ranges)
+                     and j.blob_path and j.job_type != JobType.REPLAY]
+        return sorted(found, key=lambda j: j.job_id)
 
     def forget_projection(self, job_id: str, *, keep: int = 0) -> None:
         """Test helper: what a crash between a job's events and its projection leaves: no projection
@@ -937,3 +947,35 @@ class FakeDurableClient:
         if self.down is not None:
             raise self.down
         return DurableOrchestrationStatus.from_json(dict(self._docs.get(instance_id, {})))
+
+
+class FakeSlaWindows(_FakeTable[SlaWindow]):
+    """SlaWindows in memory (PK partner, RK expectation + opening): insert-if-absent and ETag-checked."""
+
+    def windows(self, partner: str, expectation: str, *, since: datetime) -> list[SlaWindow]:
+        with self._lock:
+            rows = [w for w in self._rows.values() if w.partner == partner and w.expectation == expectation
+                    and w.opens >= since]
+        return sorted(rows, key=lambda w: w.opens)
+
+    def recent(self, *, partner: str | None = None, since: datetime) -> list[SlaWindow]:
+        with self._lock:
+            rows = [w for w in self._rows.values() if (partner is None or w.partner == partner) and w.opens >= since]
+        return sorted(rows, key=lambda w: (w.partner, w.expectation, w.opens))
+
+    def create(self, window: SlaWindow) -> SlaWindow | None:
+        key = (window.partner, window.row_key)
+        with self._lock:
+            if key in self._rows:
+                return None
+            stored = self._rows[key] = replace(window, etag=_etag())
+            return stored
+
+    def update(self, window: SlaWindow) -> SlaWindow | None:
+        key = (window.partner, window.row_key)
+        with self._lock:
+            current = self._rows.get(key)
+            if current is None or current.etag != window.etag:
+                return None
+            stored = self._rows[key] = replace(window, etag=_etag())
+            return stored

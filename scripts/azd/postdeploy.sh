@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# azd postdeploy hook (azure.yaml): subscribe each Event Grid blob trigger to the storage account's system topic.
-# One subscription per `blob_trigger(..., source="EventGrid")` in functions/ (scripts/bindings.py): BlobCreated
-# only, subject filtered to the trigger's container, delivered to the blobs extension webhook. Runs after the
-# code is deployed because the webhook's `blobs_extension` key exists only once the host has started, and Event
-# Grid validates the endpoint when the subscription is created. Safe to run again (create is a PUT).
+# azd postdeploy hook (azure.yaml): subscribe each Event Grid trigger to the storage account's system topic.
+# One subscription per `event_grid_trigger` in functions/ (its container from EVENT_GRID_TRIGGERS in
+# shared/resources.py, read by scripts/bindings.py): BlobCreated only, subject filtered to the trigger's container,
+# delivered to the function (endpoint type AzureFunction). Runs after the code is deployed because Event Grid
+# validates the endpoint when the subscription is created. Safe to run again (create is a PUT).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -18,24 +18,15 @@ if [[ -z "${AZURE_FUNCTION_APP_NAME:-}" ]] && command -v azd >/dev/null; then
 fi
 : "${AZURE_RESOURCE_GROUP:?}" "${AZURE_FUNCTION_APP_NAME:?}" "${AZURE_EVENTGRID_SYSTEM_TOPIC_NAME:?}"
 
-key=""
-for _ in $(seq 1 30); do
-    key=$(az functionapp keys list -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" \
-        --query "systemKeys.blobs_extension" -o tsv 2>/dev/null || true)
-    [[ -n "$key" ]] && break
-    echo "postdeploy: waiting for the host to create the blobs_extension key..."
-    sleep 10
-done
-[[ -n "$key" ]] || { echo "postdeploy: no blobs_extension system key on $AZURE_FUNCTION_APP_NAME (did the deployment start?)" >&2; exit 1; }
-
-host=$(az functionapp show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" --query defaultHostName -o tsv)
+app_id=$(az functionapp show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" --query id -o tsv)
 python3 scripts/bindings.py eventgrid | while read -r function container; do
     name="wharf-${container}-created"
     echo "postdeploy: Event Grid subscription $name: ${container}/ BlobCreated -> $function"
+    # Event Grid validates the endpoint on create: the function must be deployed (hence postdeploy).
     az eventgrid system-topic event-subscription create \
         -g "$AZURE_RESOURCE_GROUP" --system-topic-name "$AZURE_EVENTGRID_SYSTEM_TOPIC_NAME" -n "$name" \
-        --endpoint-type webhook \
-        --endpoint "https://${host}/runtime/webhooks/blobs?functionName=Host.Functions.${function}&code=${key}" \
+        --endpoint-type azurefunction \
+        --endpoint "${app_id}/functions/${function}" \
         --included-event-types Microsoft.Storage.BlobCreated \
         --subject-begins-with "/blobServices/default/containers/${container}/" \
         --max-delivery-attempts 30 --event-ttl 1440 --output none

@@ -26,12 +26,13 @@ from azure.data.tables import (
 from shared.adapters import table_batch
 from shared.adapters.http import transport_options
 from shared.domain.errors import ConflictError, NotFoundError
-from shared.domain.ids import job_partition
+from shared.domain.ids import job_id_ranges, job_partition
 from shared.domain.jobs import (
     EventType,
     FileTransfer,
     Job,
     JobEvent,
+    JobType,
     LogEntry,
     LogLevel,
     NewJob,
@@ -47,6 +48,7 @@ from shared.resources import TABLES
 log = logging.getLogger(__name__)
 
 TABLE_NAMES = TABLES  # shared/resources.py holds the list
+_LANDED_COLUMNS = ["PartitionKey", "RowKey", "JobType", "Status", "CreatedAt", "UpdatedAt", "FileName", "BlobPath"]
 # A table property holds at most 64 KiB (32K UTF-16 chars); keep event data well under it.
 MAX_DATA_CHARS = 30_000
 _APPEND_ATTEMPTS = 20
@@ -442,6 +444,19 @@ class JobStoreClient:
             s.set_attribute("wharf.jobs", len(counts))
             s.set_attribute("wharf.repaired", len(repaired))
             return repaired
+
+    def landed_between(self, partner: str, since: datetime, until: datetime) -> list[Job]:
+        """Two RowKey range reads inside the partner's IntegrationJob partition (polled, drop), projected."""
+        table = self._table("IntegrationJob")
+        found: list[Job] = []
+        for low, high in job_id_ranges(since, until):
+            query = (f"PartitionKey eq {_odata_str(partner)} and RowKey ge {_odata_str(low)} "
+                     f"and RowKey lt {_odata_str(high)}")
+            for row in table.query_entities(query, select=_LANDED_COLUMNS):
+                job = _entity_to_job(row)
+                if job.blob_path and job.job_type != JobType.REPLAY:
+                    found.append(job)
+        return sorted(found, key=lambda j: j.job_id)
 
     def list_jobs(self, *, partner: str | None = None, status: str | None = None, limit: int = 50) -> list[Job]:
         filters = []

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shared.catalog.common import PartnerId, Text, _Model
 from shared.catalog.errors import Loc, PartnerNotFoundError, _Invalid
+from shared.catalog.expect import Expectation
 from shared.catalog.mailbox import Mailbox
 from shared.catalog.processing import Processing
 from shared.catalog.routes import Route, SftpDestination
@@ -62,8 +63,23 @@ class Partner(_Model):
     mailbox: Mailbox | None = None
     processing: Processing | None = None
     routes: list[Route] = Field(default_factory=list)
-
     outbound: Outbound | None = None
+    expect: list[Expectation] = Field(default_factory=list)
+
+    @field_validator("expect")
+    @classmethod
+    def _check_expect(cls, expect: list[Expectation]) -> list[Expectation]:
+        seen: dict[str, int] = {}
+        problems: list[tuple[Loc, str]] = []
+        for index, item in enumerate(expect):
+            if item.key in seen:
+                field = "id" if item.id else "name"
+                problems.append(((index, field), f"is already used by expect[{seen[item.key]}]; give each "
+                                                 "expectation a different name or an id"))
+            seen.setdefault(item.key, index)
+        if problems:
+            raise _Invalid(*problems)
+        return expect
 
     @field_validator("routes")
     @classmethod

@@ -31,3 +31,21 @@ def job_partition(job_id: str) -> tuple[str, str]:
 
 def new_transfer_id(now: datetime | None = None) -> str:
     return new_id("tr", now)
+
+
+def job_id_ranges(since: datetime, until: datetime) -> list[tuple[str, str]]:
+    """RowKey ranges `[low, high)` holding the job ids whose time is in `[since, until)`: polled and replayed
+    jobs (`job-<time>-...`) and drop jobs (`job-drop-<time>-...`, the blob's upload time). Digits sort before
+    `d`, so the two never overlap."""
+    low, high = (f"{t.astimezone(UTC):%Y%m%d%H%M%S%f}" for t in (since, until))
+    return [(f"job-{low}", f"job-{high}"), (f"job-drop-{low}", f"job-drop-{high}")]
+
+
+def id_time(job_id: str) -> datetime | None:
+    """The UTC time in a job id (`job-<time>-...` or `job-drop-<time>-...`); None for any other shape."""
+    parts = job_id.split("-")
+    stamp = parts[2] if len(parts) > 3 and parts[1] == "drop" else (parts[1] if len(parts) > 2 else "")
+    try:
+        return datetime.strptime(stamp, "%Y%m%d%H%M%S%f").replace(tzinfo=UTC)
+    except ValueError:
+        return None

@@ -136,7 +136,9 @@ class TelemetryConfig:
             print_spans=(print_spans or "").strip().lower() in _TRUE,
             log_format=(pick("log_format", "WHARF_LOG_FORMAT") or "human").lower(),
             log_level=(pick("log_level", "WHARF_LOG_LEVEL") or "INFO").upper(),
-            service_name=environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME,
+            # In Azure, the function app's name (WEBSITE_SITE_NAME): Application Insights shows Wharf's telemetry
+            # under the same cloud_RoleName as the Functions host's, one node in the application map.
+            service_name=environ.get("OTEL_SERVICE_NAME") or environ.get("WEBSITE_SITE_NAME") or SERVICE_NAME,
             service_version=environ.get("WHARF_VERSION") or _package_version(),
             sdk_disabled=environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE,
             env=environ,

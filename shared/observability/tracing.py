@@ -140,11 +140,27 @@ def record_error(exc: BaseException, span_: Span | None = None) -> None:
         return
     message = redact(str(exc))
     stack = redact("".join(traceback.format_exception(exc)))
-    s.record_exception(exc, attributes={"exception.message": message, "exception.stacktrace": stack},
-                       escaped=True)
+    # The job, partner and step go on the event too: Azure Monitor turns it into an `exceptions` row whose
+    # custom dimensions are the event's attributes (not the span's), and an operator filters those by job id.
+    s.record_exception(exc, attributes={"exception.message": message, "exception.stacktrace": stack,
+                                        **_error_dimensions(s)}, escaped=True)
     s.set_attribute(ERROR_TYPE, _qualified_type(exc))
     description = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     s.set_status(Status(StatusCode.ERROR, description[:256]))
+
+
+_ERROR_DIMENSIONS = (JOB_ID, PARTNER, TRANSFER_ID, STEP)
+
+
+def _error_dimensions(s: Span) -> dict[str, Any]:
+    """Wharf's dimensions of a failing span: its own attributes, else the enclosing `job_context`."""
+    attrs = getattr(s, "attributes", None) or {}
+    out = {k: attrs[k] for k in _ERROR_DIMENSIONS if k in attrs}
+    job = current_job()
+    for key, name in ((JOB_ID, "job_id"), (PARTNER, "partner"), (TRANSFER_ID, "transfer_id")):
+        if key not in out and job.get(name):
+            out[key] = job[name]
+    return out
 
 
 def _qualified_type(exc: BaseException) -> str:

@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 
 from shared.domain.errors import PermanentError
 from shared.observability.redaction import redact, redact_data, redact_exception
-from shared.observability.tracing import log_fields, span
+from shared.observability.tracing import job_context, log_fields, span
 from shared.workflows import PERMANENT
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,11 @@ def _job_id(args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
     return str(ref.get("job_id", "")) if isinstance(ref, Mapping) else ""
 
 
+def _partner(args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
+    ref = args[0] if args else next(iter(kwargs.values()), None)
+    return str(ref.get("partner", "")) if isinstance(ref, Mapping) else ""
+
+
 def redacted_activity(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Wrap an activity body `fn(ref)`: the result goes through `redact_data`, and an exception whose message
     (or a cause's) holds a secret is replaced by a RedactedError saying what it was, redacted. The Durable
@@ -33,7 +38,9 @@ def redacted_activity(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     @functools.wraps(fn)
     def activity(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
-            result: _R = redact_data(fn(*args, **kwargs))
+            # The job for every log record and recorded exception inside (Application Insights filters on it).
+            with job_context(_job_id(args, kwargs) or None, partner=_partner(args, kwargs) or None):
+                result: _R = redact_data(fn(*args, **kwargs))
         except Exception as exc:
             clean = redact_exception(exc)
             if clean is exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -334,3 +335,36 @@ async def take_drop(services: Services, client: Any, *, container: str, blob_pat
             await start_processing(client, orchestration_input({**dropped.ref, **trace_carrier()}))
         remove_drop(services, dropped)
         return dropped
+
+
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+_SUBJECT = re.compile(r"/blobServices/default/containers/(?P<container>[^/]+)/blobs/(?P<path>.+)", re.DOTALL)
+#: Containers a drop event may name: `drop` (and `drop-<suffix>`, devhost test runs). Anything else (inbound,
+#: archive, ...) is refused, so a misrouted subscription can never move Wharf's own blobs.
+DROP_CONTAINER = re.compile(r"drop(?:-[a-z0-9-]{1,58})?")
+OUTBOUND_CONTAINER = re.compile(r"outbound(?:-[a-z0-9-]{1,54})?")
+
+
+def drop_from_event(event_type: str, subject: str, handover: Handover = DROP) -> tuple[str, str] | None:
+    """(container, blob path) of an Event Grid `BlobCreated` event for the handover's container (`drop` or
+    `outbound`, or one of their `-suffix` test twins), from its subject
+    (`/blobServices/default/containers/drop/blobs/{partner}/{name}`, the blob name as stored); None (logged)
+    for any other event: redelivering it would change nothing."""
+    match = _SUBJECT.fullmatch(subject or "")
+    pattern = OUTBOUND_CONTAINER if handover.direction == "outbound" else DROP_CONTAINER
+    if event_type != BLOB_CREATED or match is None or not pattern.fullmatch(match["container"]):
+        log.warning("%s trigger: ignored an event that is not a BlobCreated in a %s container (type %s, "
+                    "subject %s)", handover.channel, handover.channel, display_name(str(event_type)[:80]),
+                    display_name(str(subject)[:200]), extra=log_fields())
+        return None
+    return match["container"], match["path"]
+
+
+async def take_drop_event(services: Services, client: Any, *, event_type: str, subject: str,
+                          handover: Handover = DROP) -> Dropped | None:
+    """The Event Grid drop (or outbound) trigger: the event names the blob; `take_drop` does the rest."""
+    found = drop_from_event(event_type, subject, handover)
+    if found is None:
+        return None
+    container, blob_path = found
+    return await take_drop(services, client, container=container, blob_path=blob_path, handover=handover)

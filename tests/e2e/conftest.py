@@ -115,6 +115,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     drop, outbound = f"drop-e2e{run}", f"outbound-e2e{run}"
     host = DevHost(app, settings_env=env, http_port=0, enable_timers=False, blob_poll_interval=0.5,
                    app_dir=Path(__file__).resolve().parents[2], blob_containers={"drop": drop, "outbound": outbound},
+                   event_grid_blobs={"intake_drop": "drop/{name}", "intake_outbound": "outbound/{name}"},
                    host_json_overrides={"extensions": {"queues": {"maxPollingInterval": "00:00:00.500"}}})
     host.start()
     try:

@@ -112,7 +112,7 @@ def sas_host(env: dict[str, str], drop_container: str) -> Iterator[Any]:
     app = importlib.import_module("function_app").app
     bootstrap.get_services.cache_clear()
     host = DevHost(app, settings_env=env, http_port=0, enable_timers=False, blob_poll_interval=0.5, app_dir=ROOT,
-                   blob_containers={"drop": drop_container},
+                   blob_containers={"drop": drop_container}, event_grid_blobs={"intake_drop": "drop/{name}"},
                    host_json_overrides={"extensions": {"queues": {"maxPollingInterval": "00:00:00.500"}}})
     host.start()
     try:

@@ -53,11 +53,13 @@ class Harness:
         self.queue = f"dh-q-{suffix}"
         self.failing_queue = f"dh-fail-{suffix}"
         self.container = f"dh-drop-{suffix}"
+        self.eg_container = f"dh-eg-{suffix}"
         self.recorder = Recorder()
         self.settings = {
             "AzureWebJobsStorage": conn, "WHARF_FUNCTION_KEY": KEY, "DEVHOST_TEST_SCHEDULE": "0 0 0 1 1 *",
             "DEVHOST_TEST_QUEUE": self.queue, "DEVHOST_TEST_FAILING_QUEUE": self.failing_queue,
-            "DEVHOST_TEST_CONTAINER": self.container, **extra,
+            "DEVHOST_TEST_CONTAINER": self.container,
+            "DEVHOST_EVENTGRID_BLOBS": f"devhost_eventgrid={self.eg_container}/{{partner}}/{{name}}", **extra,
         }
         self.overrides = overrides
         self.host = self.new_host()
@@ -222,6 +224,22 @@ def test_blob_trigger_fires_once_per_blob_version_and_survives_restart(make_harn
     names = [n for n, _, _ in h.recorder.wait_for("blob", count=4)]
     assert names.count(f"{h.container}/acme/orders.csv") == 2
     assert names.count(f"{h.container}/acme/second.csv") == 1
+
+
+def test_event_grid_trigger_gets_one_blob_created_event_per_blob_version(
+        make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    container = BlobServiceClient.from_connection_string(h.conn).get_container_client(h.eg_container)
+    container.get_blob_client("acme/in voice.csv").upload_blob(b"a,b\n")
+    (event_type, subject, url, length), = h.recorder.wait_for("eventgrid")
+    assert event_type == "Microsoft.Storage.BlobCreated" and length == 4
+    assert subject == f"/blobServices/default/containers/{h.eg_container}/blobs/acme/in voice.csv"
+    assert url.endswith(f"/{h.eg_container}/acme/in%20voice.csv")
+    container.get_blob_client("loose.csv").upload_blob(b"x")  # outside the subscription's {partner}/ path
+    container.get_blob_client("acme/in voice.csv").upload_blob(b"changed", overwrite=True)
+    events = h.recorder.wait_for("eventgrid", count=2)
+    assert [e[3] for e in events] == [4, 7] and h.host.wait_idle(10)
+    assert len(h.recorder.of("eventgrid")) == 2
 
 
 # --------------------------------------------------------------------------------------- HTTP

@@ -439,7 +439,7 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
         "unknown key far from any field",
         lambda d: acme(d).update(colour="blue"),
         ["partners[acme].colour: unknown key; expected one of id, name, enabled, sftp, mailbox, processing, "
-         "routes, outbound"],
+         "routes, outbound, expect"],
     ),
     (
         "unknown top-level key",

@@ -69,7 +69,7 @@ def test_the_code_and_the_bicep_agree_on_every_queue_the_app_creates() -> None:
 def test_app_settings_cover_every_binding_setting_and_connection() -> None:
     settings = app_settings()
     bindings = bindings_module().scan()
-    assert any(b.kind == "queue_trigger" for b in bindings) and any(b.kind == "blob_trigger" for b in bindings)
+    assert any(b.kind == "queue_trigger" for b in bindings) and any(b.kind == "event_grid_trigger" for b in bindings)
     missing = []
     for b in bindings:
         missing += [f"%{s}% ({b.function})" for s in sorted(b.settings) if s not in settings]
@@ -108,12 +108,15 @@ def test_every_app_setting_is_one_the_app_or_the_platform_reads() -> None:
 
 def test_event_grid_blob_triggers_are_the_containers_infra_subscribes() -> None:
     triggers = bindings_module().event_grid_blob_triggers()
-    assert ("intake_drop", resources.DROP) in triggers
+    assert ("intake_drop", resources.DROP) in triggers and ("intake_outbound", resources.OUTBOUND) in triggers
+    registered = {b.function for b in bindings_module().scan() if b.kind == "event_grid_trigger"}
+    assert registered == set(resources.EVENT_GRID_TRIGGERS), "every Event Grid trigger needs its container"
     assert {c for _, c in triggers} <= set(resources.EVENT_GRID_CONTAINERS)
     assert all(c in resources.CONTAINERS for c in resources.EVENT_GRID_CONTAINERS)
     hook = (ROOT / "scripts" / "azd" / "postdeploy.sh").read_text()
     assert "scripts/bindings.py eventgrid" in hook and "Microsoft.Storage.BlobCreated" in hook
     assert "--subject-begins-with \"/blobServices/default/containers/${container}/\"" in hook
+    assert "--endpoint-type azurefunction" in hook
     assert parse("app/eventgrid.bicep")["resources"]["systemTopic"]["config"]["properties"]["topicType"] == \
         "Microsoft.Storage.StorageAccounts"
 

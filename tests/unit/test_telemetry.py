@@ -523,3 +523,33 @@ def test_otlp_mode_exports_traces_metrics_and_logs_without_secrets() -> None:
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out == {"mode": "otlp", "paths": ["/v1/logs", "/v1/metrics", "/v1/traces"], "leaked": False,
                    "span": True}
+
+
+# --- what Application Insights files telemetry under (tests/e2e/test_appinsights_envelopes.py end to end) -------
+
+def test_the_service_name_is_the_function_apps_in_azure() -> None:
+    assert TelemetryConfig.from_settings(env={}).service_name == "wharf"
+    assert TelemetryConfig.from_settings(env={"WEBSITE_SITE_NAME": "func-wharf-x"}).service_name == "func-wharf-x"
+    explicit = {"WEBSITE_SITE_NAME": "func-wharf-x", "OTEL_SERVICE_NAME": "wharf-eu"}
+    assert TelemetryConfig.from_settings(env=explicit).service_name == "wharf-eu"
+
+
+def test_a_recorded_exception_carries_the_job_on_its_event(otel: TelemetryCapture) -> None:
+    from shared.services.activity_boundary import redacted_activity
+
+    @redacted_activity
+    def activity(ref: dict[str, str]) -> None:
+        with tracing.span("blob.upload"):  # an inner span that knows no job
+            raise ValueError("broken row")
+
+    with pytest.raises(ValueError, match="broken row"):
+        activity({"job_id": "job-1", "partner": "acme"})
+    (event,) = otel.span("blob.upload").events
+    assert event.name == "exception"
+    assert (event.attributes or {}).get("wharf.job_id") == "job-1"
+    assert (event.attributes or {}).get("wharf.partner") == "acme"
+    with tracing.span("poll", {"wharf.partner": "globex"}) as s:
+        tracing.record_error(RuntimeError("x"), s)
+    (poll_event,) = otel.span("poll").events
+    assert (poll_event.attributes or {}).get("wharf.partner") == "globex" and "wharf.job_id" not in (
+        poll_event.attributes or {})

@@ -66,6 +66,11 @@ def create_app(recorder: Recorder) -> df.DFApp:
     def devhost_blob(blob: func.InputStream) -> None:
         recorder.add("blob", (blob.name, blob.length, blob.read()))
 
+    @app.event_grid_trigger(arg_name="event")
+    def devhost_eventgrid(event: func.EventGridEvent) -> None:
+        data = event.get_json()
+        recorder.add("eventgrid", (event.event_type, event.subject, data["url"], data["contentLength"]))
+
     @app.route(route="hello/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
     def devhost_hello(req: func.HttpRequest) -> func.HttpResponse:
         doc = {"name": req.route_params["name"], "q": req.params.get("q"), "method": req.method, "url": req.url}
