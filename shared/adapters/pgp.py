@@ -89,7 +89,7 @@ class _Reader:
                 if chunk is None:
                     break
                 self.buffer += chunk
-        except BaseException as exc:  # noqa: BLE001 - the copy thread swallows errors: keep it to re-raise
+        except BaseException as exc:
             self.error = exc
             raise
         if size < 0:
@@ -198,7 +198,7 @@ def decrypt_to_file(chunks: Iterable[bytes], ring: Keyring, *, private_key: str,
     out = ring.scratch(name)
     reader = _Reader(iter(chunks))
     try:
-        result = ring.gpg.decrypt_file(reader, passphrase=passphrase or "", output=str(out), always_trust=True,
+        result = ring.gpg.decrypt_file(reader, passphrase=passphrase or None, output=str(out), always_trust=True,
                                        extra_args=["--pinentry-mode", "loopback"])
         if reader.error is not None:
             raise reader.error
@@ -242,6 +242,9 @@ def _check_decrypt(result: Any, own: KeyInfo, signers: tuple[str, ...], verify: 
     enc_to = [k[2].lower() for k in keys if k[1:2] == ["ENC_TO"] and len(k) > 2]
     if _passphrase_refused(result):
         raise PgpPassphraseError("the passphrase of private_key_secret was refused by gpg")
+    if "BADSIG" in seen:  # gpg then reports no DECRYPTION_OKAY; refused whatever `verify` says
+        raise PgpError("bad_signature", f"bad signature by key {getattr(result, 'key_id', '') or '(unknown)'}: "
+                                        "the file was altered or not signed by that key")
     if not result.ok:
         if "NO_SECKEY" in seen and "DECRYPTION_OKAY" not in seen:
             raise PgpError("wrong_key", f"the message is encrypted for key(s) {', '.join(enc_to) or '(unknown)'}, "
@@ -300,7 +303,7 @@ def encrypt_to_file(chunks: Iterable[bytes], ring: Keyring, *, recipient_keys: s
         extra += ["--local-user", signer]
     reader = _Reader(iter(chunks))
     try:
-        result = ring.gpg.encrypt_file(reader, list(recipients), sign=signer or None, passphrase=passphrase or "",
+        result = ring.gpg.encrypt_file(reader, list(recipients), sign=signer or None, passphrase=passphrase or None,
                                        always_trust=True, armor=armor, output=str(out), extra_args=extra)
         if reader.error is not None:
             raise reader.error
@@ -308,8 +311,9 @@ def encrypt_to_file(chunks: Iterable[bytes], ring: Keyring, *, recipient_keys: s
         if _passphrase_refused(result):
             raise PgpPassphraseError("the passphrase of sign_with_secret was refused by gpg")
         if not result.ok or (signer and "SIG_CREATED" not in seen):
+            detail = getattr(result, "status_detail", "")
             raise PgpError("key", f"gpg could not encrypt{' and sign' if signer else ''}: {result.status or 'error'}"
-                                  f"{' (' + result.status_detail + ')' if getattr(result, 'status_detail', '') else ''}")
+                                  + (f" ({detail})" if detail else ""))
     except BaseException:
         out.unlink(missing_ok=True)
         raise

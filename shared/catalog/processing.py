@@ -14,6 +14,7 @@ from shared.catalog.common import (
     Glob,
     Number,
     Regex,
+    SecretName,
     Size,
     SizeOrZero,
     Text,
@@ -121,6 +122,32 @@ class Transform(_Model):
         return value
 
 
+class PgpInbound(_Model):
+    """OpenPGP on a landed file: decrypt it before detection and validation, and check its signature.
+
+    `verify`: required (a valid signature by a key in `signer_keys_secret`), optional (unsigned is accepted, a
+    bad or unknown signature is not) or off. Secrets hold ASCII-armoured keys (docs: README "Keys and trust")."""
+
+    decrypt: bool = True
+    verify: Literal["required", "optional", "off"] = "required"
+    private_key_secret: SecretName | None = None
+    passphrase_secret: SecretName | None = None
+    signer_keys_secret: SecretName | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PgpInbound:
+        problems: list[tuple[Loc, str]] = []
+        if self.decrypt and self.private_key_secret is None:
+            problems.append((("private_key_secret",), "is required when decrypt is true"))
+        if self.verify != "off" and self.signer_keys_secret is None:
+            problems.append((("signer_keys_secret",), f"is required when verify is {self.verify}"))
+        if not self.decrypt:
+            problems.append((("decrypt",), "must be true: signature-only (not encrypted) files are not supported yet"))
+        if problems:
+            raise _Invalid(*problems)
+        return self
+
+
 class FileRule(_Model):
     """Validation and transform for files whose name matches the `match` glob; the first matching rule wins."""
 
@@ -134,6 +161,7 @@ class FileRule(_Model):
     json_schema: str | dict[str, Any] | None = None
     xsd: Text | None = None
     transform: Transform = Field(default_factory=Transform)
+    pgp: PgpInbound | None = None
 
     @field_validator("json_schema", mode="before")
     @classmethod
