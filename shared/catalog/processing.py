@@ -55,6 +55,7 @@ class ColumnSpec(_Model):
     pattern: Regex | None = None
     max_length: Annotated[int, Number, _between(1, 1_000_000)] | None = None
     required: bool = False
+    sensitive: bool = False  # its values are masked in reports, events, logs and spans (mask_style)
 
     @model_validator(mode="after")
     def _check(self) -> ColumnSpec:
@@ -122,6 +123,15 @@ class Transform(_Model):
         return value
 
 
+_JSON_PATH = re.compile(r"\$((\.[A-Za-z0-9_\-]+)|(\[(\*|\d+)\]))*")
+
+
+def _json_path(value: str) -> str:
+    if not _JSON_PATH.fullmatch(value):
+        raise ValueError("must be a JSON path such as $.payer.iban or $[*].iban (dots, names and [*] only)")
+    return value
+
+
 class PgpInbound(_Model):
     """OpenPGP on a landed file: decrypt it before detection and validation, and check its signature.
 
@@ -162,6 +172,9 @@ class FileRule(_Model):
     xsd: Text | None = None
     transform: Transform = Field(default_factory=Transform)
     pgp: PgpInbound | None = None
+    #: JSON paths whose values are masked like sensitive columns (`$.payer.iban`, `$[*].iban`, `$.items[*].pan`)
+    sensitive_paths: list[Annotated[str, AfterValidator(_json_path)]] = Field(default_factory=list)
+    mask_style: Literal["last4", "hash", "redact"] = "last4"
 
     @field_validator("json_schema", mode="before")
     @classmethod
