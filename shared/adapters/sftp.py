@@ -6,6 +6,7 @@ import base64
 import errno
 import hashlib
 import io
+import logging
 import posixpath
 import socket
 import stat as stat_mode
@@ -42,6 +43,7 @@ from paramiko.ssh_exception import (
     SSHException,
 )
 
+from shared.adapters.secrets import fresh_secret
 from shared.catalog import parse_host_key
 from shared.domain.errors import NotFoundError
 from shared.domain.remote import (
@@ -56,6 +58,8 @@ from shared.domain.remote import (
 from shared.domain.sanitize import remote_bytes, remote_text
 from shared.observability.tracing import span, tracer
 from shared.ports import Secrets
+
+log = logging.getLogger(__name__)
 
 #: Bytes asked for per SFTP read. OpenSSH serves up to 255 KiB; smaller server limits are learnt from
 #: short reads. Fewer, larger requests cost less Python per byte than paramiko's fixed 32 KiB.
@@ -658,27 +662,48 @@ class SftpConnector:
         self._keys: dict[tuple[str, str], paramiko.PKey] = {}
         self._lock = threading.Lock()
 
-    def _secret(self, partner_id: str, name: str) -> str:
+    def _secret(self, partner_id: str, name: str, *, fresh: bool = False) -> str:
         try:
-            return self._secrets.get(name)
+            return fresh_secret(self._secrets, name) if fresh else self._secrets.get(name)
         except NotFoundError as exc:
             raise SftpAuthError(f"partner {partner_id}: {exc}") from exc
 
-    def _key(self, partner_id: str, key_secret: str, passphrase_secret: str | None) -> paramiko.PKey:
-        text = self._secret(partner_id, key_secret)
-        passphrase = self._secret(partner_id, passphrase_secret) if passphrase_secret else None
+    def _key(self, partner_id: str, key_secret: str, passphrase_secret: str | None, *,
+             fresh: bool = False) -> tuple[paramiko.PKey, str]:
+        text = self._secret(partner_id, key_secret, fresh=fresh)
+        passphrase = self._secret(partner_id, passphrase_secret, fresh=fresh) if passphrase_secret else None
         # Parsing an encrypted key runs bcrypt: cache it per secret (and content, so rotation is seen).
         cache_key = (key_secret, hashlib.sha256(f"{text}\0{passphrase or ''}".encode()).hexdigest())
         with self._lock:
             if cache_key not in self._keys:
                 self._keys[cache_key] = load_private_key(text, passphrase=passphrase, secret_name=key_secret)
-            return self._keys[cache_key]
+            return self._keys[cache_key], cache_key[1]
 
     def open(self, partner_id: str, config: Any) -> SftpClient:
+        """A connected client. A refused login re-reads the login's secrets once, bypassing any cache: when
+        one changed (rotated in Key Vault), the login is tried again with it before the failure counts."""
+        try:
+            return self._open(partner_id, config, fresh=False)[0]
+        except SftpAuthError as first:
+            if not getattr(first, "login_refused", False):
+                raise
+            used = getattr(first, "credentials", "")
+            try:
+                client, again = self._open(partner_id, config, fresh=True, unless=used)
+            except _Unchanged:
+                raise first from None
+            log.info("sftp login refused; a rotated secret was read and the login retried",
+                     extra={"partner": partner_id, "credentials_changed": again != used})
+            return client
+
+    def _open(self, partner_id: str, config: Any, *, fresh: bool, unless: str = "") -> tuple[SftpClient, str]:
         auth = config.auth
-        pkey = self._key(partner_id, auth.private_key_secret, auth.passphrase_secret) \
-            if auth.private_key_secret else None
-        password = self._secret(partner_id, auth.password_secret) if auth.password_secret else None
+        pkey, key_digest = self._key(partner_id, auth.private_key_secret, auth.passphrase_secret, fresh=fresh) \
+            if auth.private_key_secret else (None, "")
+        password = self._secret(partner_id, auth.password_secret, fresh=fresh) if auth.password_secret else None
+        used = hashlib.sha256(f"{key_digest}\0{password or ''}".encode()).hexdigest()
+        if unless and used == unless:
+            raise _Unchanged
         hints = [f"the private key in secret '{auth.private_key_secret}'" if auth.private_key_secret else "",
                  f"the password in secret '{auth.password_secret}'" if auth.password_secret else ""]
         client = SftpClient(
@@ -688,7 +713,16 @@ class SftpConnector:
             disabled_algorithms=dict(config.disabled_algorithms or {}) or None,
             credential_hint=" and ".join(h for h in hints if h), **self._options,
         )
-        return client.connect()
+        try:
+            return client.connect(), used
+        except SftpAuthError as exc:
+            exc.login_refused = True  # type: ignore[attr-defined]
+            exc.credentials = used  # type: ignore[attr-defined]
+            raise
+
+
+class _Unchanged(Exception):
+    """The fresh read gave the same credentials: trying them again would only be refused again."""
 
 
 __all__ = ["SftpClient", "SftpConnector", "fingerprint", "load_private_key"]
