@@ -13,6 +13,7 @@ import stat as stat_mode
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import paramiko
@@ -669,14 +670,27 @@ class SftpConnector:
             raise SftpAuthError(f"partner {partner_id}: {exc}") from exc
 
     def _key(self, partner_id: str, key_secret: str, passphrase_secret: str | None, *,
-             fresh: bool = False) -> tuple[paramiko.PKey, str]:
+             fresh: bool = False, certificate_secret: str | None = None) -> tuple[paramiko.PKey, str]:
         text = self._secret(partner_id, key_secret, fresh=fresh)
         passphrase = self._secret(partner_id, passphrase_secret, fresh=fresh) if passphrase_secret else None
+        cert = self._secret(partner_id, certificate_secret, fresh=fresh) if certificate_secret else ""
         # Parsing an encrypted key runs bcrypt: cache it per secret (and content, so rotation is seen).
-        cache_key = (key_secret, hashlib.sha256(f"{text}\0{passphrase or ''}".encode()).hexdigest())
+        cache_key = (key_secret, hashlib.sha256(f"{text}\0{passphrase or ''}\0{cert}".encode()).hexdigest())
+        if cert:
+            check_user_certificate(cert, secret_name=str(certificate_secret))
         with self._lock:
             if cache_key not in self._keys:
-                self._keys[cache_key] = load_private_key(text, passphrase=passphrase, secret_name=key_secret)
+                key = load_private_key(text, passphrase=passphrase, secret_name=key_secret)
+                if cert:
+                    if certified_key(cert) != key.get_base64():
+                        raise SftpAuthError(f"secret '{certificate_secret}' does not certify the key in secret "
+                                            f"'{key_secret}' (it is a certificate for another key)")
+                    try:
+                        key.load_certificate(cert.strip())
+                    except (ValueError, SSHException) as exc:
+                        raise SftpAuthError(f"secret '{certificate_secret}' does not certify the key in secret "
+                                            f"'{key_secret}' ({exc})") from exc
+                self._keys[cache_key] = key
             return self._keys[cache_key], cache_key[1]
 
     def open(self, partner_id: str, config: Any) -> SftpClient:
@@ -698,13 +712,20 @@ class SftpConnector:
 
     def _open(self, partner_id: str, config: Any, *, fresh: bool, unless: str = "") -> tuple[SftpClient, str]:
         auth = config.auth
-        pkey, key_digest = self._key(partner_id, auth.private_key_secret, auth.passphrase_secret, fresh=fresh) \
-            if auth.private_key_secret else (None, "")
+        certificate = getattr(auth, "certificate_secret", None)
+        try:
+            pkey, key_digest = self._key(partner_id, auth.private_key_secret, auth.passphrase_secret, fresh=fresh,
+                                         certificate_secret=certificate) if auth.private_key_secret else (None, "")
+        except CertificateValidityError as exc:  # a renewed certificate may wait in the secret: read it again
+            exc.login_refused = True  # type: ignore[attr-defined]
+            exc.credentials = f"cert-invalid:{fresh}"  # type: ignore[attr-defined]
+            raise
         password = self._secret(partner_id, auth.password_secret, fresh=fresh) if auth.password_secret else None
         used = hashlib.sha256(f"{key_digest}\0{password or ''}".encode()).hexdigest()
         if unless and used == unless:
             raise _Unchanged
         hints = [f"the private key in secret '{auth.private_key_secret}'" if auth.private_key_secret else "",
+                 f"the certificate in secret '{certificate}'" if certificate else "",
                  f"the password in secret '{auth.password_secret}'" if auth.password_secret else ""]
         client = SftpClient(
             config.host, config.username, port=config.port, pkey=pkey, password=password,
@@ -721,8 +742,62 @@ class SftpConnector:
             raise
 
 
+class CertificateValidityError(SftpAuthError):
+    """The SSH user certificate is expired or not valid yet (the message says when)."""
+
+
+def check_user_certificate(text: str, *, secret_name: str = "", now: datetime | None = None) -> datetime:
+    """Raise CertificateValidityError unless the OpenSSH user certificate in `text` is valid now; its expiry.
+
+    Read with `cryptography` (type, validity window); the signature is the server's to check."""
+    from cryptography.hazmat.primitives.serialization import (
+        SSHCertificate,
+        SSHCertificateType,
+        load_ssh_public_identity,
+    )
+
+    where = f"secret '{secret_name}'" if secret_name else "the certificate"
+    try:
+        cert = load_ssh_public_identity(text.strip().encode())
+    except (ValueError, TypeError) as exc:
+        raise SftpAuthError(f"{where} does not hold an OpenSSH certificate (*-cert-v01@openssh.com): {exc}") from exc
+    if not isinstance(cert, SSHCertificate):
+        raise SftpAuthError(f"{where} holds a public key, not an OpenSSH certificate (*-cert-v01@openssh.com)")
+    if cert.type is not SSHCertificateType.USER:
+        raise SftpAuthError(f"{where} holds a host certificate; a login needs a user certificate")
+    now = now or datetime.now(UTC)
+    after = datetime.fromtimestamp(min(cert.valid_after, 2**62), UTC) if cert.valid_after else None
+    before = None if cert.valid_before >= 2**63 - 1 else datetime.fromtimestamp(cert.valid_before, UTC)
+    if after is not None and now < after:
+        raise CertificateValidityError(f"the SSH certificate in {where} is not valid yet: valid from "
+                                       f"{after:%Y-%m-%d %H:%M:%S} UTC")
+    if before is not None and now >= before:
+        raise CertificateValidityError(f"the SSH certificate in {where} expired at {before:%Y-%m-%d %H:%M:%S} UTC")
+    return before or datetime.max.replace(tzinfo=UTC)
+
+
+def certified_key(text: str) -> str:
+    """The base64 OpenSSH public key an OpenSSH certificate certifies ("" when `text` is no certificate)."""
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        SSHCertificate,
+        load_ssh_public_identity,
+    )
+
+    try:
+        cert = load_ssh_public_identity(text.strip().encode())
+    except (ValueError, TypeError):
+        return ""
+    if not isinstance(cert, SSHCertificate):
+        return ""
+    public = cert.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+    return public.split()[1].decode()
+
+
 class _Unchanged(Exception):
     """The fresh read gave the same credentials: trying them again would only be refused again."""
 
 
-__all__ = ["SftpClient", "SftpConnector", "fingerprint", "load_private_key"]
+__all__ = ["CertificateValidityError", "SftpClient", "SftpConnector", "check_user_certificate", "fingerprint",
+           "load_private_key"]
