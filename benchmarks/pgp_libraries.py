@@ -8,11 +8,13 @@ them; tests/data/pgp).
 
     .venv/bin/python benchmarks/pgp_libraries.py            # 64 MiB, 3 runs each
     .venv/bin/python benchmarks/pgp_libraries.py --mib 16 -n 1 --json
+    .venv/bin/python benchmarks/pgp_libraries.py -z 0             # an uncompressed message
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -26,6 +28,14 @@ sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import json, resource, sys, time, warnings
+def hwm_mib():
+    # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's at fork, kept across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 from pathlib import Path
 warnings.simplefilter("ignore")
 sys.path.insert(0, sys.argv[1])
@@ -80,11 +90,19 @@ try:
 except Exception as exc:  # noqa: BLE001 - reported as the result
     error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
 print(json.dumps({"seconds": time.perf_counter() - started, "error": error,
-                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_mib": hwm_mib(),
                   "children_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
 LIBS = ("python-gnupg", "pysequoia", "pgpy")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _child(*args: str) -> dict[str, object]:
@@ -101,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("-n", type=int, default=3)
+    parser.add_argument("-z", type=int, default=6, help="gpg's compression level for the message (0: none)")
     parser.add_argument("--json", action="store_true")
     a = parser.parse_args()
     from tests.gpg_home import PASSPHRASE, GpgHome, stored_key
@@ -117,10 +136,10 @@ def main() -> None:
             for _ in range(a.mib * 2**20 // len(row) + 1):
                 fh.write(row)
             fh.truncate(a.mib * 2**20)
-        expected = plain.read_bytes()
+        expected = _sha256(plain)
         message = work / "from-bank.pgp"
-        home.gpg("--passphrase", PASSPHRASE, "-u", bank.fingerprint, "-r", wharf.fingerprint, "-o", str(message),
-                 "--sign", "--encrypt", str(plain))
+        home.gpg("--passphrase", PASSPHRASE, "-u", bank.fingerprint, "-r", wharf.fingerprint, "-z", str(a.z),
+                 "-o", str(message), "--sign", "--encrypt", str(plain))
         runs: dict[str, list[dict[str, object]]] = {f"{lib} {op}": [] for lib in LIBS for op in ("decrypt",
                                                                                                "encrypt")}
         interop: dict[str, str] = {}
@@ -128,16 +147,18 @@ def main() -> None:
             for lib in LIBS:
                 out = work / "out.bin"
                 r = _child(lib, "decrypt", str(message), str(out))
-                if not r["error"] and out.read_bytes() != expected:
+                if not r["error"] and _sha256(out) != expected:
                     r["error"] = "plaintext differs"
                 runs[f"{lib} decrypt"].append(r)
                 interop[f"{lib} decrypt"] = str(r["error"]) or "ok: reads gpg's signed, compressed message"
                 out.unlink(missing_ok=True)
                 r = _child(lib, "encrypt", str(plain), str(out))
                 if not r["error"]:
-                    done = home.gpg("--passphrase", PASSPHRASE, "--status-fd", "2", "--decrypt", str(out),
-                                    check=False)
-                    good = done.returncode == 0 and done.stdout == expected and b"GOODSIG" in done.stderr
+                    check = work / "check.bin"
+                    done = home.gpg("--passphrase", PASSPHRASE, "--status-fd", "2", "-o", str(check), "--decrypt",
+                                    str(out), check=False)
+                    good = done.returncode == 0 and _sha256(check) == expected and b"GOODSIG" in done.stderr
+                    check.unlink(missing_ok=True)
                     r["error"] = "" if good else "gpg cannot decrypt/verify it"
                 interop[f"{lib} encrypt"] = str(r["error"]) or "ok: gpg decrypts and verifies it"
                 runs[f"{lib} encrypt"].append(r)
@@ -151,11 +172,11 @@ def main() -> None:
                 "gpg_peak_rss_mib": max(float(str(r["children_rss_mib"])) for r in rs) if name.startswith(
                     "python-gnupg") else None,
                 "interop": interop[name]}
-        result = {"file_mib": a.mib, "runs": a.n, "load": os.getloadavg()[0], "results": summary}
+        result = {"file_mib": a.mib, "compression": a.z, "runs": a.n, "load": os.getloadavg()[0], "results": summary}
         if a.json:
             print(json.dumps(result, indent=2))
         else:
-            print(f"{a.mib} MiB file, RSA 3072, {a.n} run(s), load {result['load']:.1f}")
+            print(f"{a.mib} MiB file, RSA 3072, gpg -z {a.z}, {a.n} run(s), load {result['load']:.1f}")
             for name, s in summary.items():
                 t = f"{s['median_s']:7.2f} s" if s["median_s"] is not None else "   failed"
                 print(f"  {name:22} {t}  peak RSS {s['peak_rss_mib']:7.1f} MiB  {s['interop']}")

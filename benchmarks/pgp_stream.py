@@ -25,6 +25,15 @@ sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import json, resource, sys, time
+
+
+def hwm_mib():
+    # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's at fork, kept across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from shared.adapters.pgp import Keyring, decrypt_to_file, encrypt_to_file, file_chunks
@@ -43,7 +52,7 @@ with Keyring() as ring:
                             signer_key=wharf.secret, passphrase=PASSPHRASE)
         size = r.size
 elapsed = time.perf_counter() - started
-print(json.dumps({"seconds": elapsed, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": elapsed, "rss_mib": hwm_mib(),
                   "children_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                   "bytes": size}))
 """
