@@ -121,6 +121,17 @@ class KeyVaultSecrets:
     def refresh(self, name: str) -> str:
         return self._cached.refresh(name)
 
+    def describe(self, name: str) -> dict[str, Any]:
+        """Version, updated and expiry time of a secret (its properties; never the value)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            props = self._client.get_secret(name).properties
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"secret '{name}' not found in Key Vault") from exc
+        return {"version": getattr(props, "version", None), "updated_on": getattr(props, "updated_on", None),
+                "expires_on": getattr(props, "expires_on", None), "enabled": getattr(props, "enabled", None)}
+
 
 class _KeyVaultReader:
     def __init__(self, client: Any) -> None:
