@@ -118,7 +118,9 @@ class Keyring:
     """A temporary GNUPGHOME for one operation. Use as a context manager; `close()` removes everything."""
 
     def __init__(self) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="wharf-gpg-"))
+        # WHARF_PGP_TEMP_DIR: where keyrings (and so decrypted files) go; the system temp dir by default. Keep the
+        # path short: gpg-agent's socket lives in it (108 bytes at most).
+        self.home = Path(tempfile.mkdtemp(prefix="wharf-gpg-", dir=os.environ.get("WHARF_PGP_TEMP_DIR") or None))
         os.chmod(self.home, 0o700)
         (self.home / "gpg-agent.conf").write_text("allow-loopback-pinentry\n")
         (self.home / "gpg.conf").write_text("no-greeting\nno-permission-warning\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -123,8 +124,18 @@ def everything_stored(w: World) -> str:
     return "\n".join(parts)
 
 
+@pytest.fixture(autouse=True)
+def own_tempdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Keyrings of this test in a temporary directory of its own (short: gpg-agent's socket lives there), so
+    other processes' keyrings (a benchmark, another test run) do not show in the listings."""
+    path = Path(tempfile.mkdtemp(prefix="wt-", dir="/tmp"))
+    monkeypatch.setenv("WHARF_PGP_TEMP_DIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _rings() -> set[str]:
-    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("wharf-gpg-")}
+    return {p for p in os.listdir(os.environ["WHARF_PGP_TEMP_DIR"]) if p.startswith("wharf-gpg-")}
 
 
 def test_a_signed_message_is_decrypted_before_validation_and_the_events_name_fingerprints(

@@ -4,6 +4,7 @@ compressed and not; and every way a message can be refused, with no plaintext le
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -51,8 +52,18 @@ def world() -> Iterator[World]:
     w.close()
 
 
+@pytest.fixture(autouse=True)
+def own_tempdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Keyrings of this test in a temporary directory of its own (short: gpg-agent's socket lives there), so
+    other processes' keyrings (a benchmark, another test run) do not show in the listings."""
+    path = Path(tempfile.mkdtemp(prefix="wt-", dir="/tmp"))
+    monkeypatch.setenv("WHARF_PGP_TEMP_DIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _leftover_rings() -> set[str]:
-    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("wharf-gpg-")}
+    return {p for p in os.listdir(os.environ["WHARF_PGP_TEMP_DIR"]) if p.startswith("wharf-gpg-")}
 
 
 def _from_partner(world: World, tmp_path: Path, kind: str, *, compress: bool = True, sign: bool = True,
@@ -102,9 +113,9 @@ def test_armoured_input_and_optional_verification_of_an_unsigned_message(world: 
     assert plain == DATA and result.signature == "not checked"  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(("compress", "armor"), [(True, False), (False, False), (True, True)],
-                         ids=["compressed", "uncompressed", "armoured"])
+@pytest.mark.parametrize(("kind", "compress", "armor"), [
+    ("ed25519", True, False), ("ed25519", False, False), ("rsa3072", True, False), ("rsa3072", False, True)],
+    ids=["ed25519-compressed", "ed25519-uncompressed", "rsa3072-compressed", "rsa3072-uncompressed-armoured"])
 def test_gpg_decrypts_and_verifies_what_wharf_encrypted_and_signed(world: World, tmp_path: Path, kind: str,
                                                                    compress: bool, armor: bool) -> None:
     me, them = world.wharf[kind], world.them[kind]
