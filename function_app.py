@@ -2,7 +2,7 @@
 
 import azure.durable_functions as df
 
-from functions import activities, api, intake, mail, orchestrators, polling, scheduling, sla, sweep
+from functions import activities, api, intake, mail, orchestrators, polling, scheduling, sla, sweep, trust
 
 app = df.DFApp()
 app.register_functions(api.bp)
@@ -14,3 +14,4 @@ app.register_functions(polling.bp)
 app.register_functions(mail.bp)
 app.register_functions(sweep.bp)
 app.register_functions(sla.bp)
+app.register_functions(trust.bp)  # secrets_expiry (#18)

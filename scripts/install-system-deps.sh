@@ -2,6 +2,7 @@
 # Install the system packages the local Wharf stack needs, only when missing:
 #   openssh-server (/usr/sbin/sshd) + openssh-client (ssh-keygen)  - the local SFTP server
 #   rclone                                                          - used by benchmarks
+#   gnupg (gpg, gpg-agent, gpgconf)                                 - OpenPGP (shared/adapters/pgp.py)
 #   python3-venv                                                    - `python3 -m venv` on Debian
 #   nodejs + npm                                                    - Azurite (only if node/npm are absent)
 #   make                                                            - the Makefile
@@ -15,6 +16,7 @@ missing=()
 [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+{ command -v gpg && command -v gpg-agent && command -v gpgconf; } >/dev/null 2>&1 || missing+=(gnupg)
 command -v make >/dev/null 2>&1 || missing+=(make)
 if command -v python3 >/dev/null 2>&1; then
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
@@ -29,7 +31,7 @@ fi
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ((${#missing[@]} == 0)); then
-    log "all system dependencies present (sshd, ssh-keygen, rclone, make, python3-venv, node, npm)"
+    log "all system dependencies present (sshd, ssh-keygen, rclone, gpg, make, python3-venv, node, npm)"
     exit 0
 fi
 

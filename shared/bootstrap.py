@@ -103,7 +103,7 @@ class Services:
         from shared.adapters.secrets import KeyVaultSecrets, LocalSecrets
 
         if self.settings.key_vault_url:
-            return KeyVaultSecrets(self.settings.key_vault_url)
+            return KeyVaultSecrets(self.settings.key_vault_url, ttl=self.settings.secret_cache_seconds)
         return LocalSecrets(file=self.settings.secrets_file)
 
     def _tables(self, adapter: Any) -> Any:

@@ -35,6 +35,7 @@ MESSAGES_DEAD_LETTERED = "wharf.messages.dead_lettered"
 POISON_DEPTH = "wharf.queue.poison_depth"
 SLA_MISSED = "wharf.sla.missed"
 SLA_RECOVERED = "wharf.sla.recovered"
+SECRET_EXPIRES_IN_DAYS = "wharf.secret.expires_in_days"  # noqa: S105  (a metric name, not a secret)
 
 
 class FailureReason(StrEnum):
@@ -138,6 +139,7 @@ class _Instruments:
     poison_depth: Any
     sla_missed: Any
     sla_recovered: Any
+    secret_expiry: Any
 
 
 # Durations in seconds: boundaries an operator reads (the SDK's defaults are made for milliseconds).
@@ -176,6 +178,8 @@ def instruments() -> _Instruments:
         sla_recovered=meter.create_counter(
             SLA_RECOVERED, unit="{window}",
             description="Missed windows whose files arrived late (before the next window), by partner and expectation"),
+        secret_expiry=meter.create_gauge(
+            SECRET_EXPIRES_IN_DAYS, unit="d", description="Days until a secret the catalogue references expires"),
     )
 
 
@@ -288,3 +292,8 @@ def stopwatch() -> Iterator[Stopwatch]:
         yield sw
     finally:
         sw.stop()
+
+
+def record_secret_expiry(secret: str, days: float) -> None:
+    """Days until a secret the catalogue references expires (the daily secrets_expiry timer; never the value)."""
+    instruments().secret_expiry.set(round(days, 2), {"secret": secret})

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     catalog_path: Path = Field(default=Path("partners.yaml"), validation_alias=AliasChoices("WHARF_CATALOG_PATH"))
     # Secrets: Key Vault in Azure; env (WHARF_SECRET_<NAME>) or an ignored JSON file locally.
     key_vault_url: str | None = Field(default=None, validation_alias=AliasChoices("KEY_VAULT_URL"))
+    # How long a Key Vault secret is reused before it is read again; an authentication failure re-reads at once.
+    secret_cache_seconds: float = Field(default=300.0, ge=0, le=86_400,
+                                        validation_alias=AliasChoices("WHARF_SECRET_CACHE_SECONDS"))
     secrets_file: Path | None = Field(default=None, validation_alias=AliasChoices("WHARF_SECRETS_FILE"))
 
     # Events to other systems.

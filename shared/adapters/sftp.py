@@ -6,12 +6,14 @@ import base64
 import errno
 import hashlib
 import io
+import logging
 import posixpath
 import socket
 import stat as stat_mode
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import paramiko
@@ -42,6 +44,7 @@ from paramiko.ssh_exception import (
     SSHException,
 )
 
+from shared.adapters.secrets import fresh_secret
 from shared.catalog import parse_host_key
 from shared.domain.errors import NotFoundError
 from shared.domain.remote import (
@@ -56,6 +59,8 @@ from shared.domain.remote import (
 from shared.domain.sanitize import remote_bytes, remote_text
 from shared.observability.tracing import span, tracer
 from shared.ports import Secrets
+
+log = logging.getLogger(__name__)
 
 #: Bytes asked for per SFTP read. OpenSSH serves up to 255 KiB; smaller server limits are learnt from
 #: short reads. Fewer, larger requests cost less Python per byte than paramiko's fixed 32 KiB.
@@ -658,28 +663,69 @@ class SftpConnector:
         self._keys: dict[tuple[str, str], paramiko.PKey] = {}
         self._lock = threading.Lock()
 
-    def _secret(self, partner_id: str, name: str) -> str:
+    def _secret(self, partner_id: str, name: str, *, fresh: bool = False) -> str:
         try:
-            return self._secrets.get(name)
+            return fresh_secret(self._secrets, name) if fresh else self._secrets.get(name)
         except NotFoundError as exc:
             raise SftpAuthError(f"partner {partner_id}: {exc}") from exc
 
-    def _key(self, partner_id: str, key_secret: str, passphrase_secret: str | None) -> paramiko.PKey:
-        text = self._secret(partner_id, key_secret)
-        passphrase = self._secret(partner_id, passphrase_secret) if passphrase_secret else None
+    def _key(self, partner_id: str, key_secret: str, passphrase_secret: str | None, *,
+             fresh: bool = False, certificate_secret: str | None = None) -> tuple[paramiko.PKey, str]:
+        text = self._secret(partner_id, key_secret, fresh=fresh)
+        passphrase = self._secret(partner_id, passphrase_secret, fresh=fresh) if passphrase_secret else None
+        cert = self._secret(partner_id, certificate_secret, fresh=fresh) if certificate_secret else ""
         # Parsing an encrypted key runs bcrypt: cache it per secret (and content, so rotation is seen).
-        cache_key = (key_secret, hashlib.sha256(f"{text}\0{passphrase or ''}".encode()).hexdigest())
+        cache_key = (key_secret, hashlib.sha256(f"{text}\0{passphrase or ''}\0{cert}".encode()).hexdigest())
+        if cert:
+            check_user_certificate(cert, secret_name=str(certificate_secret))
         with self._lock:
             if cache_key not in self._keys:
-                self._keys[cache_key] = load_private_key(text, passphrase=passphrase, secret_name=key_secret)
-            return self._keys[cache_key]
+                key = load_private_key(text, passphrase=passphrase, secret_name=key_secret)
+                if cert:
+                    if certified_key(cert) != key.get_base64():
+                        raise SftpAuthError(f"secret '{certificate_secret}' does not certify the key in secret "
+                                            f"'{key_secret}' (it is a certificate for another key)")
+                    try:
+                        key.load_certificate(cert.strip())
+                    except (ValueError, SSHException) as exc:
+                        raise SftpAuthError(f"secret '{certificate_secret}' does not certify the key in secret "
+                                            f"'{key_secret}' ({exc})") from exc
+                self._keys[cache_key] = key
+            return self._keys[cache_key], cache_key[1]
 
     def open(self, partner_id: str, config: Any) -> SftpClient:
+        """A connected client. A refused login re-reads the login's secrets once, bypassing any cache: when
+        one changed (rotated in Key Vault), the login is tried again with it before the failure counts."""
+        try:
+            return self._open(partner_id, config, fresh=False)[0]
+        except SftpAuthError as first:
+            if not getattr(first, "login_refused", False):
+                raise
+            used = getattr(first, "credentials", "")
+            try:
+                client, again = self._open(partner_id, config, fresh=True, unless=used)
+            except _Unchanged:
+                raise first from None
+            log.info("sftp login refused; a rotated secret was read and the login retried",
+                     extra={"partner": partner_id, "credentials_changed": again != used})
+            return client
+
+    def _open(self, partner_id: str, config: Any, *, fresh: bool, unless: str = "") -> tuple[SftpClient, str]:
         auth = config.auth
-        pkey = self._key(partner_id, auth.private_key_secret, auth.passphrase_secret) \
-            if auth.private_key_secret else None
-        password = self._secret(partner_id, auth.password_secret) if auth.password_secret else None
+        certificate = getattr(auth, "certificate_secret", None)
+        try:
+            pkey, key_digest = self._key(partner_id, auth.private_key_secret, auth.passphrase_secret, fresh=fresh,
+                                         certificate_secret=certificate) if auth.private_key_secret else (None, "")
+        except CertificateValidityError as exc:  # a renewed certificate may wait in the secret: read it again
+            exc.login_refused = True  # type: ignore[attr-defined]
+            exc.credentials = f"cert-invalid:{fresh}"  # type: ignore[attr-defined]
+            raise
+        password = self._secret(partner_id, auth.password_secret, fresh=fresh) if auth.password_secret else None
+        used = hashlib.sha256(f"{key_digest}\0{password or ''}".encode()).hexdigest()
+        if unless and used == unless:
+            raise _Unchanged
         hints = [f"the private key in secret '{auth.private_key_secret}'" if auth.private_key_secret else "",
+                 f"the certificate in secret '{certificate}'" if certificate else "",
                  f"the password in secret '{auth.password_secret}'" if auth.password_secret else ""]
         client = SftpClient(
             config.host, config.username, port=config.port, pkey=pkey, password=password,
@@ -688,7 +734,70 @@ class SftpConnector:
             disabled_algorithms=dict(config.disabled_algorithms or {}) or None,
             credential_hint=" and ".join(h for h in hints if h), **self._options,
         )
-        return client.connect()
+        try:
+            return client.connect(), used
+        except SftpAuthError as exc:
+            exc.login_refused = True  # type: ignore[attr-defined]
+            exc.credentials = used  # type: ignore[attr-defined]
+            raise
 
 
-__all__ = ["SftpClient", "SftpConnector", "fingerprint", "load_private_key"]
+class CertificateValidityError(SftpAuthError):
+    """The SSH user certificate is expired or not valid yet (the message says when)."""
+
+
+def check_user_certificate(text: str, *, secret_name: str = "", now: datetime | None = None) -> datetime:
+    """Raise CertificateValidityError unless the OpenSSH user certificate in `text` is valid now; its expiry.
+
+    Read with `cryptography` (type, validity window); the signature is the server's to check."""
+    from cryptography.hazmat.primitives.serialization import (
+        SSHCertificate,
+        SSHCertificateType,
+        load_ssh_public_identity,
+    )
+
+    where = f"secret '{secret_name}'" if secret_name else "the certificate"
+    try:
+        cert = load_ssh_public_identity(text.strip().encode())
+    except (ValueError, TypeError) as exc:
+        raise SftpAuthError(f"{where} does not hold an OpenSSH certificate (*-cert-v01@openssh.com): {exc}") from exc
+    if not isinstance(cert, SSHCertificate):
+        raise SftpAuthError(f"{where} holds a public key, not an OpenSSH certificate (*-cert-v01@openssh.com)")
+    if cert.type is not SSHCertificateType.USER:
+        raise SftpAuthError(f"{where} holds a host certificate; a login needs a user certificate")
+    now = now or datetime.now(UTC)
+    after = datetime.fromtimestamp(min(cert.valid_after, 2**62), UTC) if cert.valid_after else None
+    before = None if cert.valid_before >= 2**63 - 1 else datetime.fromtimestamp(cert.valid_before, UTC)
+    if after is not None and now < after:
+        raise CertificateValidityError(f"the SSH certificate in {where} is not valid yet: valid from "
+                                       f"{after:%Y-%m-%d %H:%M:%S} UTC")
+    if before is not None and now >= before:
+        raise CertificateValidityError(f"the SSH certificate in {where} expired at {before:%Y-%m-%d %H:%M:%S} UTC")
+    return before or datetime.max.replace(tzinfo=UTC)
+
+
+def certified_key(text: str) -> str:
+    """The base64 OpenSSH public key an OpenSSH certificate certifies ("" when `text` is no certificate)."""
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        SSHCertificate,
+        load_ssh_public_identity,
+    )
+
+    try:
+        cert = load_ssh_public_identity(text.strip().encode())
+    except (ValueError, TypeError):
+        return ""
+    if not isinstance(cert, SSHCertificate):
+        return ""
+    public = cert.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+    return public.split()[1].decode()
+
+
+class _Unchanged(Exception):
+    """The fresh read gave the same credentials: trying them again would only be refused again."""
+
+
+__all__ = ["CertificateValidityError", "SftpClient", "SftpConnector", "check_user_certificate", "fingerprint",
+           "load_private_key"]

@@ -14,6 +14,7 @@ from shared.catalog.common import (
     Glob,
     Number,
     Regex,
+    SecretName,
     Size,
     SizeOrZero,
     Text,
@@ -54,6 +55,7 @@ class ColumnSpec(_Model):
     pattern: Regex | None = None
     max_length: Annotated[int, Number, _between(1, 1_000_000)] | None = None
     required: bool = False
+    sensitive: bool = False  # its values are masked in reports, events, logs and spans (mask_style)
 
     @model_validator(mode="after")
     def _check(self) -> ColumnSpec:
@@ -140,6 +142,39 @@ class ValidatorRef(_Model):
 
     name: Annotated[str, AfterValidator(_validator_name)]
     options: dict[str, Any] = Field(default_factory=dict)
+_JSON_PATH = re.compile(r"\$((\.[A-Za-z0-9_\-]+)|(\[(\*|\d+)\]))*")
+
+
+def _json_path(value: str) -> str:
+    if not _JSON_PATH.fullmatch(value):
+        raise ValueError("must be a JSON path such as $.payer.iban or $[*].iban (dots, names and [*] only)")
+    return value
+
+
+class PgpInbound(_Model):
+    """OpenPGP on a landed file: decrypt it before detection and validation, and check its signature.
+
+    `verify`: required (a valid signature by a key in `signer_keys_secret`), optional (unsigned is accepted, a
+    bad or unknown signature is not) or off. Secrets hold ASCII-armoured keys (docs: README "Keys and trust")."""
+
+    decrypt: bool = True
+    verify: Literal["required", "optional", "off"] = "required"
+    private_key_secret: SecretName | None = None
+    passphrase_secret: SecretName | None = None
+    signer_keys_secret: SecretName | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PgpInbound:
+        problems: list[tuple[Loc, str]] = []
+        if self.decrypt and self.private_key_secret is None:
+            problems.append((("private_key_secret",), "is required when decrypt is true"))
+        if self.verify != "off" and self.signer_keys_secret is None:
+            problems.append((("signer_keys_secret",), f"is required when verify is {self.verify}"))
+        if not self.decrypt:
+            problems.append((("decrypt",), "must be true: signature-only (not encrypted) files are not supported yet"))
+        if problems:
+            raise _Invalid(*problems)
+        return self
 
 
 class FileRule(_Model):
@@ -156,6 +191,10 @@ class FileRule(_Model):
     xsd: Text | None = None
     transform: Transform = Field(default_factory=Transform)
     validators: list[ValidatorRef] = Field(default_factory=list)
+    pgp: PgpInbound | None = None
+    #: JSON paths whose values are masked like sensitive columns (`$.payer.iban`, `$[*].iban`, `$.items[*].pan`)
+    sensitive_paths: list[Annotated[str, AfterValidator(_json_path)]] = Field(default_factory=list)
+    mask_style: Literal["last4", "hash", "redact"] = "last4"
 
     @field_validator("json_schema", mode="before")
     @classmethod

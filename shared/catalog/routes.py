@@ -13,6 +13,7 @@ from shared.catalog.common import (
     Glob,
     PartnerId,
     Regex,
+    SecretName,
     Template,
     _container,
     _mailbox_id,
@@ -72,6 +73,18 @@ def _temp_part(value: str) -> str:
     return value
 
 
+class PgpOutbound(_Model):
+    """OpenPGP on an outbound file: encrypt it to the key(s) in `encrypt_to_secret`, optionally sign it with the
+    secret key in `sign_with_secret` (its passphrase in `sign_passphrase_secret`); binary unless `armor`."""
+
+    encrypt_to_secret: SecretName
+    sign_with_secret: SecretName | None = None
+    sign_passphrase_secret: SecretName | None = None
+    armor: bool = False
+    compress: bool = True
+    suffix: Annotated[str, AfterValidator(_temp_part)] = ".pgp"
+
+
 class SftpDestination(_Model):
     """Upload to another partner's SFTP server (its `sftp` block: host, pinned keys, login), into `folder` or its
     `sftp.outbound_dir`, under the name template `name` (placeholders as blob paths; sanitised; it cannot leave
@@ -87,6 +100,7 @@ class SftpDestination(_Model):
     temp_suffix: Annotated[str, AfterValidator(_temp_part)] | None = None
     on_exists: Literal["overwrite", "fail", "unique"] = "fail"
     verify: Literal["size", "sha256"] = "size"
+    pgp: PgpOutbound | None = None  # trust branch (#18): encrypt/sign before upload (services/pgp.py)
 
 
 class EmailDestination(_Model):

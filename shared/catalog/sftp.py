@@ -39,6 +39,9 @@ class SftpAuth(_Model):
     private_key_secret: SecretName | None = None
     password_secret: SecretName | None = None
     passphrase_secret: SecretName | None = None
+    #: An OpenSSH user certificate (`ssh-ed25519-cert-v01@openssh.com AAAA...`, the `-cert.pub` file) signed by
+    #: a CA the server trusts, for the key in private_key_secret.
+    certificate_secret: SecretName | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SftpAuth:
@@ -46,6 +49,8 @@ class SftpAuth(_Model):
             raise ValueError("needs private_key_secret or password_secret (a Key Vault secret name)")
         if self.passphrase_secret and not self.private_key_secret:
             raise _Invalid((("passphrase_secret",), "only applies to a private key; set private_key_secret too"))
+        if self.certificate_secret and not self.private_key_secret:
+            raise _Invalid((("certificate_secret",), "certifies a private key; set private_key_secret too"))
         return self
 
 

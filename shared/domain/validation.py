@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from shared.domain.masking import Sensitivity
+
 VALUE_LIMIT = 100
 """An offending value is kept in a report truncated to this many characters."""
 
@@ -117,8 +119,9 @@ class ReportBuilder:
     """Collects issues while a file streams: counts all of them, keeps the first `max_errors`."""
 
     def __init__(self, *, file_name: str = "", declared_type: str = "auto", max_errors: int = DEFAULT_MAX_ERRORS,
-                 max_warnings: int = 50) -> None:
+                 max_warnings: int = 50, sensitivity: Sensitivity | None = None) -> None:
         self.file_name = file_name
+        self.sensitivity = sensitivity or Sensitivity()
         self.declared_type = declared_type
         self.max_errors = max(1, max_errors)
         self.max_warnings = max_warnings
@@ -142,7 +145,10 @@ class ReportBuilder:
         self.error_count += 1
         if self.full:
             return
-        text = None if value is None else truncate(value if isinstance(value, str) else repr(value))
+        text = None if value is None else (value if isinstance(value, str) else repr(value))
+        if self.sensitivity:  # masked before anything is kept: reports, events, logs and spans see the mask
+            message, text = self.sensitivity.scrub(field, message, text)
+        text = truncate(text)
         self.errors.append(ValidationIssue(code=code, message=truncate(message, 500) or "", row=row, line=line,
                                            column=column, field=field, value=text))
 
@@ -354,6 +360,7 @@ class ColumnRule:
     pattern: str | None = None
     max_length: int | None = None
     required: bool = False
+    sensitive: bool = False
 
     @property
     def date_format(self) -> str:
@@ -382,6 +389,14 @@ class RuleSpec:
     xsd: str | None = None
     transform_name: str = "passthrough"
     transform_options: Mapping[str, Any] = field(default_factory=dict)
+    sensitive_paths: tuple[str, ...] = ()
+    mask_style: str = "last4"
+
+    @property
+    def sensitivity(self) -> Sensitivity:
+        """Which report fields are sensitive (columns marked `sensitive`, `sensitive_paths`) and their mask."""
+        return Sensitivity(frozenset(c.name for c in self.csv.columns if c.sensitive), self.sensitive_paths,
+                           self.mask_style)
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -416,7 +431,7 @@ def rule_spec(rule: Any) -> RuleSpec:
             name=str(name), type=str(_get(col, "type", "string")), format=_get(col, "format"),
             values=tuple(str(v) for v in values) if values is not None else None, pattern=_get(col, "pattern"),
             max_length=int(max_length) if max_length is not None else None,
-            required=bool(_get(col, "required", False)),
+            required=bool(_get(col, "required", False)), sensitive=bool(_get(col, "sensitive", False)),
         ))
     csv_rules = CsvRules(
         delimiter=_get(csv_obj, "delimiter") if _explicit(csv_obj, "delimiter") else None,
@@ -431,6 +446,8 @@ def rule_spec(rule: Any) -> RuleSpec:
         max_errors=int(max_errors), json_schema=_get(rule, "json_schema"), xsd=_get(rule, "xsd"),
         transform_name=str(_get(transform, "name", "passthrough")),
         transform_options=dict(_get(transform, "options", {}) or {}),
+        sensitive_paths=tuple(str(p) for p in _get(rule, "sensitive_paths", ()) or ()),
+        mask_style=str(_get(rule, "mask_style", "last4") or "last4"),
     )
 
 

@@ -168,6 +168,12 @@ def deliver_sftp(services: Services, job: Job, ref: Mapping[str, Any], output: M
     ConfigurationError; the Delivery is FAILED with the reason then, and the next attempt takes it over."""
     opts = opts or DeliveryOptions()
     index = int(ref.get("index", 0))
+    pgp_info: dict[str, Any] = {}
+    if dest.get("pgp"):  # trust (#18): encrypt (and sign) first; the ciphertext blob is what goes up
+        from shared.services.pgp import encrypted_output
+
+        output = encrypted_output(services, job, ref, output, dest["pgp"])
+        pgp_info = {"pgp": output["pgp"]}
     plan = plan_sftp(services, job, ref, output, dest)
     attrs = {"wharf.job_id": job.job_id, "wharf.partner": job.partner, "wharf.destination": "sftp",
              "wharf.destination.partner": plan.target, "wharf.destination.index": index,
@@ -179,7 +185,7 @@ def deliver_sftp(services: Services, job: Job, ref: Mapping[str, Any], output: M
             log.info("delivery already sent; not sent again",
                      extra=log_fields(job.job_id, partner=job.partner, target=plan.target, index=index,
                                       remote_path=display_name(run.record.remote_path)))
-            return run.result(already_sent=True)
+            return {**run.result(already_sent=True), **pgp_info}
         breaker = CircuitBreaker(services.breakers, CHANNEL, threshold=opts.breaker_threshold,
                                  cooldown=opts.breaker_cooldown, clock=opts.clock)
         decision = breaker.allow(plan.target)
@@ -209,7 +215,7 @@ def deliver_sftp(services: Services, job: Job, ref: Mapping[str, Any], output: M
         s.set_attribute("wharf.remote_path", display_name(run.record.remote_path))
         s.set_attribute("wharf.verified", run.record.verified)
         s.set_attribute("wharf.attempts", run.record.attempts)
-        return run.result(already_sent=False)
+        return {**run.result(already_sent=False), **pgp_info}
 
 
 def _record(services: Services, job: Job, index: int, plan: SftpPlan) -> Delivery:

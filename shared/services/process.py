@@ -73,10 +73,8 @@ def validate_and_transform(services: Services, ref: Mapping[str, Any]) -> dict[s
     """Validate the landed file against its rule and run its transform in one streaming pass.
 
     The output goes to a staging blob at a deterministic path (a retry overwrites it) and is committed
-    only when the whole file was valid; the full report goes to a blob beside the job either way."""
-    from shared.services.transforms import validate_and_transform as run_pass
-    from shared.services.validate import ValidationFailedError
-
+    only when the whole file was valid; the full report goes to a blob beside the job either way. A rule with
+    `pgp` decrypts the file first (shared/services/pgp.py); a message that fails its checks fails the job."""
     with continued_from(ref), span("activity.validate_and_transform", _attrs(ref)) as s:
         job = _job(services, ref)
         outbound = direction_of(services.jobs.events(job.job_id))[0] == "outbound"
@@ -87,45 +85,69 @@ def validate_and_transform(services: Services, ref: Mapping[str, Any]) -> dict[s
                 return _unprocessed(services, job, ref)
         else:
             rule = find_rule(services, job.partner, ref["file_name"])
-        info = services.blobs.get_info(ref["container"], ref["blob_path"])
+        pgp = getattr(rule, "pgp", None)
+        if pgp is not None and pgp.decrypt:  # trust (#18): decrypt first; the plaintext is a temporary file
+            from shared.adapters.pgp import PgpError
+            from shared.services.pgp import decrypted, pgp_failure_reason, record_decrypt
+
+            try:
+                with decrypted(services, job, ref, pgp) as plain:
+                    record_decrypt(services, job, plain)
+                    return _validate_pass(services, s, job, rule, plain.chunks(), plain.size, plain.name)
+            except PgpError as exc:
+                reason = pgp_failure_reason(exc)
+                s.set_attribute("wharf.pgp.failure", exc.kind)
+                log.warning("pgp check failed", extra=log_fields(job.job_id, partner=job.partner, kind=exc.kind))
+                return {"valid": False, "reason": reason[:1000]}
         refused = _plugin_validators(services, job, ref, rule)
         if refused is not None:
             return refused
-        run = run_pass(services.blobs.open_read(ref["container"], ref["blob_path"]), rule,
-                       file_name=ref["file_name"], size=info.size, base_dir=services.settings.catalog_path.parent)
-        out_name = run.transform.output_name(ref["file_name"])
-        out_path = f"{job.partner}/{job.job_id}/{out_name}"
-        try:
-            out = services.blobs.upload_stream(STAGING, out_path, run.chunks, content_type=run.content_type,
-                                               metadata={"job_id": job.job_id, "transform": run.transform.name})
-            report = run.report
-        except ValidationFailedError as exc:
-            report, out = exc.report, None
-        report_path = f"{job.partner}/{job.job_id}/validation.json"
-        services.blobs.upload_stream(REPORTS, report_path, [report.to_json().encode()],
-                                     metadata={"job_id": job.job_id})
-        s.set_attribute("wharf.valid", report.valid)
-        s.set_attribute("wharf.rows", report.rows)
-        s.set_attribute("wharf.transform", run.transform.name)
-        if out is None or not report.valid:
-            reason = f"validation failed: {report.summary()}"
-            return {"valid": False, "reason": reason[:1000], "report_path": f"{REPORTS}/{report_path}"}
-        rows = int(run.rows if run.rows is not None else report.rows)
-        if "validate" not in job.steps_completed:
-            services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {
-                "step": "validate", "valid": True, "file_type": report.file_type, "encoding": report.encoding,
-                "report_path": f"{REPORTS}/{report_path}", "warnings": report.warnings[:10],
-                "counts": {"rows": report.rows, "errors": report.error_count}})
-            services.jobs.log(job.job_id, "INFO", f"validated: {report.summary()}")
-        if "transform" not in job.steps_completed:
-            services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {
-                "step": "transform", "transform": run.transform.name, "output": f"{STAGING}/{out_path}",
-                "counts": {"output_rows": rows, "output_bytes": out.size}})
-        s.set_attribute("file.size", out.size)
-        return {"valid": True, "file_type": report.file_type,
-                "output": {"container": STAGING, "path": out_path, "name": out_name, "rows": rows,
-                           "bytes": out.size, "sha256": out.sha256, "url": out.url,
-                           "content_type": run.content_type}}
+        info = services.blobs.get_info(ref["container"], ref["blob_path"])
+        return _validate_pass(services, s, job, rule, services.blobs.open_read(ref["container"], ref["blob_path"]),
+                              info.size, ref["file_name"])
+
+
+def _validate_pass(services: Services, s: Any, job: Job, rule: Any, chunks: Any, size: int,
+                   file_name: str) -> dict[str, Any]:
+    """One streaming validate+transform pass over `chunks` (the landed blob, or its decrypted plaintext)."""
+    from shared.services.transforms import validate_and_transform as run_pass
+    from shared.services.validate import ValidationFailedError
+
+    run = run_pass(chunks, rule, file_name=file_name, size=size,
+                   base_dir=services.settings.catalog_path.parent)
+    out_name = run.transform.output_name(file_name)
+    out_path = f"{job.partner}/{job.job_id}/{out_name}"
+    try:
+        out = services.blobs.upload_stream(STAGING, out_path, run.chunks, content_type=run.content_type,
+                                           metadata={"job_id": job.job_id, "transform": run.transform.name})
+        report = run.report
+    except ValidationFailedError as exc:
+        report, out = exc.report, None
+    report_path = f"{job.partner}/{job.job_id}/validation.json"
+    services.blobs.upload_stream(REPORTS, report_path, [report.to_json().encode()],
+                                 metadata={"job_id": job.job_id})
+    s.set_attribute("wharf.valid", report.valid)
+    s.set_attribute("wharf.rows", report.rows)
+    s.set_attribute("wharf.transform", run.transform.name)
+    if out is None or not report.valid:
+        reason = f"validation failed: {report.summary()}"
+        return {"valid": False, "reason": reason[:1000], "report_path": f"{REPORTS}/{report_path}"}
+    rows = int(run.rows if run.rows is not None else report.rows)
+    if "validate" not in job.steps_completed:
+        services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {
+            "step": "validate", "valid": True, "file_type": report.file_type, "encoding": report.encoding,
+            "report_path": f"{REPORTS}/{report_path}", "warnings": report.warnings[:10],
+            "counts": {"rows": report.rows, "errors": report.error_count}})
+        services.jobs.log(job.job_id, "INFO", f"validated: {report.summary()}")
+    if "transform" not in job.steps_completed:
+        services.jobs.append(job.job_id, EventType.STEP_COMPLETED, {
+            "step": "transform", "transform": run.transform.name, "output": f"{STAGING}/{out_path}",
+            "counts": {"output_rows": rows, "output_bytes": out.size}})
+    s.set_attribute("file.size", out.size)
+    return {"valid": True, "file_type": report.file_type,
+            "output": {"container": STAGING, "path": out_path, "name": out_name, "rows": rows,
+                       "bytes": out.size, "sha256": out.sha256, "url": out.url,
+                       "content_type": run.content_type}}
 
 
 def _plugin_validators(services: Services, job: Job, ref: Mapping[str, Any], rule: Any) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.domain.detect import ChunkReader, FileType
 from shared.domain.errors import ConfigurationError, WharfError
+from shared.domain.masking import mask_value
 from shared.domain.validation import DECIMAL_RE, INTEGER_RE, ColumnCheck, RuleSpec, ValidationReport, rule_spec
 from shared.services.validate import CsvBatch, FileValidation, ValidationFailedError, validate_stream
 
@@ -278,10 +279,43 @@ def _decimal_number(value: str) -> str:
     return encode_basestring(value)
 
 
+class MaskOptions(_Options):
+    columns: list[str] = Field(min_length=1, description="columns whose values are masked in the output")
+    style: Literal["last4", "hash", "redact"] = "last4"
+
+
+def _masked(batches: Iterable[CsvBatch], validation: FileValidation, mask: MaskOptions | None) -> Iterator[CsvBatch]:
+    """The batches with the `mask` columns' values masked (rows and columns alike), after validation saw them."""
+    if mask is None:
+        yield from batches
+        return
+    positions: list[int] | None = None
+    for batch in batches:
+        if positions is None:
+            header = (validation.engine.header if validation.engine is not None else None) or []
+            missing = [c for c in mask.columns if c not in header]
+            if missing:
+                raise TransformError(f"mask: columns not in the header: {', '.join(missing)}")
+            positions = [header.index(c) for c in mask.columns]
+        for p in positions:
+            column = tuple(mask_value(v, mask.style) for v in batch.columns[p])
+            batch.columns[p] = column
+            for row, value in zip(batch.rows, column, strict=True):
+                row[p] = value
+        yield batch
+        del batch  # one batch alive at a time
+
+
+def _masked_positions(validation: FileValidation, mask: MaskOptions | None) -> set[int]:
+    header = (validation.engine.header if validation.engine is not None else None) or []
+    return {header.index(c) for c in (mask.columns if mask else []) if c in header}
+
+
 class CsvToJsonlOptions(_Options):
     decimals: Literal["string", "number"] = Field(
         default="string", description="decimal columns as JSON strings (exact, the default) or JSON numbers")
     columns: list[str] | None = Field(default=None, description="keys for a CSV without header")
+    mask: MaskOptions | None = None
 
 
 @register("csv_to_jsonl")
@@ -298,12 +332,13 @@ class CsvToJsonl(_CsvInput):
         assert engine is not None
         writer: _JsonlWriter | None = None
         self.rows = 0
-        for batch in validation.csv_batches(check=check):
+        for batch in _masked(validation.csv_batches(check=check), validation, options.mask):
             if writer is None:
                 names = list(options.columns or engine.header or [])
                 if len(names) < (engine.width or 0):
                     names += [f"col{i}" for i in range(len(names) + 1, (engine.width or 0) + 1)]
-                by_position = {c.position: c for c in engine.checks}
+                masked = _masked_positions(validation, options.mask)  # masked values are strings now
+                by_position = {c.position: c for c in engine.checks if c.position not in masked}
                 writer = _JsonlWriter([_JsonColumn(names[i], by_position.get(i), options.decimals)
                                        for i in range(engine.width or 0)])
             self.rows += len(batch.rows)
@@ -352,6 +387,7 @@ class CsvNormaliseOptions(_Options):
     select: list[str] | None = None
     order: list[str] | None = None
     line_terminator: Literal["\r\n", "\n"] = "\r\n"
+    mask: MaskOptions | None = None
 
 
 @register("csv_normalise")
@@ -371,7 +407,7 @@ class CsvNormalise(_CsvInput):
         pick: Callable[[list[str]], Sequence[str]] | None = None
         self.rows = 0
         started = False
-        for batch in validation.csv_batches(check=check):
+        for batch in _masked(validation.csv_batches(check=check), validation, options.mask):
             if not started:
                 started = True
                 header = engine.header or []
@@ -428,6 +464,7 @@ class JsonToCsvOptions(_Options):
     columns: list[str] | None = Field(default=None, description="header; default: the keys of the first object")
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     line_terminator: Literal["\r\n", "\n"] = "\r\n"
+    mask: MaskOptions | None = None
 
 
 @register("json_to_csv")

@@ -309,7 +309,7 @@ class FileValidation:
         self.size = size
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.report = ReportBuilder(file_name=file_name, declared_type=self.spec.type,
-                                    max_errors=self.spec.max_errors)
+                                    max_errors=self.spec.max_errors, sensitivity=self.spec.sensitivity)
         self.detection: Detection | None = None
         self.decoder: StreamDecoder | None = None
         self.engine: CsvEngine | None = None

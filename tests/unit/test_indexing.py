@@ -62,6 +62,7 @@ EXPECTED = [
     ("mail_schedule", "timerTrigger", {"timer"}),
     ("jobs_sweep", "timerTrigger", {"timer", "client"}),
     ("sla_check", "timerTrigger", {"timer"}),
+    ("secrets_expiry", "timerTrigger", {"timer"}),
     ("poll_worker", "queueTrigger", {"msg"}),
     ("intake_file_landed", "queueTrigger", {"msg", "client"}),
     ("intake_drop", "eventGridTrigger", {"event", "client"}),

@@ -31,9 +31,6 @@ TABLES = ("customMetrics", "traces", "exceptions", "dependencies", "requests")
 # Metrics other branches add (SLA: "expected file did not arrive"; trust: secret/certificate expiry), with
 # the dimensions the queries rely on. Each entry must go once the code emits the metric: the test below then
 # fails, and the metric's dimensions are checked against what the code records like every other one.
-PENDING_METRICS: dict[str, set[str]] = {
-    "wharf.secret.expires_in_days": set(),
-}
 
 # One sample call per record_* function of shared/metrics.py.
 SAMPLES: dict[str, Callable[[], None]] = {
@@ -47,6 +44,7 @@ SAMPLES: dict[str, Callable[[], None]] = {
     "record_breaker_state": lambda: metrics.record_breaker_state("acme", "sftp", "open"),
     "record_sla_missed": lambda: metrics.record_sla_missed("acme", "orders_*.csv"),
     "record_sla_recovered": lambda: metrics.record_sla_recovered("acme", "orders_*.csv"),
+    "record_secret_expiry": lambda: metrics.record_secret_expiry("acme-sftp-key", 12.5),
 }
 
 
@@ -122,11 +120,11 @@ def test_every_metric_and_dimension_a_query_names_is_one_the_code_emits() -> Non
         tables = {t for t in TABLES if re.search(rf"\b{t}\b", text)}
         assert tables, f"{path.name} reads none of {TABLES}"
         names = named_metrics(text)
-        unknown = names - set(emitted) - set(PENDING_METRICS)
+        unknown = names - set(emitted)
         assert not unknown, f"{path.name} names metrics the code does not emit: {unknown}"
         allowed: set[str] = set()
         for name in names:
-            allowed |= emitted.get(name, PENDING_METRICS.get(name, set()))
+            allowed |= emitted.get(name, set())
         if tables & {"dependencies", "requests", "exceptions"}:
             allowed |= spans
         if "traces" in tables:
@@ -141,14 +139,6 @@ def test_samples_cover_every_record_function() -> None:
     record_functions = {n for n, f in inspect.getmembers(metrics, inspect.isfunction)
                         if n.startswith("record_") and f.__module__ == metrics.__name__}
     assert record_functions == set(SAMPLES), "add a sample call for each new record_* function"
-
-
-def test_pending_metrics_are_not_emitted_yet() -> None:
-    """Flips when the SLA / trust work lands: then delete the entry from PENDING_METRICS."""
-    source = "\n".join(p.read_text() for p in (ROOT / "shared").rglob("*.py"))
-    landed = [name for name in PENDING_METRICS if f'"{name}"' in source]
-    assert not landed, f"now emitted by the code: remove {landed} from PENDING_METRICS and add sample calls"
-    assert set(PENDING_METRICS) <= set().union(*(named_metrics(p.read_text()) for p in QUERIES))
 
 
 def _loaded_files() -> dict[str, str]:

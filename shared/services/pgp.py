@@ -1,0 +1,200 @@
+"""OpenPGP in the processing flow: decrypt a landed file before validation, encrypt an output before delivery.
+
+Inbound (`processing.rules[].pgp`): the landed blob streams through gpg into a plaintext file inside a
+temporary keyring directory (shared/adapters/pgp.py); validation and the transform read that file; the
+directory goes when the activity ends, so the plaintext exists only as the transform's output. A message
+that fails (bad or missing signature when required, for another key, corrupt) raises PgpError: the caller
+fails the job with that reason and quarantines the raw (still encrypted) file.
+
+Outbound (`routes[].destinations[].pgp`, SFTP): the staged output is encrypted (and signed) into a staging
+blob of its own, `staging/{partner}/{job_id}/pgp/{index}/{name}{suffix}`, reused by a retry of the same
+delivery (a new encryption would differ byte for byte), and that blob is what the delivery uploads.
+
+Secrets: a refused passphrase is re-read once bypassing the cache (a rotated passphrase takes effect at
+once). Job events name fingerprints, never keys; spans and logs carry the job id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.adapters.pgp import (
+    DecryptResult,
+    Keyring,
+    PgpError,
+    PgpPassphraseError,
+    decrypt_to_file,
+    encrypt_to_file,
+    file_chunks,
+)
+from shared.domain.errors import ConfigurationError, NotFoundError
+from shared.domain.jobs import EventType, Job
+from shared.observability.tracing import log_fields, span
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+#: Name endings of encrypted files; the plaintext's name (for detection and output names) drops them.
+PGP_SUFFIXES = (".pgp", ".gpg", ".asc")
+STAGING = "staging"
+
+
+def plain_name(name: str) -> str:
+    """`orders.csv.pgp` -> `orders.csv` (names without a PGP ending are kept)."""
+    lower = name.lower()
+    for suffix in PGP_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _secret(services: Services, name: str | None, *, fresh: bool = False) -> str | None:
+    if not name:
+        return None
+    if fresh:
+        refresh = getattr(services.secrets, "refresh", None)
+        if callable(refresh):
+            return str(refresh(name))
+    try:
+        return services.secrets.get(name)
+    except NotFoundError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+def _cfg(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+@dataclass(frozen=True)
+class Plaintext:
+    """A decrypted landed file: where it is (inside the keyring directory), its name and size."""
+
+    result: DecryptResult
+    name: str
+
+    @property
+    def size(self) -> int:
+        return self.result.size
+
+    def chunks(self) -> Iterator[bytes]:
+        return file_chunks(self.result.plaintext)
+
+    def event(self) -> dict[str, Any]:
+        r = self.result
+        return {"step": "decrypt", "decrypted_with": r.decrypted_with, "encrypted_to": list(r.encrypted_to),
+                "signature": r.signature, "signer": r.signer, "plain_name": self.name,
+                "counts": {"plain_bytes": r.size}}
+
+
+@contextmanager
+def decrypted(services: Services, job: Job, ref: Mapping[str, Any], pgp: Any) -> Iterator[Plaintext]:
+    """The landed blob decrypted into a temporary file for the duration of the block (then removed)."""
+    attrs = {"wharf.job_id": job.job_id, "wharf.partner": job.partner, "wharf.pgp.verify": _cfg(pgp, "verify")}
+    with span("pgp.decrypt", attrs) as s, Keyring() as ring:
+        result = _decrypt(services, ring, ref, pgp)
+        s.set_attribute("wharf.pgp.decrypted_with", result.decrypted_with)
+        s.set_attribute("wharf.pgp.signer", result.signer)
+        s.set_attribute("wharf.pgp.signature", result.signature)
+        s.set_attribute("file.size", result.size)
+        log.info("decrypted", extra=log_fields(job.job_id, partner=job.partner, key=result.decrypted_with,
+                                               signer=result.signer, signature=result.signature))
+        try:
+            yield Plaintext(result, plain_name(str(ref["file_name"])))
+        finally:
+            result.plaintext.unlink(missing_ok=True)
+
+
+def _decrypt(services: Services, ring: Keyring, ref: Mapping[str, Any], pgp: Any) -> DecryptResult:
+    key = _secret(services, _cfg(pgp, "private_key_secret"))
+    signers = _secret(services, _cfg(pgp, "signer_keys_secret")) if _cfg(pgp, "verify", "required") != "off" \
+        else None
+    if key is None:
+        raise ConfigurationError("pgp.decrypt needs private_key_secret")
+    for fresh in (False, True):
+        passphrase = _secret(services, _cfg(pgp, "passphrase_secret"), fresh=fresh)
+        try:
+            return decrypt_to_file(services.blobs.open_read(ref["container"], ref["blob_path"]), ring,
+                                   private_key=key, passphrase=passphrase, signer_keys=signers,
+                                   verify=_cfg(pgp, "verify", "required"))
+        except PgpPassphraseError:
+            if fresh or not _cfg(pgp, "passphrase_secret"):
+                raise
+            log.info("pgp passphrase refused; reading the secret again (rotation)",
+                     extra=log_fields(str(ref.get("job_id", "")), secret=_cfg(pgp, "passphrase_secret")))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def record_decrypt(services: Services, job: Job, plaintext: Plaintext) -> None:
+    if "decrypt" not in job.steps_completed:
+        services.jobs.append(job.job_id, EventType.STEP_COMPLETED, plaintext.event())
+        r = plaintext.result
+        services.jobs.log(job.job_id, "INFO", f"decrypted with key {r.decrypted_with}; signature {r.signature}"
+                                              + (f" by {r.signer}" if r.signer else ""))
+
+
+def pgp_failure_reason(exc: PgpError) -> str:
+    return f"pgp {exc.kind.replace('_', ' ')}: {exc}"
+
+
+# --- outbound ----------------------------------------------------------------------------------------------
+
+def encrypted_output(services: Services, job: Job, ref: Mapping[str, Any], output: Mapping[str, Any],
+                     pgp: Any) -> dict[str, Any]:
+    """The output encrypted for a destination: a staging blob (reused by a retry of the same delivery) and
+    the `output` mapping pointing at it, for the delivery to upload in place of the plaintext."""
+    index = int(ref.get("index", 0))
+    name = f"{output['name']}{_cfg(pgp, 'suffix', '.pgp') or ''}"
+    path = f"{job.partner}/{job.job_id}/pgp/{index}/{name}"
+    attrs = {"wharf.job_id": job.job_id, "wharf.partner": job.partner, "wharf.destination.index": index,
+             "wharf.pgp.armor": bool(_cfg(pgp, "armor", False))}
+    with span("pgp.encrypt", attrs) as s:
+        try:
+            info = services.blobs.get_info(STAGING, path)
+        except NotFoundError:
+            info = None
+        if info is not None and info.metadata.get("job_id") == job.job_id \
+                and info.metadata.get("source_sha256") == str(output.get("sha256", "")):
+            s.set_attribute("wharf.pgp.reused", True)
+            recipients = info.metadata.get("recipients", "")
+            signer = info.metadata.get("signer", "")
+        else:
+            with Keyring() as ring:
+                result = _encrypt(services, ring, output, pgp)
+                meta = {"job_id": job.job_id, "source_sha256": str(output.get("sha256", "")),
+                        "recipients": " ".join(result.recipients), "signer": result.signer}
+                info = services.blobs.upload_stream(STAGING, path, file_chunks(result.ciphertext), metadata=meta,
+                                                    content_type="application/pgp-encrypted")
+                recipients, signer = meta["recipients"], result.signer
+        s.set_attribute("wharf.pgp.recipients", recipients)
+        s.set_attribute("wharf.pgp.signer", signer)
+        s.set_attribute("file.size", info.size)
+        log.info("encrypted for delivery", extra=log_fields(job.job_id, partner=job.partner, index=index,
+                                                            recipients=recipients, signer=signer))
+    return {**output, "container": STAGING, "path": path, "name": name, "bytes": info.size,
+            "sha256": info.sha256, "pgp": {"recipients": recipients.split(), "signer": signer,
+                                           "plain_sha256": str(output.get("sha256", ""))}}
+
+
+def _encrypt(services: Services, ring: Keyring, output: Mapping[str, Any], pgp: Any) -> Any:
+    recipients = _secret(services, _cfg(pgp, "encrypt_to_secret"))
+    if recipients is None:
+        raise ConfigurationError("pgp needs encrypt_to_secret")
+    signer = _secret(services, _cfg(pgp, "sign_with_secret"))
+    for fresh in (False, True):
+        passphrase = _secret(services, _cfg(pgp, "sign_passphrase_secret"), fresh=fresh)
+        try:
+            return encrypt_to_file(services.blobs.open_read(output["container"], output["path"]), ring,
+                                   recipient_keys=recipients, signer_key=signer, passphrase=passphrase,
+                                   armor=bool(_cfg(pgp, "armor", False)), compress=bool(_cfg(pgp, "compress", True)))
+        except PgpPassphraseError:
+            if fresh or not _cfg(pgp, "sign_passphrase_secret"):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover

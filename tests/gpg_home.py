@@ -1,0 +1,73 @@
+"""A real GnuPG 2.x in a temporary GNUPGHOME, for interoperability tests: keys made and messages read by gpg."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Test keys made by tests/data/pgp/make_keys.sh with gpg (no expiry; passphrase below).
+KEYS = Path(__file__).parent / "data" / "pgp"
+PASSPHRASE = "correct horse"
+
+
+@dataclass(frozen=True)
+class Key:
+    uid: str
+    fingerprint: str
+    public: str  # ASCII-armoured
+    secret: str  # ASCII-armoured, protected by `passphrase`
+    passphrase: str
+
+
+def stored_key(name: str) -> Key:
+    """A stored test key, e.g. `wharf-ed25519` (its fingerprint read by gpg from the material)."""
+    public = (KEYS / f"{name}.pub.asc").read_text()
+    secret = (KEYS / f"{name}.sec.asc").read_text()
+    out = subprocess.run(["gpg", "--batch", "--with-colons", "--show-keys"], input=public.encode(),
+                         capture_output=True, check=True, timeout=60).stdout.decode()
+    fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+    return Key(name, fpr.lower(), public, secret, PASSPHRASE)
+
+
+
+class GpgHome:
+    """`gpg` with its own keyring; `close()` stops its agent and removes it."""
+
+    def __init__(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="wharf-test-gpg-"))
+        self.home.chmod(0o700)
+        (self.home / "gpg-agent.conf").write_text("allow-loopback-pinentry\n")
+
+    def gpg(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        cmd = ["gpg", "--homedir", str(self.home), "--batch", "--yes", "--no-tty", "--pinentry-mode", "loopback",
+               "--trust-model", "always", *args]
+        done = subprocess.run(cmd, input=input, capture_output=True, check=False, timeout=120)
+        if check and done.returncode != 0:
+            raise AssertionError(f"gpg {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
+        return done
+
+    def make_key(self, uid: str, kind: str, passphrase: str = PASSPHRASE) -> Key:
+        """kind 'ed25519' (Ed25519 signing + Cv25519 encryption) or 'rsa3072' (RSA 3072 both)."""
+        primary, sub = ("ed25519", "cv25519") if kind == "ed25519" else ("rsa3072", "rsa3072")
+        self.gpg("--passphrase", passphrase, "--quick-gen-key", uid, primary, "sign", "2y")
+        fpr = self.fingerprint(uid)
+        self.gpg("--passphrase", passphrase, "--quick-add-key", fpr, sub, "encr", "2y")
+        public = self.gpg("--armor", "--export", fpr).stdout.decode()
+        secret = self.gpg("--passphrase", passphrase, "--armor", "--export-secret-keys", fpr).stdout.decode()
+        return Key(uid, fpr.lower(), public, secret, passphrase)
+
+    def fingerprint(self, uid: str) -> str:
+        out = self.gpg("--with-colons", "--list-keys", uid).stdout.decode()
+        return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
+    def import_key(self, material: str) -> None:
+        self.gpg("--import", input=material.encode())
+
+    def close(self) -> None:
+        if shutil.which("gpgconf"):
+            subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"], capture_output=True,
+                           check=False, timeout=30)
+        shutil.rmtree(self.home, ignore_errors=True)
