@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     storage_read_timeout_seconds: float = Field(
         default=30, gt=0, le=3600, validation_alias=AliasChoices("WHARF_STORAGE_READ_TIMEOUT_SECONDS"))
 
+    # A poll's claim on a file lasts this long unless renewed (every third of it while the file streams); a
+    # claim left by a poll that crashed or stopped (storage unavailable) is taken over once it has run out.
+    poll_lease_seconds: float = Field(default=600, ge=10, le=24 * 3600,
+                                      validation_alias=AliasChoices("WHARF_POLL_LEASE_SECONDS"))
+
     # Table name prefix lets tests and several deployments share one account.
     table_prefix: str = Field(default="", validation_alias=AliasChoices("WHARF_TABLE_PREFIX"))
 

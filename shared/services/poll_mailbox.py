@@ -26,7 +26,7 @@ from shared.domain.sanitize import display_name, sanitize_name
 from shared.observability.tracing import log_fields, span
 from shared.ports import MailAttachment, Mailbox, MailMessage
 from shared.services.landing import Arrival, Claim, ClaimLostError, Landing
-from shared.services.polls import PollOptions, PollProgress, PollSummary, PollTally, guarded_poll
+from shared.services.polls import PollOptions, PollProgress, PollSummary, PollTally, default_options, guarded_poll
 from shared.services.storage import one_line, storage_unavailable
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def poll_mailbox(services: Services, partner_id: str, *, options: PollOptions | 
     Raises NotFoundError for an unknown partner and ConfigurationError for one without a mailbox block;
     whatever Graph does wrong is reported in the summary (and counted by the partner's mail breaker).
     """
-    opts = options or PollOptions()
+    opts = options or default_options(services)
     partner = services.catalog.get(partner_id)
     cfg = partner.mailbox
     if cfg is None:

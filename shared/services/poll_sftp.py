@@ -49,6 +49,7 @@ from shared.services.polls import (
     PollProgress,
     PollSummary,
     PollTally,
+    default_options,
     default_owner,
     guarded_poll,
 )
@@ -137,7 +138,7 @@ def poll_partner(services: Services, partner_id: str, *, options: PollOptions | 
     Raises NotFoundError for an unknown partner and ConfigurationError for one without an sftp block;
     everything the partner's server does wrong is reported in the summary (and counted by its breaker).
     """
-    opts = options or PollOptions()
+    opts = options or default_options(services)
     partner = services.catalog.get(partner_id)
     cfg = partner.sftp
     if cfg is None:

@@ -174,3 +174,13 @@ def test_the_services_build_their_storage_clients_with_the_limits() -> None:
     retry: Callable[..., Any] = next(p for p in svc.jobs._service._policies  # type: ignore[attr-defined]
                                      if type(p).__name__ == "TablesRetryPolicy")
     assert retry.total_retries == 1  # type: ignore[attr-defined]
+
+
+def test_the_lease_of_an_untuned_poll_is_a_setting() -> None:
+    from datetime import timedelta
+
+    from shared.bootstrap import build_services
+    from shared.services.polls import default_options
+
+    assert default_options(build_services(Settings())).lease == timedelta(minutes=10)
+    assert default_options(build_services(Settings(WHARF_POLL_LEASE_SECONDS=45))).lease == timedelta(seconds=45)
