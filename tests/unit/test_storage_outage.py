@@ -184,3 +184,29 @@ def test_the_lease_of_an_untuned_poll_is_a_setting() -> None:
 
     assert default_options(build_services(Settings())).lease == timedelta(minutes=10)
     assert default_options(build_services(Settings(WHARF_POLL_LEASE_SECONDS=45))).lease == timedelta(seconds=45)
+
+
+def test_a_mail_poll_stops_at_the_first_storage_unavailable_error_and_the_next_lands_every_attachment_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from tests.graph_server.model import file_attachment
+    from tests.unit.test_poll_mailbox import PARTNER as MAIL_PARTNER
+    from tests.unit.test_poll_mailbox import World as MailWorld
+
+    world = MailWorld()
+    mails = [world.add(file_attachment(f"m{i}.csv", f"id\n{i}\n".encode())) for i in range(5)]
+    outage = storage_goes_down(world, at_upload=2)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO), pytest.raises(ServiceRequestError):
+        world.poll()
+    assert outage.calls_while_down == ["blobs.upload_stream"]  # no note, no release, no further attachment
+    assert not [r for r in caplog.records if r.exc_info]
+    assert [r.levelno for r in caplog.records if "stopped: storage unavailable" in r.getMessage()] == [logging.ERROR]
+    assert not any(m.is_read for m in mails[1:])  # their after-action waits for their attachments
+
+    storage_back(world)  # type: ignore[arg-type]
+    world.clock.advance(minutes=11)
+    summary = world.poll()
+    assert summary.status == "ok"
+    entries = world.ledger.entries(MAIL_PARTNER)
+    assert len(entries) == 5 and {e.state for e in entries} == {LedgerState.DONE}
+    assert len(world.jobs.job_ids()) == 5 and len(world.landed()) == 5
+    assert len(world.blobs.list_blobs("inbound", f"{MAIL_PARTNER}/")) == 5 and all(m.is_read for m in mails)
