@@ -14,9 +14,11 @@ are timed by progress: sshd killed and restarted at 15 % and 65 % of the small f
 stopped (SIGTERM, data kept) for a few seconds at 40 %. It stops by itself: when every file is landed and
 every job has ended, or at --timeout.
 
-Printed: files landed, duplicates (a file with more than one blob or job), missing (a file without a blob, a
-job and a DONE ledger entry), ledger entries still CLAIMED, jobs COMPLETED, p50/p95 landing-to-COMPLETED
-latency (the job's first event to its last), devhost's peak RSS, and the wall time.
+Printed: files landed (a blob, a job and a LANDED or DONE ledger entry), duplicates (a file with more than
+one blob or job), missing (gone from the source without all three: lost), still on the source (not landed
+when a run hits --timeout; not lost), ledger entries left CLAIMED or LANDED, jobs COMPLETED, p50/p95
+landing-to-COMPLETED latency (the job's first event to its last), devhost's peak RSS, and the wall time from
+devhost's start (the setup, writing the files, apart).
 """
 
 from __future__ import annotations
@@ -60,15 +62,18 @@ class Result:
     files_expected: int = 0
     files_landed: int = 0
     duplicates: int = 0
-    missing: int = 0
+    missing: int = 0  # gone from the source without a blob, a job and a DONE ledger entry: lost
+    still_on_source: int = 0  # not landed yet when the run ended (only at --timeout): not lost
     claimed_left: int = 0
+    landed_left: int = 0
     jobs: int = 0
     jobs_completed: int = 0
     jobs_failed: int = 0
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
     devhost_peak_rss_mib: float | None = None
-    wall_seconds: float = 0.0
+    setup_seconds: float = 0.0  # writing the files, starting the servers (not in wall_seconds)
+    wall_seconds: float = 0.0  # from devhost's start to the last job ended
     timed_out: bool = False
     faults: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -170,6 +175,9 @@ def run(args: argparse.Namespace) -> Result:
                                        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
 
+        res.setup_seconds = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+
         def remaining() -> dict[str, int]:
             return {p: len(os.listdir(sshd.data / p)) for p in partners}
 
@@ -220,7 +228,7 @@ def run(args: argparse.Namespace) -> Result:
             res.devhost_peak_rss_mib = _peak_rss_mib(devhost.pid)
         _stop(devhost)
         devhost = None
-        _verify(svc, partners, expected, res)
+        _verify(svc, partners, expected, res, on_source={p: set(os.listdir(sshd.data / p)) for p in partners})
     finally:
         if devhost is not None:
             _stop(devhost)
@@ -244,7 +252,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def _verify(svc: Any, partners: list[str], expected: dict[str, set[str]], res: Result) -> None:
+def _verify(svc: Any, partners: list[str], expected: dict[str, set[str]], res: Result, *,
+            on_source: dict[str, set[str]]) -> None:
     """Count, per partner, blobs, jobs and ledger entries per source file name."""
     latencies: list[float] = []
     for p in partners:
@@ -256,12 +265,17 @@ def _verify(svc: Any, partners: list[str], expected: dict[str, set[str]], res: R
         res.jobs_completed += sum(1 for j in jobs if j.status.value == "COMPLETED")
         res.jobs_failed += sum(1 for j in jobs if j.status.value == "FAILED")
         res.claimed_left += sum(1 for e in entries.values() if e.state.value == "CLAIMED")
+        res.landed_left += sum(1 for e in entries.values() if e.state.value == "LANDED")
         latencies += [(j.updated_at - j.created_at).total_seconds() for j in jobs if j.status.value == "COMPLETED"]
         for name in expected[p]:
             res.duplicates += max(0, blobs.get(name, 0) - 1) + max(0, per_file.get(name, 0) - 1)
             entry = entries.get(name)
-            if blobs.get(name) and per_file.get(name) and entry is not None and entry.state.value == "DONE":
+            # LANDED: recorded, post-action done or due; a later poll marks it DONE (counted in landed_left).
+            if blobs.get(name) and per_file.get(name) and entry is not None and entry.state.value in ("DONE",
+                                                                                                   "LANDED"):
                 res.files_landed += 1
+            elif name in on_source[p]:
+                res.still_on_source += 1
             else:
                 res.missing += 1
         strays = (set(blobs) | set(per_file)) - expected[p]
@@ -278,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file-bytes", type=int, default=2048, help="size of a small file (about)")
     parser.add_argument("--big", type=int, default=2, help="large files (one each on the first partners)")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of a large file in MiB")
-    parser.add_argument("--max-files-per-poll", type=int, default=500)
-    parser.add_argument("--lease", type=float, default=60, help="WHARF_POLL_LEASE_SECONDS for the run: claims a "
+    parser.add_argument("--max-files-per-poll", type=int, default=100)
+    parser.add_argument("--lease", type=float, default=120, help="WHARF_POLL_LEASE_SECONDS for the run: claims a "
                         "stopped poll held are taken over after it")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds; the run stops by itself then")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, data)")
@@ -299,11 +313,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{res.big_mib} MiB; faults: " + ", ".join(f"{f['what']} at {f['at_s']} s" for f in res.faults))
         for label, value in (("files expected", res.files_expected), ("files landed", res.files_landed),
                              ("duplicates", res.duplicates), ("missing", res.missing),
-                             ("ledger CLAIMED left", res.claimed_left), ("jobs", res.jobs),
+                             ("still on the source", res.still_on_source),
+                             ("ledger CLAIMED left", res.claimed_left), ("ledger LANDED left", res.landed_left),
+                             ("jobs", res.jobs),
                              ("jobs COMPLETED", res.jobs_completed), ("jobs FAILED", res.jobs_failed),
                              ("landing->COMPLETED p50", p50), ("landing->COMPLETED p95", p95),
                              ("devhost peak RSS", rss), ("wall time", f"{res.wall_seconds:.0f} s"
-                                                         + (" (timed out)" if res.timed_out else ""))):
+                                                         + (" (timed out)" if res.timed_out else "")
+                                                         + f", setup {res.setup_seconds:.0f} s")):
             print(f"  {label:<26} {value}")
         for problem in res.problems:
             print(f"  note: {problem}")
