@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.http import transport_options
+from shared.adapters.http import storage_options
 
 if TYPE_CHECKING:
     from shared.catalog import Catalog
@@ -49,10 +49,11 @@ class Services:
         from shared.adapters.blobs import BlobStoreClient
 
         conn = self.settings.storage_connection_string
+        limits = self.settings.storage_limits
         if conn:
-            return BlobStoreClient.from_connection_string(conn)
+            return BlobStoreClient.from_connection_string(conn, limits=limits)
         return BlobStoreClient(BlobServiceClient(self.settings.service_url("blob"), self._credential(),
-                                                 **transport_options()))
+                                                 **storage_options("blob", limits)))
 
     @cached_property
     def jobs(self) -> JobStore:
@@ -64,10 +65,11 @@ class Services:
 
         conn = self.settings.storage_connection_string
         prefix = self.settings.table_prefix
+        limits = self.settings.storage_limits
         if conn:
-            return JobStoreClient.from_connection_string(conn, prefix=prefix)
+            return JobStoreClient.from_connection_string(conn, prefix=prefix, limits=limits)
         service = TableServiceClient(self.settings.service_url("table"), credential=self._credential(),
-                                     **transport_options())
+                                     **storage_options("table", limits))
         return JobStoreClient(service, prefix=prefix)
 
     @cached_property
@@ -79,10 +81,11 @@ class Services:
         from shared.adapters.queues import QueueClientAdapter
 
         conn = self.settings.storage_connection_string
+        limits = self.settings.storage_limits
         if conn:
-            return QueueClientAdapter.from_connection_string(conn)
+            return QueueClientAdapter.from_connection_string(conn, limits=limits)
         return QueueClientAdapter(QueueServiceClient(self.settings.service_url("queue"), self._credential(),
-                                                     **transport_options()))
+                                                     **storage_options("queue", limits)))
 
     @cached_property
     def publisher(self) -> Publisher:
@@ -109,12 +112,13 @@ class Services:
     def _tables(self, adapter: Any) -> Any:
         conn = self.settings.storage_connection_string
         prefix = self.settings.table_prefix
+        limits = self.settings.storage_limits
         if conn:
-            return adapter.from_connection_string(conn, prefix=prefix)
+            return adapter.from_connection_string(conn, prefix=prefix, limits=limits)
         from azure.data.tables import TableServiceClient
 
         return adapter(TableServiceClient(self.settings.service_url("table"), credential=self._credential(),
-                                          **transport_options()),
+                                          **storage_options("table", limits)),
                        prefix=prefix)
 
     @cached_property

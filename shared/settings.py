@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from shared.adapters.http import StorageLimits
 
 # Azurite's well-known development account (public, documented by Microsoft; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -59,6 +62,22 @@ class Settings(BaseSettings):
     poll_queue: str = Field(default="poll-requests", validation_alias=AliasChoices("POLL_QUEUE"))
     landed_queue: str = Field(default="file-landed", validation_alias=AliasChoices("LANDED_QUEUE"))
 
+    # How long one storage call (Blob, Queue, Table) may take before it fails: retries after the first try,
+    # the wait before the first retry (doubling after), the connect timeout and the read timeout (seconds of
+    # silence). A poll stops at the first call that fails this way (README "When storage goes away").
+    storage_retries: int = Field(default=3, ge=0, le=20, validation_alias=AliasChoices("WHARF_STORAGE_RETRIES"))
+    storage_retry_backoff_seconds: float = Field(
+        default=1, ge=0, le=60, validation_alias=AliasChoices("WHARF_STORAGE_RETRY_BACKOFF_SECONDS"))
+    storage_connect_timeout_seconds: float = Field(
+        default=5, gt=0, le=300, validation_alias=AliasChoices("WHARF_STORAGE_CONNECT_TIMEOUT_SECONDS"))
+    storage_read_timeout_seconds: float = Field(
+        default=30, gt=0, le=3600, validation_alias=AliasChoices("WHARF_STORAGE_READ_TIMEOUT_SECONDS"))
+
+    # A poll's claim on a file lasts this long unless renewed (every third of it while the file streams); a
+    # claim left by a poll that crashed or stopped (storage unavailable) is taken over once it has run out.
+    poll_lease_seconds: float = Field(default=600, ge=10, le=24 * 3600,
+                                      validation_alias=AliasChoices("WHARF_POLL_LEASE_SECONDS"))
+
     # Table name prefix lets tests and several deployments share one account.
     table_prefix: str = Field(default="", validation_alias=AliasChoices("WHARF_TABLE_PREFIX"))
 
@@ -104,6 +123,14 @@ class Settings(BaseSettings):
             "storage is not configured: set AzureWebJobsStorage (a connection string) "
             "or AzureWebJobsStorage__accountName (identity-based)"
         )
+
+    @property
+    def storage_limits(self) -> StorageLimits:
+        from shared.adapters.http import StorageLimits
+
+        return StorageLimits(retries=self.storage_retries, backoff=self.storage_retry_backoff_seconds,
+                             connect_timeout=self.storage_connect_timeout_seconds,
+                             read_timeout=self.storage_read_timeout_seconds)
 
     @property
     def storage_connection_string(self) -> str | None:

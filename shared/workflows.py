@@ -155,10 +155,13 @@ def _deliver(
         route = plan.get("route", "")
         indexed = list(enumerate(destinations))
         # Deliveries fan out in parallel; event destinations go last so they can name where the file went.
-        results = yield context.task_all([
+        # No fan-out over nothing: a route of event destinations only schedules no delivery (devhost answers
+        # an empty task_all with None, and the Durable SDK never completes one).
+        deliveries = [
             call(acts.route_file, step, {**ref, "output": output, "route": route, "destination": dest, "index": i})
             for i, dest in indexed if dest.get("kind") != "event"
-        ])
+        ]
+        results = list((yield context.task_all(deliveries))) if deliveries else []
         raise_permanent(*results)
         events = [(i, dest) for i, dest in indexed if dest.get("kind") == "event"]
         if events:

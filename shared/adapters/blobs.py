@@ -16,7 +16,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
-from shared.adapters.http import transport_options
+from shared.adapters.http import StorageLimits, storage_options
 from shared.domain.errors import ConflictError, DependencyUnavailableError, NotFoundError
 from shared.observability.redaction import redact
 from shared.observability.tracing import span
@@ -85,8 +85,9 @@ class BlobStoreClient:
         self._copy_timeout = copy_timeout
 
     @classmethod
-    def from_connection_string(cls, conn: str, **kwargs: Any) -> BlobStoreClient:
-        return cls(BlobServiceClient.from_connection_string(conn, **transport_options()), **kwargs)
+    def from_connection_string(cls, conn: str, *, limits: StorageLimits | None = None,
+                               **kwargs: Any) -> BlobStoreClient:
+        return cls(BlobServiceClient.from_connection_string(conn, **storage_options("blob", limits)), **kwargs)
 
     def ensure_containers(self, names: Iterable[str] = CONTAINERS) -> None:
         for name in names:

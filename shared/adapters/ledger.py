@@ -26,7 +26,7 @@ from azure.data.tables import (
 )
 
 from shared.adapters import table_batch
-from shared.adapters.http import transport_options
+from shared.adapters.http import StorageLimits, storage_options
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState
 from shared.domain.sanitize import decode_original, encode_original
@@ -99,8 +99,8 @@ class _TablesAdapter:
         self._table_client: TableClient | None = None
 
     @classmethod
-    def from_connection_string(cls, conn: str, *, prefix: str = "") -> Any:
-        return cls(TableServiceClient.from_connection_string(conn, **transport_options()), prefix=prefix)
+    def from_connection_string(cls, conn: str, *, prefix: str = "", limits: StorageLimits | None = None) -> Any:
+        return cls(TableServiceClient.from_connection_string(conn, **storage_options("table", limits)), prefix=prefix)
 
     @property
     def table_name(self) -> str:

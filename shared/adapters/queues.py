@@ -12,7 +12,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from shared.adapters.http import transport_options
+from shared.adapters.http import StorageLimits, storage_options
 from shared.domain.errors import NotFoundError
 from shared.observability.tracing import inject_traceparent, span
 from shared.ports import QueuedMessage
@@ -40,8 +40,8 @@ class QueueClientAdapter:
         self._raw_clients: dict[str, QueueClient] = {}
 
     @classmethod
-    def from_connection_string(cls, conn: str) -> QueueClientAdapter:
-        return cls(QueueServiceClient.from_connection_string(conn, **transport_options()))
+    def from_connection_string(cls, conn: str, *, limits: StorageLimits | None = None) -> QueueClientAdapter:
+        return cls(QueueServiceClient.from_connection_string(conn, **storage_options("queue", limits)))
 
     def _client(self, queue: str) -> QueueClient:
         client = self._clients.get(queue)

@@ -24,7 +24,7 @@ from azure.data.tables import (
 )
 
 from shared.adapters import table_batch
-from shared.adapters.http import transport_options
+from shared.adapters.http import StorageLimits, storage_options
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ids import job_id_ranges, job_partition
 from shared.domain.jobs import (
@@ -281,8 +281,9 @@ class JobStoreClient:
         self._tables_lock = threading.Lock()
 
     @classmethod
-    def from_connection_string(cls, conn: str, *, prefix: str = "") -> JobStoreClient:
-        return cls(TableServiceClient.from_connection_string(conn, **transport_options()), prefix=prefix)
+    def from_connection_string(cls, conn: str, *, prefix: str = "",
+                               limits: StorageLimits | None = None) -> JobStoreClient:
+        return cls(TableServiceClient.from_connection_string(conn, **storage_options("table", limits)), prefix=prefix)
 
     def table_name(self, name: str) -> str:
         return f"{self._prefix}{name}"

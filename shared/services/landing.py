@@ -25,6 +25,7 @@ from shared.faults import fault_point
 from shared.metrics import record_failure, record_ingest
 from shared.observability.tracing import attached, current_trace_id, inject_traceparent, log_fields, span
 from shared.ports import BlobInfo
+from shared.services.storage import one_line, storage_unavailable
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -359,8 +360,15 @@ class Landing:
         return blob
 
     def _note_failure(self, claim: Claim, exc: BaseException) -> None:
-        """Say on the file's job (created for the purpose if need be) that a transfer attempt failed."""
+        """Say on the file's job (created for the purpose if need be) that a transfer attempt failed.
+
+        Not when storage itself is unavailable: writing the note would only wait out the retries again (the
+        poll stops; the claim expires with its lease and the next attempt is counted in the ledger)."""
         reason = str(exc) or type(exc).__name__
+        if storage_unavailable(exc):
+            log.warning("transfer of %s failed: storage unavailable: %s", display_name(claim.arrival.path),
+                        one_line(exc), extra=log_fields(claim.job_id, partner=self.partner))
+            return
         log.warning("transfer of %s failed: %s", display_name(claim.arrival.path), reason,
                     extra=log_fields(claim.job_id, partner=self.partner))
         try:
@@ -370,8 +378,10 @@ class Landing:
             self._s.jobs.log(claim.job_id, "WARNING", f"transfer attempt {claim.entry.attempts} of "
                                                       f"{display_name(claim.arrival.name)} failed: {reason}",
                              trace_id=current_trace_id())
-        except (WharfError, AzureError):  # storage is down too: the ledger and the poll summary still say why
-            log.exception("could not record the failed transfer", extra=log_fields(claim.job_id))
+        except (WharfError, AzureError) as err:  # storage is down too: the ledger and the poll summary say why
+            log.warning("could not record the failed transfer of %s: %s", display_name(claim.arrival.path),
+                        one_line(err), exc_info=log.isEnabledFor(logging.DEBUG),
+                        extra=log_fields(claim.job_id, partner=self.partner))
 
     def _landed_data(self, claim: Claim, blob: BlobInfo) -> dict[str, Any]:
         e = claim.entry

@@ -26,7 +26,8 @@ from shared.domain.sanitize import display_name, sanitize_name
 from shared.observability.tracing import log_fields, span
 from shared.ports import MailAttachment, Mailbox, MailMessage
 from shared.services.landing import Arrival, Claim, ClaimLostError, Landing
-from shared.services.polls import PollOptions, PollProgress, PollSummary, PollTally, guarded_poll
+from shared.services.polls import PollOptions, PollProgress, PollSummary, PollTally, default_options, guarded_poll
+from shared.services.storage import one_line, storage_unavailable
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -50,7 +51,7 @@ def poll_mailbox(services: Services, partner_id: str, *, options: PollOptions | 
     Raises NotFoundError for an unknown partner and ConfigurationError for one without a mailbox block;
     whatever Graph does wrong is reported in the summary (and counted by the partner's mail breaker).
     """
-    opts = options or PollOptions()
+    opts = options or default_options(services)
     partner = services.catalog.get(partner_id)
     cfg = partner.mailbox
     if cfg is None:
@@ -296,7 +297,13 @@ class _MailPoll:
                                   message=str(exc))
                 return False
             except (ClaimLostError, AzureError, WharfError) as exc:
-                log.exception("landing %s failed", what, extra=log_fields(claim.job_id, partner=self.partner))
+                if storage_unavailable(exc):
+                    # Storage is gone: stop the poll now (the claim expires with its lease; nothing else written).
+                    log.error("mail poll of %s stopped: storage unavailable: %s; the next poll takes %s over",
+                              self.partner, one_line(exc), what, extra=log_fields(claim.job_id, partner=self.partner))
+                    raise
+                log.warning("landing %s failed: %s", what, one_line(exc), exc_info=log.isEnabledFor(logging.DEBUG),
+                            extra=log_fields(claim.job_id, partner=self.partner))
                 self.landing.fail(claim, str(exc))
                 self.tally.failed(what, att.size, "storage_error" if isinstance(exc, AzureError) else "error",
                                   claim.job_id if claim.job_created else "", message=str(exc))

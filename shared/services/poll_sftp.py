@@ -49,9 +49,11 @@ from shared.services.polls import (
     PollProgress,
     PollSummary,
     PollTally,
+    default_options,
     default_owner,
     guarded_poll,
 )
+from shared.services.storage import one_line, storage_unavailable
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -136,7 +138,7 @@ def poll_partner(services: Services, partner_id: str, *, options: PollOptions | 
     Raises NotFoundError for an unknown partner and ConfigurationError for one without an sftp block;
     everything the partner's server does wrong is reported in the summary (and counted by its breaker).
     """
-    opts = options or PollOptions()
+    opts = options or default_options(services)
     partner = services.catalog.get(partner_id)
     cfg = partner.sftp
     if cfg is None:
@@ -167,6 +169,7 @@ class _SftpPoll:
         self._sessions: list[FileSource] = []
         self._free: list[FileSource] = []
         self._lock = threading.Lock()
+        self._storage_gone: BaseException | None = None  # the first storage-unavailable error: the poll stops
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -373,14 +376,21 @@ class _SftpPoll:
                 for future in futures:
                     future.result()
             remaining = self._take_pending(force=True)
-            if remaining:
+            if remaining and self._storage_gone is None:
                 with self._session() as box:
                     self._flush(box, remaining)
         finally:
             with self._lock:
                 finished, self._finished = self._finished, []
-            if finished:
-                self.landing.finish_many(finished)
+            if finished and self._storage_gone is None:
+                self.landing.finish_many(finished)  # left LANDED otherwise: a later poll marks them DONE
+        gone = self._storage_gone
+        if gone is not None:
+            log.error("sftp poll of %s stopped: storage unavailable: %s; %d of %d file(s) landed, the rest are left "
+                      "to the next poll (their claims expire with the %g s lease)", self.partner, one_line(gone),
+                      self.tally.summary.landed, len(work), self.opts.lease.total_seconds(),
+                      extra=log_fields(partner=self.partner))
+            raise gone
 
     def _second_look(self, gate: _SecondLook, started: float) -> None:
         """Wait out the settle interval, list again and open the gate (or fail it: nothing commits)."""
@@ -401,6 +411,8 @@ class _SftpPoll:
 
     def _transfer(self, f: RemoteFile, claim: Claim, look: _SecondLook | _StatLook) -> None:
         e = claim.entry
+        if self._storage_gone is not None:
+            return  # storage went away: not started; the claim expires with its lease (no other write)
         attrs = {"server.address": self.cfg.host, "server.port": self.cfg.port, "file.size": f.size,
                  "wharf.partner": self.partner, "wharf.job_id": e.job_id, "wharf.transfer_id": e.transfer_id}
         with span("sftp.file", attrs), self._session() as box:
@@ -447,7 +459,12 @@ class _SftpPoll:
                                   message=str(exc))
                 return
             except (ClaimLostError, AzureError, WharfError) as exc:
-                log.exception("landing %s failed", display_name(f.path), extra=log_fields(claim.job_id))
+                if storage_unavailable(exc):
+                    self._stop_for_storage(exc)
+                    return
+                log.warning("landing %s failed: %s", display_name(f.path), one_line(exc),
+                            exc_info=log.isEnabledFor(logging.DEBUG),
+                            extra=log_fields(claim.job_id, partner=self.partner))
                 self.landing.fail(claim, str(exc))
                 self.tally.failed(*_who(f), "storage_error" if isinstance(exc, AzureError) else "error",
                                   claim.job_id if claim.job_created else "", message=str(exc))
@@ -462,6 +479,15 @@ class _SftpPoll:
             batch = self._take_pending()
             if batch:
                 self._flush(box, batch)
+
+    def _stop_for_storage(self, exc: BaseException) -> None:
+        """Storage is unavailable (retries spent): no further file is started and nothing more is written;
+        `run` raises the error once the files in flight have stopped. What this poll holds stays as the ledger
+        says: CLAIMED entries expire with their lease and the next poll takes them over (reusing a blob that
+        was committed), LANDED entries get their post-action again; nothing is lost or landed twice."""
+        with self._lock:
+            if self._storage_gone is None:
+                self._storage_gone = exc
 
     def _take_pending(self, *, force: bool = False) -> list[tuple[RemoteFile, Uploaded]]:
         """The uploaded files to record now: all of them when forced, when a batch is full, or when the oldest
@@ -480,6 +506,10 @@ class _SftpPoll:
         landed, failed = self.landing.record_many([up for _, up in batch], final=self.cfg.post_action == "leave")
         for up, exc in failed:
             f = files[id(up.claim)]
+            if storage_unavailable(exc):
+                # Committed, not recorded: the claim stays CLAIMED and the take-over records the committed blob.
+                self._stop_for_storage(exc)
+                continue
             log.warning("recording %s failed: %s; a later poll records it from the committed blob",
                         display_name(f.path), exc, extra=log_fields(up.claim.job_id, partner=self.partner))
             self.landing.fail(up.claim, f"recording failed: {exc}")
@@ -637,8 +667,9 @@ class _SftpPoll:
                 return
             self._s.jobs.append(job_id, EventType.NOTE, {"message": message, "post_action": self.cfg.post_action})
             self._s.jobs.log(job_id, "WARNING", message)
-        except (WharfError, AzureError):  # storage is down too: the log line and the poll summary still say why
-            log.exception("could not record the failed post-action", extra=log_fields(job_id, partner=self.partner))
+        except (WharfError, AzureError) as exc:  # storage is down too: the log line and the poll summary say why
+            log.warning("could not record the failed post-action: %s", one_line(exc),
+                        exc_info=log.isEnabledFor(logging.DEBUG), extra=log_fields(job_id, partner=self.partner))
 
 
 __all__ = ["FileOutcome", "PollOptions", "PollProgress", "PollSummary", "default_owner", "poll_partner"]

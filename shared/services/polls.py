@@ -53,6 +53,12 @@ class PollOptions:
     sleep: Callable[[float], None] = time.sleep
 
 
+def default_options(services: Services) -> PollOptions:
+    """The options of a poll nobody tuned (the timer's, the queue's, the API's): the defaults, with the
+    claim lease from WHARF_POLL_LEASE_SECONDS."""
+    return PollOptions(lease=timedelta(seconds=services.settings.poll_lease_seconds))
+
+
 class FileOutcome(BaseModel):
     path: str
     size: int
