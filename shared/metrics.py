@@ -32,6 +32,7 @@ JOB_DURATION = "wharf.job.duration"
 QUEUE_MESSAGE_AGE = "wharf.queue.message_age"
 BREAKER_STATE = "wharf.breaker.state"
 MESSAGES_DEAD_LETTERED = "wharf.messages.dead_lettered"
+DELIVERY_STATUS = "wharf.deliveries.status"
 POISON_DEPTH = "wharf.queue.poison_depth"
 
 
@@ -134,6 +135,7 @@ class _Instruments:
     breaker: Any
     dead_lettered: Any
     poison_depth: Any
+    delivery_status: Any
 
 
 # Durations in seconds: boundaries an operator reads (the SDK's defaults are made for milliseconds).
@@ -166,6 +168,9 @@ def instruments() -> _Instruments:
         poison_depth=meter.create_gauge(
             POISON_DEPTH, unit="{message}",
             description="Messages waiting in a <queue>-poison queue (read by the jobs sweep, health details, CLI)"),
+        delivery_status=meter.create_counter(
+            DELIVERY_STATUS, unit="{report}",
+            description="Delivery status reports matched to sent email, by partner and status"),
     )
 
 
@@ -188,6 +193,14 @@ def record_failure(partner: str, channel: str | Enum, reason: FailureReason | st
     """A failure, by partner, channel and a closed-set reason (an exception is mapped by its type)."""
     instruments().failures.add(1, {"partner": _name(partner), "channel": channel_label(channel),
                                    "reason": failure_reason(reason).value})
+
+
+DELIVERY_STATUSES = frozenset({"delivered", "bounced", "delayed"})
+
+
+def record_delivery_status(partner: str, status: str) -> None:
+    """A delivery status notification matched to a sent email (delivered, bounced, delayed)."""
+    instruments().delivery_status.add(1, {"partner": _name(partner), "status": _label(status, DELIVERY_STATUSES)})
 
 
 def record_job_done(partner: str, status: str | Enum, duration: float) -> None:

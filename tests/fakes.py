@@ -46,7 +46,7 @@ from shared.domain.remote import (
 )
 from shared.observability.redaction import redact, redact_data
 from shared.observability.tracing import inject_traceparent
-from shared.ports import BlobInfo, QueuedMessage
+from shared.ports import BlobInfo, DownloadLink, QueuedMessage
 
 # --------------------------------------------------------------------------------------------------
 # Blob storage
@@ -141,6 +141,11 @@ class FakeBlobStore:
         meta = {**{k: redact(v) for k, v in (metadata or {}).items()},
                 "sha256": hashlib.sha256(source.data).hexdigest()}
         return self._info(container, path, self._store(container, path, source.data, meta))
+
+    def download_link(self, container: str, path: str, *, expires_in: timedelta) -> DownloadLink:
+        self.get_info(container, path)
+        return DownloadLink(url=f"memory://{container}/{path}?sig=fake", expires_at=datetime.now(UTC) + expires_in,
+                            kind="fake")
 
     def exists(self, container: str, path: str) -> bool:
         return (container, path) in self._blobs

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,9 +18,9 @@ from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
 from shared.adapters.http import transport_options
 from shared.domain.errors import ConflictError, DependencyUnavailableError, NotFoundError
-from shared.observability.redaction import redact
+from shared.observability.redaction import redact, register_secret
 from shared.observability.tracing import span
-from shared.ports import BlobInfo
+from shared.ports import BlobInfo, DownloadLink
 
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
 DEFAULT_COPY_TIMEOUT = 600.0  # seconds a server-side copy may stay pending before it is aborted
@@ -238,6 +238,30 @@ class BlobStoreClient:
         if status != "success":
             raise DependencyUnavailableError("blob copy", f"{where} ended {status or 'without a status'}"
                                                           + (f": {description}" if description else ""))
+
+    def download_link(self, container: str, path: str, *, expires_in: timedelta) -> DownloadLink:
+        """A read-only SAS URL: a user delegation SAS when the client signs in with Entra ID (Azure), else a service
+        SAS signed with the account key (Azurite, which has no user delegation keys: the local stand-in)."""
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        now = datetime.now(UTC)
+        start, expiry = now - timedelta(minutes=5), now + expires_in
+        blob = self._service.get_blob_client(container, path)
+        credential = self._service.credential
+        account_key = getattr(credential, "account_key", None)
+        hours = expires_in / timedelta(hours=1)
+        with span("blob.download_link", {"wharf.container": container, "wharf.sas.hours": hours}):
+            if account_key:
+                kind = "service-sas"
+                token = generate_blob_sas(self._service.account_name or "", container, path, account_key=account_key,
+                                          permission=BlobSasPermissions(read=True), start=start, expiry=expiry)
+            else:
+                kind = "user-delegation-sas"
+                key = self._service.get_user_delegation_key(start, expiry)
+                token = generate_blob_sas(self._service.account_name or "", container, path, user_delegation_key=key,
+                                          permission=BlobSasPermissions(read=True), start=start, expiry=expiry)
+        register_secret(token)
+        return DownloadLink(url=f"{public_url(blob.url)}?{token}", expires_at=expiry, kind=kind)
 
     def exists(self, container: str, path: str) -> bool:
         return bool(self._service.get_blob_client(container, path).exists())

@@ -12,7 +12,7 @@ from shared.catalog.common import PartnerId, Text, _Model
 from shared.catalog.errors import Loc, PartnerNotFoundError, _Invalid
 from shared.catalog.mailbox import Mailbox
 from shared.catalog.processing import Processing
-from shared.catalog.routes import Route, SftpDestination
+from shared.catalog.routes import EmailDestination, Route, SftpDestination
 from shared.catalog.sftp import SftpSource
 
 
@@ -94,6 +94,7 @@ class Catalog(_Model):
             for loc, dest in _sftp_destinations(partner.routes)
         ]
         problems += _cross_check(destinations, targets)
+        problems += _check_senders(self.partners)
         if problems:
             raise _Invalid(*problems)
         return self
@@ -132,6 +133,34 @@ def _sftp_destinations(routes: Iterable[Route]) -> Iterator[tuple[Loc, SftpDesti
         for d_index, dest in enumerate(route.destinations):
             if isinstance(dest, SftpDestination):
                 yield ("routes", r_index, "destinations", d_index), dest
+
+
+def sender_auth(partners: Iterable[Partner], dest: EmailDestination) -> Any:
+    """The app registration an email destination sends with: its own `auth`, else that of the (first) partner
+    whose mailbox block reads the same mailbox; None when there is neither."""
+    if dest.auth is not None:
+        return dest.auth
+    for partner in partners:
+        if partner.mailbox is not None and partner.mailbox.mailbox.lower() == dest.mailbox.lower():
+            return partner.mailbox.auth
+    return None
+
+
+def email_destinations(partners: Iterable[Partner]) -> Iterator[tuple[Partner, Loc, EmailDestination]]:
+    for partner in partners:
+        for r_index, route in enumerate(partner.routes):
+            for d_index, dest in enumerate(route.destinations):
+                if isinstance(dest, EmailDestination):
+                    yield partner, ("routes", r_index, "destinations", d_index), dest
+
+
+def _check_senders(partners: list[Partner]) -> list[tuple[Loc, str]]:
+    """Every email destination has an app registration to send with."""
+    index = {id(p): i for i, p in enumerate(partners)}
+    return [(("partners", index[id(partner)], *loc, "auth"),
+             f"is required: no partner's mailbox block reads {dest.mailbox}, so there is no app registration to "
+             "send from it (give tenant_id, client_id and client_secret_secret or certificate_secret)")
+            for partner, loc, dest in email_destinations(partners) if sender_auth(partners, dest) is None]
 
 
 def _cross_check(

@@ -151,8 +151,9 @@ def route_file(services: Services, ref: Mapping[str, Any]) -> dict[str, Any]:
 
             result = deliver_sftp(services, job, ref, output, dest)
         elif kind == "email":
-            raise DeliveryNotConfiguredError(
-                f"route '{ref.get('route')}': email delivery via Graph is not configured in this deployment")
+            from shared.services.deliver_email import deliver_email
+
+            result = deliver_email(services, job, ref, output, dest)
         else:
             raise ConfigurationError(f"route '{ref.get('route')}': unknown destination kind '{kind}'")
         s.set_attribute("wharf.destination.target", result.get("target", ""))
