@@ -253,42 +253,6 @@ class FileToAttach:
 
 
 @runtime_checkable
-class MailSender(Protocol):
-    """Sending from a mailbox through Graph (Mail.Send, and Mail.ReadWrite for drafts and Sent Items)."""
-
-    def send_mail(self, mailbox: str, mail: OutgoingMail, attachment: FileToAttach | None = None) -> None:
-        """sendMail, the attachment (small: read into the request) inline; saved to Sent Items."""
-        ...
-
-    def create_draft(self, mailbox: str, mail: OutgoingMail) -> str:
-        """A draft in Drafts; returns its Graph id."""
-        ...
-
-    def upload_attachment(self, mailbox: str, draft_id: str, attachment: FileToAttach, *,
-                          chunk_size: int) -> int:
-        """An attachment upload session on the draft, the chunks PUT in order; returns the bytes uploaded."""
-        ...
-
-    def send_draft(self, mailbox: str, draft_id: str) -> None: ...
-
-    def find_by_internet_message_id(self, mailbox: str, folder: str, internet_message_id: str) -> list[MailMessage]:
-        """Messages of a folder (a well-known name: sentitems, drafts) with this internetMessageId."""
-        ...
-
-    def delete_message(self, mailbox: str, message_id: str) -> None: ...
-
-    def open_mime(self, mailbox: str, message_id: str) -> Iterator[bytes]:
-        """A message's MIME source (`$value`), streamed."""
-        ...
-
-
-class MailSenderFactory(Protocol):
-    """Opens the sender for a mailbox with its app registration (catalogue `auth`)."""
-
-    def open(self, mailbox: str, auth: Any) -> MailSender: ...
-
-
-@runtime_checkable
 class Mailbox(Protocol):
     """A mail service (Microsoft Graph) seen as folders of messages with attachments.
 
@@ -321,6 +285,43 @@ class Mailbox(Protocol):
     def move(self, mailbox: str, message_id: str, folder_id: str) -> str:
         """Move the message; returns its new id."""
         ...
+
+
+@runtime_checkable
+class MailSender(Mailbox, Protocol):
+    """Sending from a mailbox through Graph (Mail.Send, and Mail.ReadWrite for drafts and Sent Items); the
+    Mailbox reads are what the delivery status checks use on the sender's inbox."""
+
+    def send_mail(self, mailbox: str, mail: OutgoingMail, attachment: FileToAttach | None = None) -> None:
+        """sendMail, the attachment (small: read into the request) inline; saved to Sent Items."""
+        ...
+
+    def create_draft(self, mailbox: str, mail: OutgoingMail) -> str:
+        """A draft in Drafts; returns its Graph id."""
+        ...
+
+    def upload_attachment(self, mailbox: str, draft_id: str, attachment: FileToAttach, *,
+                          chunk_size: int) -> int:
+        """An attachment upload session on the draft, the chunks PUT in order; returns the bytes uploaded."""
+        ...
+
+    def send_draft(self, mailbox: str, draft_id: str) -> None: ...
+
+    def find_by_internet_message_id(self, mailbox: str, folder: str, internet_message_id: str) -> list[MailMessage]:
+        """Messages of a folder (a well-known name: sentitems, drafts) with this internetMessageId."""
+        ...
+
+    def delete_message(self, mailbox: str, message_id: str) -> None: ...
+
+    def open_mime(self, mailbox: str, message_id: str) -> Iterator[bytes]:
+        """A message's MIME source (`$value`), streamed."""
+        ...
+
+
+class MailSenderFactory(Protocol):
+    """Opens the sender for a mailbox with its app registration (catalogue `auth`)."""
+
+    def open(self, mailbox: str, auth: Any) -> MailSender: ...
 
 
 # --- File sources (SFTP), the ingestion ledger and circuit breakers ---------------------------------

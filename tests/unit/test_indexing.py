@@ -35,7 +35,7 @@ def _binding_strings(fn: Any) -> list[str]:
 
 
 def test_nothing_unexpected_is_registered() -> None:
-    assert len(_functions()) == 21
+    assert len(_functions()) == 22
 
 
 def test_names_are_unique_and_follow_the_convention() -> None:
@@ -61,6 +61,7 @@ def test_every_setting_in_bindings_exists_in_the_sample() -> None:
     ("sftp_schedule", "timerTrigger", {"timer"}),
     ("mail_schedule", "timerTrigger", {"timer"}),
     ("jobs_sweep", "timerTrigger", {"timer", "client"}),
+    ("delivery_status_check", "timerTrigger", {"timer"}),
     ("poll_worker", "queueTrigger", {"msg"}),
     ("intake_file_landed", "queueTrigger", {"msg", "client"}),
     ("intake_drop", "blobTrigger", {"dropped", "client"}),
