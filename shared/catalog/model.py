@@ -154,9 +154,11 @@ def email_destinations(partners: Iterable[Partner]) -> Iterator[tuple[Partner, L
                     yield partner, ("routes", r_index, "destinations", d_index), dest
 
 
-def _check_senders(partners: list[Partner]) -> list[tuple[Loc, str]]:
-    """Every email destination has an app registration to send with."""
-    index = {id(p): i for i, p in enumerate(partners)}
+def _check_senders(partners: list[Partner], indexes: list[int] | None = None) -> list[tuple[Loc, str]]:
+    """Every email destination has an app registration to send with (`indexes`: each partner's place in the
+    catalogue file, when some entries did not validate)."""
+    places = indexes if indexes is not None else list(range(len(partners)))
+    index = {id(p): places[i] for i, p in enumerate(partners)}
     return [(("partners", index[id(partner)], *loc, "auth"),
              f"is required: no partner's mailbox block reads {dest.mailbox}, so there is no app registration to "
              "send from it (give tenant_id, client_id and client_secret_secret or certificate_secret)")

@@ -19,6 +19,7 @@ MAX_REPORT_BYTES = 1024 * 1024
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DIAGNOSTIC_CHARS = 1000
+_DIAGNOSTIC_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*;\s*")  # `smtp; 550 ...` -> `550 ...`
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def _recipients(status_part: Message) -> Iterable[RecipientStatus]:
         recipient = _address(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
         match = _STATUS.search(str(block.get("Status", "") or ""))
         status = ".".join(match.groups()) if match else ""
-        diagnostic = " ".join(str(block.get("Diagnostic-Code", "") or "").split())
+        diagnostic = _DIAGNOSTIC_TYPE.sub("", " ".join(str(block.get("Diagnostic-Code", "") or "").split()))
         yield RecipientStatus(recipient=recipient, action=action, status=status,
                               diagnostic=diagnostic[:_DIAGNOSTIC_CHARS])
 
