@@ -96,11 +96,13 @@ def parse_message_id(message_id: str) -> tuple[str, int] | None:
 def plan_email(services: Services, job: Job, ref: Mapping[str, Any], output: Mapping[str, Any],
                dest: Mapping[str, Any]) -> EmailPlan:
     route = str(ref.get("route", ""))
-    try:
-        model = EmailDestination.model_validate({k: v for k, v in dest.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigurationError(f"route '{route}': email destination: {problems}") from None
+    model = _catalogued(services, job.partner, route, int(ref.get("index", 0)), dest)
+    if model is None:  # the catalogue changed since the route was planned: what the plan says, without `auth`
+        try:  # (secret-named fields are redacted on their way through the orchestration history)
+            model = EmailDestination.model_validate({k: v for k, v in dest.items() if v is not None and k != "auth"})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"route '{route}': email destination: {problems}") from None
     auth = sender_auth(services.catalog.partners, model)
     if auth is None:
         raise ConfigurationError(f"route '{route}': email destination from {model.mailbox} has no auth and no "
@@ -125,6 +127,21 @@ def plan_email(services: Services, job: Job, ref: Mapping[str, Any], output: Map
                      blob_path=str(output["path"]), name=sanitize_name(name) or "attachment",
                      size=int(output.get("bytes", 0)), sha256=str(output.get("sha256", "")),
                      content_type=content_type.split(";")[0].strip(), route=route, auth=auth)
+
+
+def _catalogued(services: Services, partner_id: str, route: str, index: int,
+                dest: Mapping[str, Any]) -> EmailDestination | None:
+    """The catalogue's destination this delivery was planned from (same route, index and mailbox), else None."""
+    try:
+        partner = services.catalog.get(partner_id)
+    except NotFoundError:
+        return None
+    for r in getattr(partner, "routes", None) or []:
+        if r.name == route and index < len(r.destinations):
+            found = r.destinations[index]
+            if isinstance(found, EmailDestination) and found.mailbox == dest.get("mailbox"):
+                return found
+    return None
 
 
 def deliver_email(services: Services, job: Job, ref: Mapping[str, Any], output: Mapping[str, Any],
