@@ -70,6 +70,10 @@ class BlobStore(Protocol):
 
     def exists(self, container: str, path: str) -> bool: ...
 
+    def open_ranges(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+        """The blob's bytes as ranged reads of at most `chunk_size` (memory: one range, from the first byte on)."""
+        ...
+
     def download_link(self, container: str, path: str, *, expires_in: timedelta) -> DownloadLink:
         """A read-only URL for the blob, valid for `expires_in`."""
         ...

@@ -142,6 +142,9 @@ class FakeBlobStore:
                 "sha256": hashlib.sha256(source.data).hexdigest()}
         return self._info(container, path, self._store(container, path, source.data, meta))
 
+    def open_ranges(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+        return self.open_read(container, path, chunk_size=chunk_size)
+
     def download_link(self, container: str, path: str, *, expires_in: timedelta) -> DownloadLink:
         self.get_info(container, path)
         return DownloadLink(url=f"memory://{container}/{path}?sig=fake", expires_at=datetime.now(UTC) + expires_in,

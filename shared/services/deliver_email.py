@@ -314,7 +314,8 @@ class _EmailRun:
     def _attachment(self) -> FileToAttach:
         plan = self.plan
         return FileToAttach(name=plan.name, content_type=plan.content_type, size=plan.size,
-                            chunks=_checked(self._s.blobs.open_read(plan.container, plan.blob_path), plan))
+                            chunks=_checked(self._s.blobs.open_ranges(plan.container, plan.blob_path,
+                                                                      chunk_size=self.opts.chunk_size), plan))
 
     # --- outcomes --------------------------------------------------------------------------------
 
