@@ -270,10 +270,13 @@ class _EmailRun:
                             "is taken as done", extra=self.fields())
                 self._sent(found=True)
                 return True
-            for draft in drafts:
-                log.info("deleting a draft an earlier attempt left", extra=self.fields(draft=draft.id))
+            left = [d.id for d in drafts]
+            if rec.draft_id and rec.draft_id not in left:
+                left.append(rec.draft_id)  # recorded, though the search did not show it: delete it too
+            for draft_id in left:
+                log.info("deleting a draft an earlier attempt left", extra=self.fields(draft=draft_id))
                 try:
-                    sender.delete_message(self.box, draft.id)
+                    sender.delete_message(self.box, draft_id)
                 except NotFoundError:
                     pass
             if rec.step is DeliveryStep.SUBMITTING:

@@ -158,6 +158,9 @@ class _Check:
         chunks: Iterable[bytes] = self.mail.open_mime(self.box, msg.id)
         try:
             raw = read_capped(chunks)
+        except NotFoundError:  # deleted or moved since the listing: nothing to read, nothing to do
+            self._close(entry, LedgerState.GONE, error="gone before it was read")
+            return
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:

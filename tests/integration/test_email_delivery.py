@@ -407,3 +407,17 @@ def test_sender_auth_is_borrowed_from_the_partner_that_reads_the_mailbox() -> No
     catalog = parse_catalog(doc, env={})
     [(_, _, dest)] = list(email_destinations(catalog.partners))
     assert sender_auth(catalog.partners, dest).client_id == AUTH["client_id"]
+
+
+def test_a_report_gone_before_it_is_read_is_recorded_gone_and_not_read_again(services: Services,
+                                                                             graph: GraphTestServer) -> None:
+    out = _sent_job(services, graph)
+    report = out.user.add_mime(rfc3464(out.record().message_id, to=out.sender))
+    graph.fail(rf"GET /v1.0/users/{out.sender}/messages/{report.id}/\$value$", 404)
+    first = check_mailbox(services, out.sender, None)
+    assert (first.matched, first.unmatched, first.not_reports) == ([], 0, 0)
+    [entry] = services.ledger.entries(f"mail-status:{out.sender}")
+    assert entry.state.value == "GONE"
+    second = check_mailbox(services, out.sender, None)
+    assert second.already_seen == 1 and out.record().state is DeliveryState.SENT
+    graph.clear_faults()
