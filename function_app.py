@@ -2,7 +2,19 @@
 
 import azure.durable_functions as df
 
-from functions import activities, api, intake, mail, orchestrators, polling, scheduling, sla, sweep, trust
+from functions import (
+    activities,
+    api,
+    delivery_status,
+    intake,
+    mail,
+    orchestrators,
+    polling,
+    scheduling,
+    sla,
+    sweep,
+    trust,
+)
 
 app = df.DFApp()
 app.register_functions(api.bp)
@@ -15,3 +27,4 @@ app.register_functions(mail.bp)
 app.register_functions(sweep.bp)
 app.register_functions(sla.bp)
 app.register_functions(trust.bp)  # secrets_expiry (#18)
+app.register_functions(delivery_status.bp)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         JobStore,
         Ledger,
         MailboxFactory,
+        MailSenderFactory,
         MessageQueue,
         Publisher,
         Secrets,
@@ -182,6 +183,16 @@ class Services:
 
         s = self.settings
         return GraphMailboxes(self.secrets, base_url=s.graph_base_url, local_token=s.graph_local_token)
+
+    @cached_property
+    def mail_senders(self) -> MailSenderFactory:
+        """Sends email from a sender mailbox through Graph (GRAPH_BASE_URL may point at the test server)."""
+        if "mail_senders" in self.overrides:
+            return self.overrides["mail_senders"]
+        from shared.adapters.graph_mail import GraphMailSenders
+
+        s = self.settings
+        return GraphMailSenders(self.secrets, base_url=s.graph_base_url, local_token=s.graph_local_token)
 
     @property
     def catalog(self) -> Catalog:

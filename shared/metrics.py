@@ -32,6 +32,7 @@ JOB_DURATION = "wharf.job.duration"
 QUEUE_MESSAGE_AGE = "wharf.queue.message_age"
 BREAKER_STATE = "wharf.breaker.state"
 MESSAGES_DEAD_LETTERED = "wharf.messages.dead_lettered"
+DELIVERY_STATUS = "wharf.deliveries.status"
 POISON_DEPTH = "wharf.queue.poison_depth"
 SLA_MISSED = "wharf.sla.missed"
 SLA_RECOVERED = "wharf.sla.recovered"
@@ -140,6 +141,7 @@ class _Instruments:
     sla_missed: Any
     sla_recovered: Any
     secret_expiry: Any
+    delivery_status: Any
 
 
 # Durations in seconds: boundaries an operator reads (the SDK's defaults are made for milliseconds).
@@ -180,6 +182,9 @@ def instruments() -> _Instruments:
             description="Missed windows whose files arrived late (before the next window), by partner and expectation"),
         secret_expiry=meter.create_gauge(
             SECRET_EXPIRES_IN_DAYS, unit="d", description="Days until a secret the catalogue references expires"),
+        delivery_status=meter.create_counter(
+            DELIVERY_STATUS, unit="{report}",
+            description="Delivery status reports matched to sent email, by partner and status"),
     )
 
 
@@ -202,6 +207,14 @@ def record_failure(partner: str, channel: str | Enum, reason: FailureReason | st
     """A failure, by partner, channel and a closed-set reason (an exception is mapped by its type)."""
     instruments().failures.add(1, {"partner": _name(partner), "channel": channel_label(channel),
                                    "reason": failure_reason(reason).value})
+
+
+DELIVERY_STATUSES = frozenset({"delivered", "bounced", "delayed"})
+
+
+def record_delivery_status(partner: str, status: str) -> None:
+    """A delivery status notification matched to a sent email (delivered, bounced, delayed)."""
+    instruments().delivery_status.add(1, {"partner": _name(partner), "status": _label(status, DELIVERY_STATUSES)})
 
 
 def record_job_done(partner: str, status: str | Enum, duration: float) -> None:

@@ -47,7 +47,7 @@ from shared.domain.remote import (
 from shared.domain.sla import SlaWindow
 from shared.observability.redaction import redact, redact_data
 from shared.observability.tracing import inject_traceparent
-from shared.ports import BlobInfo, QueuedMessage
+from shared.ports import BlobInfo, DownloadLink, QueuedMessage
 from shared.resources import CONTAINERS
 
 # --------------------------------------------------------------------------------------------------
@@ -143,6 +143,14 @@ class FakeBlobStore:
         meta = {**{k: redact(v) for k, v in (metadata or {}).items()},
                 "sha256": hashlib.sha256(source.data).hexdigest()}
         return self._info(container, path, self._store(container, path, source.data, meta))
+
+    def open_ranges(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+        return self.open_read(container, path, chunk_size=chunk_size)
+
+    def download_link(self, container: str, path: str, *, expires_in: timedelta) -> DownloadLink:
+        self.get_info(container, path)
+        return DownloadLink(url=f"memory://{container}/{path}?sig=fake", expires_at=datetime.now(UTC) + expires_in,
+                            kind="fake")
 
     def exists(self, container: str, path: str) -> bool:
         return (container, path) in self._blobs

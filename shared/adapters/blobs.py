@@ -8,19 +8,24 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
 from shared.adapters.http import StorageLimits, storage_options
 from shared.domain.errors import ConflictError, DependencyUnavailableError, NotFoundError
-from shared.observability.redaction import redact
+from shared.observability.redaction import redact, register_secret
 from shared.observability.tracing import span
-from shared.ports import BlobInfo
+from shared.ports import BlobInfo, DownloadLink
 from shared.resources import CONTAINERS
 
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
@@ -173,6 +178,41 @@ class BlobStoreClient:
             raise NotFoundError(f"blob {container}/{path} not found") from exc
         return downloader.chunks()
 
+    def open_ranges(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+        """The blob as ranged GETs of at most `chunk_size` bytes, every one conditional on the first one's ETag
+        (a blob replaced midway fails the read). Memory: one range. `open_read`'s SDK downloader fetches its first
+        range at the client's max_single_get_size (32 MiB by default) and holds it."""
+        blob = self._service.get_blob_client(container, path)
+        try:
+            first = blob.download_blob(offset=0, length=chunk_size, max_concurrency=1)
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"blob {container}/{path} not found") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # an empty blob has no byte 0
+                return iter(())
+            raise
+        return self._ranges(blob, first, chunk_size, f"{container}/{path}")
+
+    @staticmethod
+    def _ranges(blob: Any, first: Any, chunk_size: int, where: str) -> Iterator[bytes]:
+        # A ranged download's properties.size is the range's; the blob's is after the / of its Content-Range.
+        content_range = str(getattr(first.properties, "content_range", "") or "")
+        total = int(content_range.rpartition("/")[2]) if "/" in content_range else int(first.properties.size)
+        etag = first.properties.etag
+        data = first.readall()
+        offset = len(data)
+        yield data
+        while offset < total:
+            try:
+                data = blob.download_blob(offset=offset, length=min(chunk_size, total - offset), max_concurrency=1,
+                                          etag=etag, match_condition=MatchConditions.IfNotModified).readall()
+            except ResourceModifiedError as exc:
+                raise ConflictError(f"blob {where} changed while it was read") from exc
+            if not data:
+                raise DependencyUnavailableError("storage", f"blob {where}: no bytes at offset {offset} of {total}")
+            offset += len(data)
+            yield data
+
     def get_info(self, container: str, path: str) -> BlobInfo:
         blob = self._service.get_blob_client(container, path)
         try:
@@ -239,6 +279,30 @@ class BlobStoreClient:
         if status != "success":
             raise DependencyUnavailableError("blob copy", f"{where} ended {status or 'without a status'}"
                                                           + (f": {description}" if description else ""))
+
+    def download_link(self, container: str, path: str, *, expires_in: timedelta) -> DownloadLink:
+        """A read-only SAS URL: a user delegation SAS when the client signs in with Entra ID (Azure), else a service
+        SAS signed with the account key (Azurite, which has no user delegation keys: the local stand-in)."""
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        now = datetime.now(UTC)
+        start, expiry = now - timedelta(minutes=5), now + expires_in
+        blob = self._service.get_blob_client(container, path)
+        credential = self._service.credential
+        account_key = getattr(credential, "account_key", None)
+        hours = expires_in / timedelta(hours=1)
+        with span("blob.download_link", {"wharf.container": container, "wharf.sas.hours": hours}):
+            if account_key:
+                kind = "service-sas"
+                token = generate_blob_sas(self._service.account_name or "", container, path, account_key=account_key,
+                                          permission=BlobSasPermissions(read=True), start=start, expiry=expiry)
+            else:
+                kind = "user-delegation-sas"
+                key = self._service.get_user_delegation_key(start, expiry)
+                token = generate_blob_sas(self._service.account_name or "", container, path, user_delegation_key=key,
+                                          permission=BlobSasPermissions(read=True), start=start, expiry=expiry)
+        register_secret(token)
+        return DownloadLink(url=f"{public_url(blob.url)}?{token}", expires_at=expiry, kind=kind)
 
     def exists(self, container: str, path: str) -> bool:
         return bool(self._service.get_blob_client(container, path).exists())

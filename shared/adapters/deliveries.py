@@ -38,6 +38,11 @@ def _entity(d: Delivery) -> dict[str, Any]:
         entity["SentAt"] = d.sent_at
     if d.redelivery_of is not None:
         entity["RedeliveryOf"] = d.redelivery_of
+    if d.kind == "email" or d.message_id:  # SFTP rows keep their shape
+        entity.update({"MessageId": d.message_id, "DraftId": d.draft_id, "StatusCode": d.status_code,
+                       "StatusDetail": redact(d.status_detail)[:_MAX_ERROR_CHARS]})
+        if d.status_at is not None:
+            entity["StatusAt"] = d.status_at
     return entity
 
 
@@ -51,6 +56,8 @@ def _delivery(row: Mapping[str, Any]) -> Delivery:
         error=row.get("Error", ""), verified=row.get("Verified", ""), created_at=_when(row.get("CreatedAt")),
         updated_at=_when(row.get("UpdatedAt")), sent_at=_when(row.get("SentAt")),
         redelivery_of=_int(row["RedeliveryOf"]) if row.get("RedeliveryOf") is not None else None,
+        message_id=row.get("MessageId", ""), draft_id=row.get("DraftId", ""), status_code=row.get("StatusCode", ""),
+        status_detail=row.get("StatusDetail", ""), status_at=_when(row.get("StatusAt")),
         etag=str(getattr(row, "metadata", {}).get("etag", "")),
     )
 

@@ -20,7 +20,7 @@ import hashlib
 import random
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -45,7 +45,14 @@ with warnings.catch_warnings():
     # msgraph-sdk warns about its own generated classes when they are defined, not when used.
     warnings.simplefilter("ignore", DeprecationWarning)
     from msgraph import GraphRequestAdapter, GraphServiceClient
+    from msgraph.generated.models.attachment_item import AttachmentItem
+    from msgraph.generated.models.attachment_type import AttachmentType
+    from msgraph.generated.models.body_type import BodyType
+    from msgraph.generated.models.email_address import EmailAddress
+    from msgraph.generated.models.file_attachment import FileAttachment
+    from msgraph.generated.models.item_body import ItemBody
     from msgraph.generated.models.message import Message
+    from msgraph.generated.models.recipient import Recipient
     from msgraph.generated.users.item.mail_folders.item.child_folders.child_folders_request_builder import (
         ChildFoldersRequestBuilder,
     )
@@ -54,15 +61,20 @@ with warnings.catch_warnings():
     from msgraph.generated.users.item.messages.item.attachments.attachments_request_builder import (
         AttachmentsRequestBuilder,
     )
+    from msgraph.generated.users.item.messages.item.attachments.create_upload_session.create_upload_session_post_request_body import (  # noqa: E501
+        CreateUploadSessionPostRequestBody,
+    )
     from msgraph.generated.users.item.messages.item.move.move_post_request_body import MovePostRequestBody
+    from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
     from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
     from msgraph_core import GraphClientFactory
     from msgraph_core.middleware import GraphTelemetryHandler
     from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
 from shared.domain.errors import ConfigurationError, DependencyUnavailableError, NotFoundError, WharfError
+from shared.observability.redaction import register_secret
 from shared.observability.tracing import span
-from shared.ports import MailAttachment, MailMessage
+from shared.ports import FileToAttach, MailAttachment, MailMessage, OutgoingMail
 
 GRAPH_V1 = "https://graph.microsoft.com/v1.0"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -74,6 +86,12 @@ MESSAGE_FIELDS = ["id", "internetMessageId", "subject", "from", "receivedDateTim
 # contentBytes is left out on purpose: without $select Graph inlines every file base64 in the listing.
 ATTACHMENT_FIELDS = ["id", "name", "contentType", "size", "isInline", "lastModifiedDateTime"]
 DEFAULT_CHUNK = 1024 * 1024
+#: Graph's limits for a file attachment: inline in the request below 3 MB, through an upload session up to 150 MB.
+INLINE_ATTACHMENT_LIMIT = 3_000_000
+UPLOAD_SESSION_LIMIT = 150 * 1024 * 1024
+#: One PUT of an upload session: Graph takes at most 4 MB per request; 10 x 320 KiB stays under it.
+UPLOAD_CHUNK = 10 * 320 * 1024
+_RETRY_STATUSES = frozenset({429, 503, 504})
 
 T = TypeVar("T")
 
@@ -167,7 +185,8 @@ def _map_status(status: int, code: str, retry_after: str | None, what: str) -> W
         return NotFoundError(f"{what}: not found ({detail})")
     if status in (401, 403):
         return ConfigurationError(f"{what}: Graph refused the app's credentials or permissions ({detail}); "
-                                  "check the app registration, its Mail.ReadWrite permission and the secret")
+                                  "check the app registration, its Mail.ReadWrite (to send: Mail.Send) permission and "
+                                  "the secret")
     if status == 400:
         return GraphRequestError(f"{what}: bad request ({detail})")
     if retry_after:
@@ -223,6 +242,9 @@ class GraphMailClient:
         self.base_url = base_url.rstrip("/")
         self._chunk_size = chunk_size
         self._timeout = timeout
+        self._max_retries, self._retry_delay, self._max_retry_wait = max_retries, retry_delay, max_retry_wait
+        self._backoff_factor, self._jitter = backoff_factor, jitter
+        self._upload_http: httpx.AsyncClient | None = None  # upload URLs are pre-authenticated: no bearer token
         self._loop = _LoopThread("graph-mail")
         http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
                                  base_url=self.base_url, follow_redirects=False)
@@ -289,6 +311,8 @@ class GraphMailClient:
     def close(self) -> None:
         try:
             self._loop.run(self._http.aclose(), timeout=5)
+            if self._upload_http is not None:
+                self._loop.run(self._upload_http.aclose(), timeout=5)
         finally:
             self._loop.stop()
 
@@ -398,10 +422,17 @@ class GraphMailClient:
         # The SDK has no builder for an attachment's `$value`: take the attachment item builder's URL
         # template (ids encoded by the SDK) and path, and address the raw stream under it.
         item = self._user(mailbox).messages.by_message_id(message_id).attachments.by_attachment_id(attachment_id)
+        return self._stream_value(item, "application/octet-stream", "download attachment")
+
+    def open_mime(self, mailbox: str, message_id: str) -> Iterator[bytes]:
+        """A message's MIME source through `$value`, streamed (the SDK's `content.get()` reads it whole)."""
+        item = self._user(mailbox).messages.by_message_id(message_id)
+        return self._stream_value(item, "message/rfc822", "download message MIME")
+
+    def _stream_value(self, item: Any, accept: str, what: str) -> Iterator[bytes]:
         request_info = RequestInformation(Method.GET, item.url_template.split("{?", 1)[0] + "/$value",
                                           dict(item.path_parameters))
-        request_info.headers.try_add("Accept", "application/octet-stream")
-        what = "download attachment"
+        request_info.headers.try_add("Accept", accept)
 
         async def start() -> httpx.Response:
             self._adapter.set_base_url_for_request_information(request_info)
@@ -441,6 +472,132 @@ class GraphMailClient:
         if moved is None or not moved.id:
             raise DependencyUnavailableError("graph", "move message: no message in the response")
         return str(moved.id)
+
+    # --- MailSender ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _outgoing(mail: OutgoingMail) -> Message:
+        def recipients(addresses: Sequence[str]) -> list[Recipient]:
+            return [Recipient(email_address=EmailAddress(address=a)) for a in addresses]
+
+        return Message(
+            subject=mail.subject, internet_message_id=mail.internet_message_id,
+            body=ItemBody(content_type=BodyType.Html if mail.html else BodyType.Text, content=mail.body),
+            to_recipients=recipients(mail.to), cc_recipients=recipients(mail.cc),
+            bcc_recipients=recipients(mail.bcc), is_delivery_receipt_requested=mail.receipt)
+
+    def send_mail(self, mailbox: str, mail: OutgoingMail, attachment: FileToAttach | None = None) -> None:
+        message = self._outgoing(mail)
+        if attachment is not None:
+            if attachment.size >= INLINE_ATTACHMENT_LIMIT:
+                raise ValueError(f"{attachment.size} bytes is too large for sendMail; use a draft and an upload "
+                                 "session")
+            data = b"".join(attachment.chunks)  # under 3 MB: what sendMail carries (base64) in one request
+            message.attachments = [FileAttachment(odata_type="#microsoft.graph.fileAttachment", name=attachment.name,
+                                                  content_type=attachment.content_type, content_bytes=data)]
+        self._call(self._user(mailbox).send_mail.post(SendMailPostRequestBody(message=message,
+                                                                              save_to_sent_items=True)), "sendMail")
+
+    def create_draft(self, mailbox: str, mail: OutgoingMail) -> str:
+        draft = self._call(self._user(mailbox).messages.post(self._outgoing(mail)), "create draft")
+        if draft is None or not draft.id:
+            raise DependencyUnavailableError("graph", "create draft: no message in the response")
+        return str(draft.id)
+
+    def send_draft(self, mailbox: str, draft_id: str) -> None:
+        self._call(self._user(mailbox).messages.by_message_id(draft_id).send.post(), "send draft")
+
+    def delete_message(self, mailbox: str, message_id: str) -> None:
+        self._call(self._user(mailbox).messages.by_message_id(message_id).delete(), "delete message")
+
+    def find_by_internet_message_id(self, mailbox: str, folder: str, internet_message_id: str) -> list[MailMessage]:
+        query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+            filter=f"internetMessageId eq {_odata_string(internet_message_id)}", select=MESSAGE_FIELDS, top=10)
+        builder = self._user(mailbox).mail_folders.by_mail_folder_id(folder).messages
+        page = self._call(builder.get(RequestConfiguration(query_parameters=query)), f"find message in {folder}")
+        return [self._message(m) for m in (page.value if page else None) or []]
+
+    def upload_attachment(self, mailbox: str, draft_id: str, attachment: FileToAttach, *,
+                          chunk_size: int = UPLOAD_CHUNK) -> int:
+        """createUploadSession on the draft, then the bytes PUT to its upload URL in order, `chunk_size` at a
+        time with `Content-Range: bytes a-b/total`. Memory: one chunk. The upload URL carries its own token: it
+        is registered as a secret (never logged) and sent without the bearer token, as Graph requires."""
+        if attachment.size > UPLOAD_SESSION_LIMIT:
+            raise ValueError(f"{attachment.size} bytes is over Graph's {UPLOAD_SESSION_LIMIT} byte attachment limit")
+        if not 0 < chunk_size <= 4 * 1024 * 1024:
+            raise ValueError("chunk_size must be between 1 byte and 4 MiB")
+        body = CreateUploadSessionPostRequestBody(attachment_item=AttachmentItem(
+            attachment_type=AttachmentType.File, name=attachment.name, size=attachment.size,
+            content_type=attachment.content_type))
+        session = self._call(self._user(mailbox).messages.by_message_id(draft_id).attachments
+                             .create_upload_session.post(body), "create upload session")
+        url = session.upload_url if session is not None else None
+        if not url:
+            raise DependencyUnavailableError("graph", "create upload session: no upload URL in the response")
+        register_secret(url)
+        query = urlsplit(url).query
+        for part in query.split("&"):
+            register_secret(part.partition("=")[2])
+        sent = 0
+        with span("graph.upload_session", {"file.size": attachment.size, "wharf.chunk_size": chunk_size}) as s:
+            for chunk in _reblock(attachment.chunks, chunk_size):
+                if sent + len(chunk) > attachment.size:
+                    raise DependencyUnavailableError("graph", "upload session: the file is longer than its size")
+                self._loop.run(self._put_range(url, chunk, sent, attachment.size), timeout=self._timeout * 4)
+                sent += len(chunk)
+            s.set_attribute("wharf.bytes_uploaded", sent)
+        if sent != attachment.size:
+            raise DependencyUnavailableError("graph", f"upload session: read {sent} of {attachment.size} bytes")
+        return sent
+
+    async def _put_range(self, url: str, chunk: bytes, start: int, total: int) -> None:
+        """One PUT of the upload session; 429/503/504 (and a lost connection) retried honouring Retry-After."""
+        if self._upload_http is None:
+            self._upload_http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout, connect=min(self._timeout,
+                                                                                                  15.0)))
+        what = f"upload bytes {start}-{start + len(chunk) - 1}/{total}"
+        headers = {"Content-Range": f"bytes {start}-{start + len(chunk) - 1}/{total}",
+                   "Content-Type": "application/octet-stream"}
+        for attempt in range(self._max_retries + 1):
+            retry_after: str | None = None
+            try:
+                response = await self._upload_http.put(url, content=chunk, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt >= self._max_retries:
+                    raise DependencyUnavailableError("graph", f"{what}: {type(exc).__name__}") from None
+            else:
+                if response.status_code in (200, 201):
+                    return
+                retry_after = response.headers.get("Retry-After")
+                if response.status_code not in _RETRY_STATUSES or attempt >= self._max_retries:
+                    raise _status_error(response, what)
+            wait = self._retry_wait(attempt, retry_after)
+            if wait is None:
+                raise DependencyUnavailableError("graph", f"{what}: throttled, retry after {retry_after}s")
+            await asyncio.sleep(wait)
+
+    def _retry_wait(self, attempt: int, retry_after: str | None) -> float | None:
+        """Retry-After when given (None when over the cap: not waited), else the client's backoff."""
+        if retry_after:
+            try:
+                seconds = float(retry_after)
+            except ValueError:
+                seconds = self._retry_delay
+            return seconds if seconds <= self._max_retry_wait else None
+        backoff = self._retry_delay + self._backoff_factor * 2 ** attempt + random.uniform(0, self._jitter)
+        return min(backoff, self._max_retry_wait)
+
+
+def _reblock(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Chunks of exactly `size` bytes (the last one shorter); holds at most one chunk and one input block."""
+    buf = bytearray()
+    for piece in chunks:
+        buf += piece
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
 
 
 async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes:
@@ -492,6 +649,18 @@ def mailbox_client(auth: Any, secrets: Any, *, base_url: str = GRAPH_V1, local_t
         if key not in _CLIENTS:
             _CLIENTS[key] = build()
         return _CLIENTS[key]
+
+
+class GraphMailSenders:
+    """MailSenderFactory: the GraphMailClient that sends from a mailbox with an app registration (`auth`)."""
+
+    def __init__(self, secrets: Any, *, base_url: str = GRAPH_V1, local_token: str | None = None,
+                 **options: Any) -> None:
+        self._secrets, self._base_url, self._local_token, self._options = secrets, base_url, local_token, options
+
+    def open(self, mailbox: str, auth: Any) -> GraphMailClient:
+        return mailbox_client(auth, self._secrets, base_url=self._base_url, local_token=self._local_token,
+                              **self._options)
 
 
 class GraphMailboxes:

@@ -15,7 +15,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from shared.catalog.errors import CatalogError, Loc, Problem, _Invalid
 from shared.catalog.interpolation import _interpolate
 from shared.catalog.mailbox import Mailbox
-from shared.catalog.model import Catalog, Partner, _cross_check, _duplicate_message, partner_sftp_destinations
+from shared.catalog.model import (
+    Catalog,
+    Partner,
+    _check_senders,
+    _cross_check,
+    _duplicate_message,
+    partner_sftp_destinations,
+)
 from shared.catalog.problems import _convert, _format_loc, _problem, _unknown_key_message
 from shared.catalog.routes import Destination, SftpDestination
 from shared.catalog.sftp import SftpSource
@@ -105,6 +112,7 @@ def parse_catalog(
     provenance = _apply_defaults(data, partners_raw, note)
 
     validated: list[Partner] = []
+    places: list[int] = []
     destinations: list[tuple[Loc, SftpDestination]] = []
     for index, item in enumerate(partners_raw):
         if not isinstance(item, Mapping):
@@ -120,6 +128,7 @@ def parse_catalog(
                 found_here += _raw_sftp_destinations(outbound.get("routes"), ("outbound",))
         else:
             validated.append(partner)
+            places.append(index)
             found_here = list(partner_sftp_destinations(partner))
         destinations += [(("partners", index, *loc), dest) for loc, dest in found_here]
 
@@ -136,7 +145,7 @@ def parse_catalog(
             sftp = item.get("sftp")
             has_sftp = isinstance(sftp, Mapping)
             targets[partner_id] = (has_sftp, has_sftp and bool(sftp.get("outbound_dir")))
-    for loc, message in _cross_check(destinations, targets):
+    for loc, message in _cross_check(destinations, targets) + _check_senders(validated, places):
         note(loc, message)
 
     found = _report(pre, problems, provenance, data, positions)

@@ -13,7 +13,7 @@ from shared.catalog.errors import Loc, PartnerNotFoundError, _Invalid
 from shared.catalog.expect import Expectation
 from shared.catalog.mailbox import Mailbox
 from shared.catalog.processing import Processing
-from shared.catalog.routes import Route, SftpDestination
+from shared.catalog.routes import EmailDestination, Route, SftpDestination
 from shared.catalog.sftp import SftpSource
 
 
@@ -132,6 +132,7 @@ class Catalog(_Model):
             for loc, dest in partner_sftp_destinations(partner)
         ]
         problems += _cross_check(destinations, targets)
+        problems += _check_senders(self.partners)
         if problems:
             raise _Invalid(*problems)
         return self
@@ -178,6 +179,36 @@ def partner_sftp_destinations(partner: Partner) -> Iterator[tuple[Loc, SftpDesti
     yield from _sftp_destinations(partner.routes)
     if partner.outbound is not None:
         yield from _sftp_destinations(partner.outbound.routes, ("outbound",))
+
+
+def sender_auth(partners: Iterable[Partner], dest: EmailDestination) -> Any:
+    """The app registration an email destination sends with: its own `auth`, else that of the (first) partner
+    whose mailbox block reads the same mailbox; None when there is neither."""
+    if dest.auth is not None:
+        return dest.auth
+    for partner in partners:
+        if partner.mailbox is not None and partner.mailbox.mailbox.lower() == dest.mailbox.lower():
+            return partner.mailbox.auth
+    return None
+
+
+def email_destinations(partners: Iterable[Partner]) -> Iterator[tuple[Partner, Loc, EmailDestination]]:
+    for partner in partners:
+        for r_index, route in enumerate(partner.routes):
+            for d_index, dest in enumerate(route.destinations):
+                if isinstance(dest, EmailDestination):
+                    yield partner, ("routes", r_index, "destinations", d_index), dest
+
+
+def _check_senders(partners: list[Partner], indexes: list[int] | None = None) -> list[tuple[Loc, str]]:
+    """Every email destination has an app registration to send with (`indexes`: each partner's place in the
+    catalogue file, when some entries did not validate)."""
+    places = indexes if indexes is not None else list(range(len(partners)))
+    index = {id(p): places[i] for i, p in enumerate(partners)}
+    return [(("partners", index[id(partner)], *loc, "auth"),
+             f"is required: no partner's mailbox block reads {dest.mailbox}, so there is no app registration to "
+             "send from it (give tenant_id, client_id and client_secret_secret or certificate_secret)")
+            for partner, loc, dest in email_destinations(partners) if sender_auth(partners, dest) is None]
 
 
 def _cross_check(

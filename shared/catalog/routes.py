@@ -21,7 +21,8 @@ from shared.catalog.common import (
     _Model,
     _template,
 )
-from shared.catalog.errors import _Invalid
+from shared.catalog.errors import Loc, _Invalid
+from shared.catalog.mailbox import MailboxAuth
 from shared.domain.delivery import DEFAULT_REMOTE_NAME, check_remote_name
 from shared.domain.routing import DEFAULT_BLOB_PATH
 
@@ -103,11 +104,44 @@ class SftpDestination(_Model):
     pgp: PgpOutbound | None = None  # trust branch (#18): encrypt/sign before upload (services/pgp.py)
 
 
+#: Graph's limit on the recipients of one message (to + cc + bcc).
+MAX_RECIPIENTS = 500
+DEFAULT_EMAIL_BODY = "Wharf job {job_id}: {name} from {partner}, attached."
+
+
 class EmailDestination(_Model):
+    """Send the job's output by email through Microsoft Graph from the sender `mailbox` (application permission
+    Mail.Send, plus Mail.ReadWrite for drafts, Sent Items and the status checks). Subject and bodies are templates
+    with the blob routes' placeholders. `attach: file` attaches the file (inline in sendMail up to 3 MB, through a
+    draft and an upload session up to 150 MiB, refused above); `attach: link` sends a download link valid for
+    `link_expiry_hours` instead when the file is over 150 MiB. `receipt: true` asks for delivery receipts. `auth`
+    is the app registration; without it, the one of the partner whose mailbox block reads the same mailbox."""
+
     kind: Literal["email"] = "email"
     to: Annotated[list[Email], Field(min_length=1)]
+    cc: list[Email] = Field(default_factory=list)
+    bcc: list[Email] = Field(default_factory=list)
     subject: Template = "{partner}: {name}"
+    body: Template = DEFAULT_EMAIL_BODY
+    html_body: Template | None = None
     mailbox: Annotated[str, AfterValidator(_mailbox_id)]
+    attach: Literal["file", "link"] = "file"
+    link_expiry_hours: Annotated[int, Field(ge=1, le=168)] = 72  # a user delegation key lives 7 days at most
+    receipt: bool = False
+    auth: MailboxAuth | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> EmailDestination:
+        problems: list[tuple[Loc, str]] = []
+        total = len(self.to) + len(self.cc) + len(self.bcc)
+        if total > MAX_RECIPIENTS:
+            problems.append((("to",), f"to, cc and bcc name {total} recipients; Graph sends to at most "
+                                      f"{MAX_RECIPIENTS}"))
+        if "\n" in self.subject or "\r" in self.subject:
+            problems.append((("subject",), "must be one line"))
+        if problems:
+            raise _Invalid(*problems)
+        return self
 
 
 class EventDestination(_Model):

@@ -25,8 +25,16 @@ _TAG_HEX = 8
 class DeliveryState(StrEnum):
     PENDING = "PENDING"  # recorded, nothing sent yet
     SENDING = "SENDING"  # an attempt is (or was, if it crashed) under way
-    SENT = "SENT"  # in place under its final name, verified
+    SENT = "SENT"  # in place under its final name, verified (email: accepted by Graph for sending)
     FAILED = "FAILED"  # the last attempt failed (`error`); the next attempt of the same delivery takes it over
+    # Email only, from the sender mailbox's delivery status notifications (after SENT):
+    DELIVERED = "DELIVERED"  # a delivery receipt / success DSN for every recipient that reported
+    BOUNCED = "BOUNCED"  # a non-delivery report (`status_code`, `status_detail`)
+    DELAYED = "DELAYED"  # a delay notification; a later DELIVERED or BOUNCED replaces it
+
+
+#: States an email delivery is in once it left Wharf (a status check may still move it).
+AFTER_SENT = frozenset({DeliveryState.SENT, DeliveryState.DELIVERED, DeliveryState.BOUNCED, DeliveryState.DELAYED})
 
 
 class DeliveryStep(StrEnum):
@@ -35,6 +43,9 @@ class DeliveryStep(StrEnum):
     NONE = ""
     UPLOADING = "UPLOADING"  # writing the temporary file
     RENAMING = "RENAMING"  # the temporary file was verified; renaming it to `remote_path`
+    # Email: `message_id` is recorded before any of these, so a retry can look for the message.
+    COMPOSING = "COMPOSING"  # creating the draft (a crash may leave one, found by its internetMessageId)
+    SUBMITTING = "SUBMITTING"  # sendMail or the draft's send was called; a retry looks in Sent Items first
 
 
 @dataclass(frozen=True)
@@ -50,8 +61,8 @@ class Delivery:
     job_id: str
     index: int
     partner: str  # the job's partner
-    kind: str  # the destination kind (sftp)
-    target: str  # the receiving partner
+    kind: str  # the destination kind (sftp, email)
+    target: str  # the receiving partner (sftp), the recipients (email)
     route: str = ""
     state: DeliveryState = DeliveryState.PENDING
     step: DeliveryStep = DeliveryStep.NONE
@@ -67,6 +78,13 @@ class Delivery:
     sent_at: datetime | None = None
     #: The destination index this record re-sends on purpose (`wharf redeliver`), None for the route's own.
     redelivery_of: int | None = None
+    # Email only: the client-generated internetMessageId (stored before sending), the draft of a large message,
+    # what the status checks last heard (`status_code` e.g. 5.1.1, `status_detail` the diagnostic) and when.
+    message_id: str = ""
+    draft_id: str = ""
+    status_code: str = ""
+    status_detail: str = ""
+    status_at: datetime | None = None
     etag: str = ""
 
     @property

@@ -41,6 +41,11 @@ class EventType(StrEnum):
     COMPLETED = "job.completed"
     FAILED = "job.failed"  # data: reason
     NOTE = "job.note"  # data: message; no status change
+    # An email delivery's status, from a report in the sender's inbox (no status change; counted on the job):
+    # data: index, message_id, report (ledger key), recipients [{recipient, action, status, diagnostic}]
+    DELIVERY_DELIVERED = "delivery.delivered"
+    DELIVERY_BOUNCED = "delivery.bounced"
+    DELIVERY_DELAYED = "delivery.delayed"
 
 
 class JobEvent(BaseModel):
@@ -126,6 +131,9 @@ def apply(job: Job | None, event: JobEvent) -> Job:
         case EventType.FAILED:
             job.status = JobStatus.FAILED
             job.error = str(d.get("reason", job.error))
+        case EventType.DELIVERY_DELIVERED | EventType.DELIVERY_BOUNCED | EventType.DELIVERY_DELAYED:
+            key = "deliveries_" + event.type.value.partition(".")[2]  # deliveries_bounced, ...
+            job.counts[key] = job.counts.get(key, 0) + 1
         case _:
             pass
     return job

@@ -204,18 +204,8 @@ class EventKind(DestinationKind):
         return _deliver_event(services, job, ref, output, dest)
 
 
-class EmailNotConfigured(DestinationKind):
-    """Email delivery as long as this deployment has none: every delivery fails, saying so."""
-
-    def deliver(self, services: Services, job: Job, ref: Mapping[str, Any], output: Mapping[str, Any],
-                dest: Mapping[str, Any]) -> dict[str, Any]:
-        raise DeliveryNotConfiguredError(
-            f"route '{ref.get('route')}': email delivery via Graph is not configured in this deployment")
-
-
 DESTINATIONS.register_path("sftp", "shared.services.deliver:deliver_sftp")
-# Email: the Graph delivery replaces this with "shared.services.deliver_email:deliver_email" (one line).
-DESTINATIONS.register_path("email", "shared.services.destinations:EmailNotConfigured")
+DESTINATIONS.register_path("email", "shared.services.deliver_email:deliver_email")
 
 #: The kinds Wharf itself provides (their catalogue models are in shared/catalog/routes.py).
 BUILTIN_KINDS = ("blob", "email", "event", "sftp")
@@ -296,5 +286,5 @@ def _routed(services: Services, job_id: str, index: int) -> dict[str, Any] | Non
 
 
 __all__ = ["BUILTIN_KINDS", "DESTINATIONS", "DeliveryNotConfiguredError", "DestinationKind", "DestinationRegistry",
-           "EmailNotConfigured", "FunctionDestination", "PluginOptions", "UnknownDestinationError", "deliver_one",
+           "FunctionDestination", "PluginOptions", "UnknownDestinationError", "deliver_one",
            "register"]

@@ -122,6 +122,13 @@ class Message:
     attachments: list[Attachment] = field(default_factory=list)
     body: str = ""
     change_key: int = 1
+    is_draft: bool = False
+    body_type: str = "text"
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
+    receipt_requested: bool = False
+    mime: bytes | None = None  # the raw MIME source (`$value`) of a seeded message, e.g. a delivery report
 
     @property
     def has_attachments(self) -> bool:
@@ -205,6 +212,19 @@ class User:
             )
             self.messages[msg.id] = msg
             return msg
+
+    def add_mime(self, mime: bytes, folder: str = "Inbox", *, received: datetime | None = None) -> Message:
+        """A received message from its MIME source (a delivery report, say): subject, From and Message-ID are
+        read from its headers, `$value` serves it byte for byte."""
+        from email import message_from_bytes, policy
+        from email.utils import parseaddr
+
+        head = message_from_bytes(mime, policy=policy.compat32)
+        msg = self.add_message(folder, subject=str(head.get("Subject", "")),
+                               sender=parseaddr(str(head.get("From", "")))[1] or "postmaster@example.com",
+                               received=received, internet_message_id=str(head.get("Message-ID", "")) or None)
+        msg.mime = mime
+        return msg
 
     def in_folder(self, folder: str | Folder) -> list[Message]:
         with self._lock:

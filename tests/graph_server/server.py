@@ -15,9 +15,10 @@ import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -29,6 +30,38 @@ DEFAULT_TOP = 10
 MAX_TOP = 1000
 STREAM_CHUNK = 64 * 1024
 TEST_TOKEN = "test-token"  # the bearer token the server expects unless told otherwise
+
+
+#: Graph's limits: a request body (sendMail) of 4 MB, an upload session of 150 MB, 4 MB per PUT.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_SESSION_BYTES = 150 * 1024 * 1024
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+
+
+@dataclass
+class UploadSession:
+    """An attachment upload session: the bytes so far, checked range by range as Graph does."""
+
+    id: str
+    token: str
+    user: User
+    message_id: str
+    name: str
+    content_type: str
+    size: int
+    received: bytearray = field(default_factory=bytearray)
+    puts: list[str] = field(default_factory=list)  # every Content-Range accepted
+    done: bool = False
+
+
+@dataclass
+class SentMail:
+    """A message as it left the test tenant."""
+
+    mailbox: str
+    message: Message
+    via: str  # sendMail | draft
 
 
 class GraphHTTPError(Exception):
@@ -200,20 +233,40 @@ def message_json(user: User, m: Message) -> dict[str, Any]:
         "importance": "normal",
         "parentFolderId": m.folder_id,
         "conversationId": "AAQkAD" + m.internet_message_id.encode().hex()[:24],
-        "isDeliveryReceiptRequested": False,
+        "isDeliveryReceiptRequested": m.receipt_requested,
         "isReadReceiptRequested": False,
         "isRead": m.is_read,
-        "isDraft": False,
+        "isDraft": m.is_draft,
         "webLink": f"https://outlook.office365.com/owa/?ItemID={quote(m.id)}",
-        "body": {"contentType": "text", "content": m.body},
+        "body": {"contentType": m.body_type, "content": m.body},
         "sender": address,
         "from": address,
-        "toRecipients": [{"emailAddress": {"name": user.address, "address": user.address}}],
-        "ccRecipients": [],
-        "bccRecipients": [],
+        "toRecipients": [{"emailAddress": {"name": a, "address": a}} for a in (m.to or [user.address])],
+        "ccRecipients": [{"emailAddress": {"name": a, "address": a}} for a in m.cc],
+        "bccRecipients": [{"emailAddress": {"name": a, "address": a}} for a in m.bcc],
         "replyTo": [],
         "flag": {"flagStatus": "notFlagged"},
     }
+
+
+def mime_of(user: User, m: Message) -> bytes:
+    """The MIME source of a message composed here (sent or drafted): headers, the body, the attachments."""
+    from email.message import EmailMessage
+
+    out = EmailMessage()
+    out["From"] = m.sender
+    if m.to:
+        out["To"] = ", ".join(m.to)
+    if m.cc:
+        out["Cc"] = ", ".join(m.cc)
+    out["Subject"] = m.subject
+    out["Message-ID"] = m.internet_message_id
+    out.set_content(m.body, subtype="html" if m.body_type == "html" else "plain")
+    for a in m.attachments:
+        maintype, _, subtype = a.content_type.partition("/")
+        out.add_attachment(b"".join(a.chunks()), maintype=maintype or "application",
+                           subtype=subtype or "octet-stream", filename=a.name)
+    return out.as_bytes()
 
 
 def attachment_json(a: Attachment, *, with_content: bool) -> dict[str, Any]:
@@ -266,6 +319,8 @@ class GraphTestServer:
         self.token = token
         self.faults: list[Fault] = []
         self.requests: list[RequestRecord] = []
+        self.sessions: dict[str, UploadSession] = {}
+        self.sent: list[SentMail] = []  # every message sent (sendMail or a draft's send), in order
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"graph": self})
         self._httpd = ThreadingHTTPServer((host, port), handler)
@@ -333,6 +388,14 @@ class GraphTestServer:
         with self._lock:
             self.requests.append(record)
 
+    def _sent(self, user: User, msg: Message, via: str) -> None:
+        with self._lock:
+            self.sent.append(SentMail(user.address, msg, via))
+
+    def sent_by(self, internet_message_id: str) -> list[SentMail]:
+        with self._lock:
+            return [s for s in self.sent if s.message.internet_message_id == internet_message_id]
+
 
 class _Handler(BaseHTTPRequestHandler):
     graph: GraphTestServer
@@ -356,6 +419,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
         path = unquote(split.path)
@@ -369,6 +435,15 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path.startswith("/_admin/"):
                 self._admin(method, path, body)
+                return
+            if path.startswith("/upload/"):
+                fault = self.graph._fault_for(record.line)
+                if fault is not None:
+                    record.fault = f"{fault.status}"
+                    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                    raise GraphHTTPError(fault.status, "TooManyRequests" if fault.status == 429 else
+                                         "ServiceNotAvailable", "Injected fault", headers)
+                self._upload(method, path, query, body)
                 return
             auth = self.headers.get("Authorization", "")
             record.authorized = self.graph.token is None or auth == f"Bearer {self.graph.token}"
@@ -451,9 +526,26 @@ class _Handler(BaseHTTPRequestHandler):
                 self._collection(query, user.children(folder.id), lambda f: folder_json(user, f), _FOLDER_PROPS,
                                  keep=("id",))
                 return
+        if rest == ["sendMail"] and folder is None:
+            if method != "POST":
+                raise GraphHTTPError(405, "MethodNotAllowed", "Method not allowed")
+            if len(body) > MAX_REQUEST_BYTES:
+                raise GraphHTTPError(413, "RequestEntityTooLarge", "The request is larger than 4 MB.")
+            data = {k.lower(): v for k, v in self._json_body(body).items()}
+            spec = data.get("message")
+            if not isinstance(spec, dict):
+                raise GraphHTTPError(400, "ErrorInvalidParameter", "The message parameter is missing.")
+            composed = self._compose(user, spec, folder="sentitems" if data.get("savetosentitems", True) else "outbox")
+            self.graph._sent(user, composed, "sendMail")
+            self._send_empty(202)
+            return
         if not rest or rest[0] != "messages":
             raise GraphHTTPError(400, "BadRequest", f"Unsupported segment {'/'.join(rest)}")
         if len(rest) == 1:
+            if method == "POST" and folder is None:
+                draft = self._compose(user, self._json_body(body), folder="drafts", draft=True)
+                self._send_json(201, message_json(user, draft))
+                return
             if method != "GET":
                 raise GraphHTTPError(405, "MethodNotAllowed", "Method not allowed")
             self._list_messages(user, folder, query)
@@ -466,6 +558,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not tail:
             if method == "GET":
                 self._send_json(200, _select(message_json(user, msg), query.get("$select"), ("id", "@odata.etag")))
+            elif method == "DELETE":
+                with user._lock:
+                    user.messages.pop(msg.id, None)
+                self._send_empty(204)
             elif method == "PATCH":
                 data = self._json_body(body)
                 with user._lock:
@@ -475,6 +571,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, message_json(user, msg))
             else:
                 raise GraphHTTPError(405, "MethodNotAllowed", "Method not allowed")
+            return
+        if tail == ["$value"] and method == "GET":
+            self._send_bytes(200, msg.mime if msg.mime is not None else mime_of(user, msg), "message/rfc822")
+            return
+        if tail == ["send"] and method == "POST":
+            if not msg.is_draft:
+                raise GraphHTTPError(400, "ErrorInvalidRequest", "Only a draft can be sent.")
+            if not msg.to and not msg.cc and not msg.bcc:
+                raise GraphHTTPError(400, "ErrorInvalidRecipients", "At least one recipient is not valid.")
+            sent = user.folder("sentitems")
+            assert sent is not None
+            moved = user.move(msg.id, sent.id)
+            moved.is_draft = False
+            self.graph._sent(user, moved, "draft")
+            self._send_empty(202)
+            return
+        if tail == ["attachments", "createUploadSession"] and method == "POST":
+            self._create_session(user, msg, body)
             return
         if tail == ["move"] and method == "POST":
             # OData action parameters are case-insensitive: the SDK sends "DestinationId".
@@ -503,6 +617,132 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(att, fault)
                 return
         raise GraphHTTPError(400, "BadRequest", f"Unsupported request {method} {path}")
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def _compose(self, user: User, spec: dict[str, Any], *, folder: str, draft: bool = False) -> Message:
+        """A message from a Graph message resource (sendMail's `message`, or a new draft)."""
+        def addresses(key: str) -> list[str]:
+            out = []
+            for r in spec.get(key) or []:
+                address = str(((r or {}).get("emailAddress") or {}).get("address") or "")
+                if "@" not in address:
+                    raise GraphHTTPError(400, "ErrorInvalidRecipients", "At least one recipient is not valid.")
+                out.append(address)
+            return out
+
+        to, cc, bcc = addresses("toRecipients"), addresses("ccRecipients"), addresses("bccRecipients")
+        if not draft and not (to or cc or bcc):
+            raise GraphHTTPError(400, "ErrorInvalidRecipients", "At least one recipient is not valid.")
+        imid = spec.get("internetMessageId")
+        if imid is not None and not re.fullmatch(r"<[^<>@\s]+@[^<>@\s]+>", str(imid)):
+            raise GraphHTTPError(400, "ErrorInvalidInternetMessageHeader", "The internetMessageId is not valid.")
+        attachments = []
+        for a in spec.get("attachments") or []:
+            if str(a.get("@odata.type", "")).lower() != "#microsoft.graph.fileattachment":
+                raise GraphHTTPError(400, "ErrorInvalidAttachmentType", "Only file attachments are supported here.")
+            attachments.append(file_attachment(str(a.get("name") or "attachment"),
+                                               base64.b64decode(str(a.get("contentBytes") or "")),
+                                               content_type=str(a.get("contentType") or "application/octet-stream")))
+        body = spec.get("body") or {}
+        msg = user.add_message(folder, subject=str(spec.get("subject") or ""), sender=user.address,
+                               attachments=attachments, body=str(body.get("content") or ""),
+                               internet_message_id=str(imid) if imid else None)
+        msg.is_read = True
+        msg.is_draft = draft
+        msg.body_type = str(body.get("contentType") or "text").lower()
+        msg.to, msg.cc, msg.bcc = to, cc, bcc
+        msg.receipt_requested = bool(spec.get("isDeliveryReceiptRequested", False))
+        return msg
+
+    def _create_session(self, user: User, msg: Message, body: bytes) -> None:
+        if not msg.is_draft:
+            raise GraphHTTPError(400, "ErrorInvalidRequest", "Attachments can only be uploaded to a draft.")
+        params = {k.lower(): v for k, v in self._json_body(body).items()}
+        item = {k.lower(): v for k, v in (params.get("attachmentitem") or {}).items()}
+        if str(item.get("attachmenttype", "")).lower() != "file" or not item.get("name"):
+            raise GraphHTTPError(400, "ErrorInvalidParameter", "attachmentItem needs attachmentType file and a name.")
+        size = item.get("size")
+        if not isinstance(size, int) or size <= 0:
+            raise GraphHTTPError(400, "ErrorInvalidParameter", "attachmentItem.size must be a positive number.")
+        if size > MAX_SESSION_BYTES:
+            raise GraphHTTPError(400, "ErrorAttachmentSizeLimitExceeded", "The attachment is over 150 MB.")
+        session = UploadSession(id=uuid.uuid4().hex, token=uuid.uuid4().hex, user=user, message_id=msg.id,
+                                name=str(item["name"]), content_type=str(item.get("contenttype") or
+                                                                         "application/octet-stream"), size=size)
+        self.graph.sessions[session.id] = session
+        host = self.headers.get("Host") or f"127.0.0.1:{self.graph.port}"
+        self._send_json(201, {
+            "@odata.context": f"{self.graph.root_url}{API_PREFIX}/$metadata#microsoft.graph.uploadSession",
+            "uploadUrl": f"http://{host}/upload/{session.id}?authtoken={session.token}",
+            "expirationDateTime": _iso(datetime.now(UTC) + timedelta(hours=2)), "nextExpectedRanges": ["0-"]})
+
+    def _upload(self, method: str, path: str, query: dict[str, str], body: bytes) -> None:
+        """A PUT to an upload URL, checked as Graph checks it: the session's token (and no bearer token), a
+        Content-Range `bytes a-b/total` with total = the session's size, `a` = the next expected byte, b - a + 1 =
+        Content-Length, at most 4 MB per request. The last range commits the attachment (201 + Location)."""
+        session = self.graph.sessions.get(path.split("/")[2] if path.count("/") >= 2 else "")
+        if method == "DELETE" and session is not None:
+            self.graph.sessions.pop(session.id, None)
+            self._send_empty(204)
+            return
+        if method != "PUT":
+            raise GraphHTTPError(405, "MethodNotAllowed", "Method not allowed")
+        if session is None or query.get("authtoken") != session.token:
+            raise GraphHTTPError(404, "ErrorItemNotFound", "The upload session was not found.")
+        if self.headers.get("Authorization"):
+            raise GraphHTTPError(401, "InvalidAuthenticationToken",
+                                 "Do not send an Authorization header to an upload URL.")
+        if session.done:
+            raise GraphHTTPError(400, "ErrorInvalidRequest", "The upload session is complete.")
+        m = _CONTENT_RANGE.match(self.headers.get("Content-Range", ""))
+        if not m:
+            raise GraphHTTPError(400, "InvalidContentRange", "The Content-Range header is missing or malformed.")
+        first, last, total = (int(g) for g in m.groups())
+        if total != session.size:
+            raise GraphHTTPError(400, "InvalidContentRange", f"The total {total} differs from the session's "
+                                                             f"size {session.size}.")
+        if first != len(session.received):
+            raise GraphHTTPError(416, "InvalidRange", f"Expected the range to start at {len(session.received)}.")
+        if last < first or last >= total or last - first + 1 != len(body):
+            raise GraphHTTPError(400, "InvalidContentRange", "The range does not match the body's length.")
+        if len(body) > MAX_CHUNK_BYTES:
+            raise GraphHTTPError(413, "RequestEntityTooLarge", "A chunk must be at most 4 MB.")
+        session.received += body
+        session.puts.append(f"{first}-{last}/{total}")
+        if len(session.received) < session.size:
+            self._send_json(200, {"expirationDateTime": _iso(datetime.now(UTC) + timedelta(hours=2)),
+                                  "nextExpectedRanges": [f"{len(session.received)}-"]})
+            return
+        session.done = True
+        user = session.user
+        with user._lock:
+            msg = user.messages.get(session.message_id)
+            if msg is None:
+                raise GraphHTTPError(404, "ErrorItemNotFound", "The draft was deleted.")
+            att = file_attachment(session.name, bytes(session.received), content_type=session.content_type)
+            msg.attachments.append(att)
+        session.received = bytearray()  # the bytes now live on the attachment
+        location = f"{self.graph.root_url}{API_PREFIX}/users/{user.id}/messages/{quote(msg.id)}/attachments/" \
+                   f"{quote(att.id)}"
+        self._send_empty(201, {"Location": location})
+
+    def _send_empty(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self._record.status = status
+
+    def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self._record.status = status
+        self._record.bytes_sent = len(data)
 
     def _list_messages(self, user: User, folder: Folder | None, query: dict[str, str]) -> None:
         with user._lock:
@@ -603,6 +843,16 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts == ["users"] and method == "POST":
             user = graph.model.user(str(data["address"])) or graph.add_user(str(data["address"]))
             self._send_json(201, {"id": user.id, "address": user.address})
+        elif len(parts) == 3 and parts[0] == "users" and parts[2] == "mime" and method == "POST":
+            user = graph.model.user(parts[1]) or graph.add_user(parts[1])
+            msg = user.add_mime(base64.b64decode(str(data["mimeBase64"])), str(data.get("folder", "Inbox")))
+            self._send_json(201, {"id": msg.id, "internetMessageId": msg.internet_message_id})
+        elif len(parts) == 3 and parts[0] == "users" and parts[2] == "sent" and method == "GET":
+            self._send_json(200, [{"internetMessageId": s.message.internet_message_id, "via": s.via,
+                                   "subject": s.message.subject, "to": s.message.to,
+                                   "attachments": [{"name": a.name, "size": a.size, "sha256": a.sha256()}
+                                                   for a in s.message.attachments]}
+                                  for s in graph.sent if s.mailbox == parts[1].lower()])
         elif len(parts) == 3 and parts[0] == "users" and parts[2] == "messages" and method == "POST":
             user = graph.model.user(parts[1]) or graph.add_user(parts[1])
             msg = user.add_message(

@@ -22,7 +22,6 @@ from shared.services import process
 from shared.services.deliveries_view import REDELIVERY_BASE, list_deliveries, redeliver
 from shared.services.destinations import (
     DESTINATIONS,
-    DeliveryNotConfiguredError,
     DestinationKind,
     DestinationRegistry,
     UnknownDestinationError,
@@ -132,29 +131,14 @@ def test_the_registry_knows_the_built_ins_and_names_the_known_kinds_for_an_unkno
 def test_a_dotted_path_kind_is_imported_on_first_use_and_a_function_becomes_a_recording_kind() -> None:
     registry = DestinationRegistry()
     registry.register_path("sftp", "shared.services.deliver:deliver_sftp")
-    registry.register_path("email", "shared.services.destinations:EmailNotConfigured")
+    registry.register_path("email", "shared.services.deliver_email:deliver_email")
+    registry.register_path("event", "shared.services.destinations:EventKind")
     sftp = registry.get("sftp")
     assert sftp.records_delivery and sftp.name == "sftp"  # deliver_sftp keeps its own record
-    assert not registry.get("email").records_delivery
+    assert registry.get("email").records_delivery  # so does deliver_email
+    assert not registry.get("event").records_delivery  # a class kind: deliver_one keeps its record
     with pytest.raises(ValueError, match="already registered"):
         registry.register_path("sftp", "elsewhere:x")
-
-
-def test_email_without_graph_delivery_fails_for_good_and_the_delivery_says_why() -> None:
-    doc = catalogue()
-    doc["partners"][1]["routes"][0]["destinations"] = [
-        {"kind": "email", "to": ["ops@example.com"], "mailbox": "wharf@example.com"}]
-    w = World(doc)
-    w.blobs.upload_stream("inbound", "acme/x.csv", [b"a\n"])
-    w.jobs.append("job-1-aaa", EventType.CREATED, {"partner": "acme", "file_name": "x.csv"})
-    output = {"container": "inbound", "path": "acme/x.csv", "name": "x.csv", "bytes": 2, "sha256": ""}
-    dest = w.catalog.get("acme").routes[0].destinations[0].model_dump(mode="json")
-    with pytest.raises(DeliveryNotConfiguredError, match="email delivery via Graph is not configured"):
-        process.route_file(w.services, {"job_id": "job-1-aaa", "partner": "acme", "route": "in", "index": 0,
-                                        "destination": dest, "output": output})
-    [record] = w.deliveries.for_job("job-1-aaa")
-    assert (record.kind, record.state) == ("email", DeliveryState.FAILED)
-    assert "not configured in this deployment" in record.error
 
 
 # --- outbound jobs ----------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ EXPECTED = [
     ("jobs_sweep", "timerTrigger", {"timer", "client"}),
     ("sla_check", "timerTrigger", {"timer"}),
     ("secrets_expiry", "timerTrigger", {"timer"}),
+    ("delivery_status_check", "timerTrigger", {"timer"}),
     ("poll_worker", "queueTrigger", {"msg"}),
     ("intake_file_landed", "queueTrigger", {"msg", "client"}),
     ("intake_drop", "eventGridTrigger", {"event", "client"}),

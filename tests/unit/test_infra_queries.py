@@ -45,6 +45,7 @@ SAMPLES: dict[str, Callable[[], None]] = {
     "record_sla_missed": lambda: metrics.record_sla_missed("acme", "orders_*.csv"),
     "record_sla_recovered": lambda: metrics.record_sla_recovered("acme", "orders_*.csv"),
     "record_secret_expiry": lambda: metrics.record_secret_expiry("acme-sftp-key", 12.5),
+    "record_delivery_status": lambda: metrics.record_delivery_status("acme", "bounced"),
 }
 
 
