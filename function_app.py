@@ -2,7 +2,7 @@
 
 import azure.durable_functions as df
 
-from functions import activities, api, intake, mail, orchestrators, polling, scheduling, sweep
+from functions import activities, api, intake, mail, orchestrators, polling, scheduling, sweep, transfers
 
 app = df.DFApp()
 app.register_functions(api.bp)
@@ -13,3 +13,4 @@ app.register_functions(scheduling.bp)
 app.register_functions(polling.bp)
 app.register_functions(mail.bp)
 app.register_functions(sweep.bp)
+app.register_functions(transfers.bp)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         MessageQueue,
         Publisher,
         Secrets,
+        Slots,
     )
     from shared.settings import Settings
 
@@ -133,6 +134,24 @@ class Services:
         return self._tables(BreakersClient)
 
     @cached_property
+    def slots(self) -> Slots:
+        """Counting semaphores every instance shares (blob leases): e.g. a partner's concurrent SFTP sessions."""
+        if "slots" in self.overrides:
+            return self.overrides["slots"]
+        from azure.storage.blob import BlobServiceClient
+
+        from shared.adapters.slots import BlobLeaseSlots, InProcessSlots
+
+        if "blobs" in self.overrides:  # no blob storage to share (a fake blob store): slots within this process
+            return InProcessSlots()
+
+        conn = self.settings.storage_connection_string
+        if conn:
+            return BlobLeaseSlots.from_connection_string(conn)
+        return BlobLeaseSlots(BlobServiceClient(self.settings.service_url("blob"), self._credential(),
+                                                **transport_options()))
+
+    @cached_property
     def file_sources(self) -> FileSourceFactory:
         """Opens SFTP sessions from a partner's catalogue block (credentials from `secrets`)."""
         if "file_sources" in self.overrides:
@@ -189,8 +208,8 @@ class Services:
 
     def queue_names(self) -> list[str]:
         s = self.settings
-        names = [s.poll_queue, s.landed_queue, s.events_queue]
-        return names + [f"{n}-poison" for n in (s.poll_queue, s.landed_queue)]
+        names = [s.poll_queue, s.landed_queue, s.transfer_queue, s.events_queue]
+        return names + [f"{n}-poison" for n in (s.poll_queue, s.landed_queue, s.transfer_queue)]
 
     def ensure_resources(self) -> None:
         """Create every container, queue and table; safe to call any number of times."""

@@ -26,7 +26,8 @@ DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
 DEFAULT_COPY_TIMEOUT = 600.0  # seconds a server-side copy may stay pending before it is aborted
 # Error codes of a copy whose source blob is gone (the other 404s, e.g. ContainerNotFound, are not "gone").
 _SOURCE_GONE = frozenset({"BlobNotFound", "CannotVerifyCopySource"})
-CONTAINERS = ("inbound", "drop", "processed", "quarantine", "archive", "outbound", "reports", "staging")
+CONTAINERS = ("inbound", "drop", "processed", "quarantine", "archive", "outbound", "reports", "staging",
+              "locks")  # locks: blob-lease slots (shared/adapters/slots.py)
 
 
 def public_url(url: str) -> str:

@@ -35,7 +35,7 @@ def _binding_strings(fn: Any) -> list[str]:
 
 
 def test_nothing_unexpected_is_registered() -> None:
-    assert len(_functions()) == 21
+    assert len(_functions()) == 22
 
 
 def test_names_are_unique_and_follow_the_convention() -> None:
@@ -63,6 +63,7 @@ def test_every_setting_in_bindings_exists_in_the_sample() -> None:
     ("jobs_sweep", "timerTrigger", {"timer", "client"}),
     ("poll_worker", "queueTrigger", {"msg"}),
     ("intake_file_landed", "queueTrigger", {"msg", "client"}),
+    ("transfer_batch_worker", "queueTrigger", {"msg"}),
     ("intake_drop", "blobTrigger", {"dropped", "client"}),
     ("process_file_orchestrator", "orchestrationTrigger", {"context"}),
     ("start_job", "activityTrigger", {"ref"}),
