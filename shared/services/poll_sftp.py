@@ -66,6 +66,7 @@ _URI_SAFE = "/-._~!$&'()*+,;=:@"
 _RECORD_BATCH = 100  # landed files recorded together (jobs, transfers, logs, ledger in a few transactions)
 _RECORD_SECONDS = 2.0  # ... or sooner, once the oldest of them has waited this long
 UNIQUE_LIMIT = 100  # numbered names a move/rename tries after the mtime-tagged one (on_exists: unique)
+_BUSY_BACKOFF = 5.0  # seconds a poll with sessions shares them before it tries for another slot
 _VANISHED_PER_POLL = 100  # LANDED entries of files no longer on the source marked DONE by one poll
 
 
@@ -247,6 +248,7 @@ class _SftpPoll:
         self._lock = threading.Lock()
         self._returned = threading.Condition(self._lock)  # a session went back to `_free`, or one closed
         self._held = 0  # sessions open now (each holds one of the partner's slots)
+        self._busy_until = 0.0  # no new session tried before this (monotonic): the slots were all taken
         # Concurrent sessions to this partner across every worker and instance: blob-lease slots.
         self.max_sessions = int(getattr(cfg, "max_sessions", None) or services.settings.sftp_max_sessions)
         self._slot_name = f"sftp-{partner_id}"
@@ -321,11 +323,15 @@ class _SftpPoll:
                 if self._free:
                     return [self._free.pop()]
                 others = self._held > 0
-            try:
-                return [self._open(wait=0 if others else None)]
-            except SessionsBusyError:
-                if not others:
-                    raise
+                busy = others and time.monotonic() < self._busy_until
+            if not busy:
+                try:
+                    return [self._open(wait=0 if others else None)]
+                except SessionsBusyError:
+                    if not others:
+                        raise
+                    with self._lock:  # every slot taken elsewhere: share this poll's sessions for a while
+                        self._busy_until = time.monotonic() + _BUSY_BACKOFF
             with self._lock:
                 self._returned.wait_for(lambda: bool(self._free) or self._held == 0, timeout=5)
 
@@ -453,7 +459,6 @@ class _SftpPoll:
                             landing.fail(claim, f"the transfer batch could not be queued: {exc}")
                             self.tally.failed(*_who(files[claim.entry.key]), "queue_error", message=str(exc))
                         continue
-                    fault_point("sftp.after_batch_sent")
                     self.tally.queued(len(claims))
                     log.info("transfer batch %s queued: %d files", batch_id, len(claims),
                              extra=log_fields(partner=self.partner, batch_id=batch_id, files=len(claims)))
