@@ -118,7 +118,10 @@ class _ListedLook:
 
 
 class SessionsBusyError(RemoteError):
-    """Every SFTP session the partner allows (sftp.max_sessions) stayed in use by other workers or instances."""
+    """Every SFTP session the partner allows (sftp.max_sessions) stayed in use by other workers or instances.
+    The poll fails, but the partner's circuit breaker does not count it: its server is not at fault."""
+
+    counts_for_breaker = False
 
 
 class _LimitedSource:

@@ -211,7 +211,8 @@ def guarded_poll(
             run(tally)
         except poll_failures as exc:
             summary.status, summary.error = "failed", redact(str(exc))
-            breaker.record_failure(partner_id, summary.error)
+            if getattr(exc, "counts_for_breaker", True):  # not: every session slot busy (the server is fine)
+                breaker.record_failure(partner_id, summary.error)
             log.error("%s poll of %s failed: %s", channel, partner_id, exc, extra=log_fields(partner=partner_id))
             s.set_attribute("wharf.error", type(exc).__name__)
             s.set_status(Status(StatusCode.ERROR, type(exc).__name__))

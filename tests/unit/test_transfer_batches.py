@@ -114,6 +114,7 @@ def test_a_batch_that_finds_every_session_busy_is_put_back_later_then_released_f
     (first, second) = world.batches()
     summary = transfers.handle(world.services, first, options=world.options())
     assert summary.status == "failed" and "sessions" in summary.error
+    assert world.breakers.get("sftp", PARTNER).failures == 0  # busy is not the partner's server failing
     again = [b for b in world.batches() if b.batch_id == first.batch_id and b.deferrals == 1]
     assert len(again) == 1  # put back with a delay (invisible for now)
     visible = [TransferBatch.model_validate(m) for m in world.queues.peek(TRANSFERS)]
