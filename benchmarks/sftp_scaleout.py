@@ -111,7 +111,10 @@ class Bench:
                 "batches_per_worker": [len(w) for w in done], "landed": sum(int(s["landed"]) for s in batches),
                 "blobs": len(names), "duplicates": len(names) - len(set(names)),
                 "missing": a.files - len(set(names)), "left_on_source": len(listed),
-                "files_per_s": round(a.files / wall, 1)}
+                "files_per_s": round(a.files / wall, 1),
+                "timeline": [[(round(when(s["started_at"]) - when(queued["started_at"]), 1),
+                               round(when(s["finished_at"]) - when(s["started_at"]), 1), int(s["landed"]))
+                              for s in w] for w in done] if a.timeline else None}
 
 
 def main() -> int:
@@ -122,6 +125,7 @@ def main() -> int:
     parser.add_argument("--batch-files", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4, help="sessions per worker process")
     parser.add_argument("--max-sessions", type=int, default=8, help="the partner's sftp.max_sessions")
+    parser.add_argument("--timeline", action="store_true", help="each batch's (start, seconds, files) per worker")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
