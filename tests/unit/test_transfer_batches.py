@@ -185,3 +185,18 @@ def test_run_transfer_batch_refuses_a_partner_without_sftp() -> None:
         run_transfer_batch(world.services, TransferBatch(partner="nobody", batch_id="tb-1", keys=["a" * 64],
                                                          listed_at=0))
     assert timedelta(minutes=world.services.settings.transfer_batch_lease_minutes) == timedelta(hours=1)
+
+
+def test_the_cli_refuses_a_worker_with_a_partner_and_a_poll_without_one() -> None:
+    from shared.cli import build_parser
+    from shared.cli.poll import cmd_poll, format_summary
+
+    parser = build_parser()
+    with pytest.raises(SystemExit, match="takes no PARTNER"):
+        cmd_poll(parser.parse_args(["poll", "acme", "--worker"]))
+    with pytest.raises(SystemExit, match="PARTNER is required"):
+        cmd_poll(parser.parse_args(["poll"]))
+    args = parser.parse_args(["poll", "--worker", "--idle-exit", "2", "--max-batches", "3"])
+    assert (args.worker, args.idle_exit, args.max_batches, args.partner) == (True, 2.0, 3, None)
+    line = format_summary({"partner": "acme", "status": "ok", "listed": 500, "queued": 500, "batches": 3})
+    assert "500 queued in 3 transfer batches" in line
