@@ -96,6 +96,8 @@ class Bench:
         done: list[list[dict[str, Any]]] = []
         for proc in procs:
             out, err = proc.communicate(timeout=3600)
+            if a.stderr:
+                print(f"--- worker {len(done) + 1} stderr ---\n{err[-a.stderr:]}", file=sys.stderr)
             if proc.returncode != 0:
                 raise RuntimeError(f"worker failed ({proc.returncode}): {err[-3000:]}")
             done.append(summaries(out))
@@ -126,6 +128,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="sessions per worker process")
     parser.add_argument("--max-sessions", type=int, default=8, help="the partner's sftp.max_sessions")
     parser.add_argument("--timeline", action="store_true", help="each batch's (start, seconds, files) per worker")
+    parser.add_argument("--stderr", type=int, default=0, metavar="CHARS", help="print the end of each worker's stderr")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: list[dict[str, Any]] = []

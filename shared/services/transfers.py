@@ -98,8 +98,10 @@ def work(services: Services, *, idle_exit: float | None = None, max_batches: int
          options: PollOptions | None = None, stop: threading.Event | None = None,
          on_summary: Callable[[PollSummary], None] | None = None) -> int:
     """`wharf poll --worker`: take transfer batches off the queue one at a time until stopped, `max_batches`
-    handled, or the queue stayed empty `idle_exit` seconds. A batch that raises is made visible again and goes
-    to the poison queue after the host's maxDequeueCount, as the host would. Returns the batches handled."""
+    handled, or the queue stayed empty `idle_exit` seconds (empty: nothing to receive and nothing in flight
+    with another worker either, by the queue's approximate count). A batch that raises is made visible again
+    and goes to the poison queue after the host's maxDequeueCount, as the host would. Returns the batches
+    handled."""
     queue = services.settings.transfer_queue
     stop = stop or threading.Event()
     handled, idle_since, pause = 0, time.monotonic(), 0.1
@@ -107,7 +109,9 @@ def work(services: Services, *, idle_exit: float | None = None, max_batches: int
         messages = services.queues.receive(queue, max_messages=1, visibility_timeout=_WORKER_VISIBILITY)
         if not messages:
             if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
-                break
+                if services.queues.depth(queue) == 0:
+                    break
+                idle_since = time.monotonic()  # batches in flight elsewhere may come back (a worker died)
             stop.wait(pause)
             pause = min(pause * 2, 2.0)
             continue
