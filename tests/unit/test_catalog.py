@@ -389,7 +389,7 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
         "reserved container",
         lambda d: acme(d)["routes"][0]["destinations"][0].update(container="drop"),
         ["partners[acme].routes[0].destinations[0].container: is reserved for Wharf's own use (archive, drop, "
-         "inbound, quarantine); route to processed, outbound or a container of your own"],
+         "inbound, locks, quarantine); route to processed, outbound or a container of your own"],
     ),
     (
         "unknown destination kind",
