@@ -90,12 +90,15 @@ class Bench:
         if poll.returncode != 0:
             raise RuntimeError(f"poll failed: {poll.stdout[-2000:]} {poll.stderr[-2000:]}")
         queued = json.loads(poll.stdout)
+        # Output to files, not pipes: a worker must never block on a full pipe while another is waited for.
+        logs = [(self.workdir / f"{partner}-{i}.out", self.workdir / f"{partner}-{i}.err") for i in range(workers)]
         procs = [subprocess.Popen([*wharf, "--worker", "--idle-exit", "1", "--json", "--concurrency",
-                                   str(a.concurrency)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=env, cwd=ROOT) for _ in range(workers)]
+                                   str(a.concurrency)], stdout=out.open("w"), stderr=err.open("w"), text=True,
+                                  env=env, cwd=ROOT) for out, err in logs]
         done: list[list[dict[str, Any]]] = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=3600)
+        for proc, (out_path, err_path) in zip(procs, logs, strict=True):
+            proc.wait(timeout=3600)
+            out, err = out_path.read_text(), err_path.read_text()
             if a.stderr:
                 print(f"--- worker {len(done) + 1} stderr ---\n{err[-a.stderr:]}", file=sys.stderr)
             if proc.returncode != 0:

@@ -68,13 +68,15 @@ class Backlog:
                               timeout=120, check=False)
 
     def workers(self, count: int) -> list[subprocess.CompletedProcess[str]]:
+        # Output to files, not pipes: a worker must never block on a full pipe while another is waited for.
+        logs = [(self.tmp / f"worker-{i}.out", self.tmp / f"worker-{i}.err") for i in range(count)]
         procs = [subprocess.Popen(self.wharf("poll", "--worker", "--idle-exit", "2", "--json", "--concurrency", "4"),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env, cwd=ROOT)
-                 for _ in range(count)]
+                                  stdout=out.open("w"), stderr=err.open("w"), text=True, env=self.env, cwd=ROOT)
+                 for out, err in logs]
         done = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=180)
-            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        for proc, (out, err) in zip(procs, logs, strict=True):
+            proc.wait(timeout=180)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err.read_text()))
         return done
 
 
