@@ -43,7 +43,7 @@ def install(events: str) -> None:
                 if first:
                     log("close")
 
-        client.close = counted_close
+        client.close = counted_close  # type: ignore[method-assign]
         return client
 
     sftp.SftpConnector.open = open_  # type: ignore[method-assign]
