@@ -13,6 +13,7 @@ from functions import (
     scheduling,
     sla,
     sweep,
+    transfers,
     trust,
 )
 
@@ -28,3 +29,4 @@ app.register_functions(sweep.bp)
 app.register_functions(sla.bp)
 app.register_functions(trust.bp)  # secrets_expiry (#18)
 app.register_functions(delivery_status.bp)
+app.register_functions(transfers.bp)

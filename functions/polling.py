@@ -30,7 +30,7 @@ def poll_worker(msg: func.QueueMessage) -> None:
     if accepted is not None:  # None: a bad message, dead-lettered with its reason (never retried)
         request, carrier = accepted
         with continued_from(carrier):
-            run_poll_request(services, request)
+            run_poll_request(services, request, scale_out=True)
 
 
 @bp.function_name("api_partner_poll")

@@ -131,6 +131,7 @@ var containers = [
   'outbound'
   'reports'
   'staging'
+  'locks'
 ]
 var pollQueue = 'poll-requests'
 var landedQueue = 'file-landed'
@@ -263,7 +264,8 @@ module api 'app/api.bicep' = {
       POLL_QUEUE: pollQueue
       LANDED_QUEUE: landedQueue
       WHARF_EVENTS_QUEUE: eventsQueue
-      OTEL_SERVICE_NAME: 'wharf'
+      TRANSFER_QUEUE: transferBatchesQueue
+      // no OTEL_SERVICE_NAME: the exporter's cloud_RoleName is then WEBSITE_SITE_NAME, the app's own name
     }
   }
 }

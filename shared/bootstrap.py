@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Publisher,
         Secrets,
         SlaWindows,
+        Slots,
     )
     from shared.settings import Settings
 
@@ -148,6 +149,24 @@ class Services:
         return self._tables(SlaWindowsClient)
 
     @cached_property
+    def slots(self) -> Slots:
+        """Counting semaphores every instance shares (blob leases): e.g. a partner's concurrent SFTP sessions."""
+        if "slots" in self.overrides:
+            return self.overrides["slots"]
+        from azure.storage.blob import BlobServiceClient
+
+        from shared.adapters.slots import BlobLeaseSlots, InProcessSlots
+
+        if "blobs" in self.overrides:  # no blob storage to share (a fake blob store): slots within this process
+            return InProcessSlots()
+
+        conn = self.settings.storage_connection_string
+        if conn:
+            return BlobLeaseSlots.from_connection_string(conn, limits=self.settings.storage_limits)
+        return BlobLeaseSlots(BlobServiceClient(self.settings.service_url("blob"), self._credential(),
+                                                **storage_options("blob", self.settings.storage_limits)))
+
+    @cached_property
     def file_sources(self) -> FileSourceFactory:
         """Opens SFTP sessions from a partner's catalogue block (credentials from `secrets`)."""
         if "file_sources" in self.overrides:
@@ -217,7 +236,8 @@ class Services:
         from shared.resources import queue_names
 
         s = self.settings
-        return queue_names(poll=s.poll_queue, landed=s.landed_queue, events=s.events_queue)
+        return queue_names(poll=s.poll_queue, landed=s.landed_queue, events=s.events_queue,
+                           transfer_batches=s.transfer_queue)
 
     def ensure_resources(self) -> None:
         """Create every container, queue and table; safe to call any number of times."""

@@ -551,3 +551,29 @@ class Deliveries(Protocol):
                         limit: int = 100) -> list[Delivery]:
         """The most recently updated deliveries (optionally in one state, of one job partner), for operators."""
         ...
+
+
+class SlotsBusyError(Exception):
+    """Every slot of a limited resource stayed taken for the whole wait (e.g. all of a partner's SFTP sessions)."""
+
+
+@runtime_checkable
+class Slot(Protocol):
+    """One held slot of a limited resource; `release()` frees it (safe to call twice)."""
+
+    index: int
+
+    def release(self) -> None: ...
+
+
+@runtime_checkable
+class Slots(Protocol):
+    """Counting semaphores shared by every process and instance (blob leases in Azure and Azurite).
+
+    At most `limit` holders of `name` at once; a holder that dies without releasing frees its slot within the
+    lease time."""
+
+    def acquire(self, name: str, limit: int, *, wait_seconds: float) -> Slot:
+        """A free slot of `name` (0 .. limit-1), waiting up to `wait_seconds` (0: try once); SlotsBusyError when
+        none freed in time."""
+        ...

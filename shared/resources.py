@@ -22,7 +22,8 @@ ARCHIVE = "archive"
 OUTBOUND = "outbound"
 REPORTS = "reports"
 STAGING = "staging"
-CONTAINERS: tuple[str, ...] = (INBOUND, DROP, PROCESSED, QUARANTINE, ARCHIVE, OUTBOUND, REPORTS, STAGING)
+LOCKS = "locks"  # blob-lease slots (shared/adapters/slots.py): e.g. a partner's concurrent SFTP sessions
+CONTAINERS: tuple[str, ...] = (INBOUND, DROP, PROCESSED, QUARANTINE, ARCHIVE, OUTBOUND, REPORTS, STAGING, LOCKS)
 #: Event Grid triggers and the container whose BlobCreated events each gets (scripts/azd/postdeploy.sh makes one
 #: subscription per entry, subject-filtered to the container; devhost's DEVHOST_EVENTGRID_BLOBS emulates them).
 #: Literal strings: scripts/bindings.py reads this with ast (stdlib only, on the deployer's machine).

@@ -61,6 +61,22 @@ class Settings(BaseSettings):
     # Queue names (also used in trigger bindings as %POLL_QUEUE% / %LANDED_QUEUE%).
     poll_queue: str = Field(default="poll-requests", validation_alias=AliasChoices("POLL_QUEUE"))
     landed_queue: str = Field(default="file-landed", validation_alias=AliasChoices("LANDED_QUEUE"))
+    # One partner's backlog over several instances (shared/services/poll_sftp.py, functions/transfers.py): a
+    # queue-triggered poll whose listing has more than WHARF_TRANSFER_BATCH_FILES files to take claims them in
+    # batches of that size and puts each batch on TRANSFER_QUEUE (%TRANSFER_QUEUE% in the binding), for any
+    # instance's worker. A batch claim not adopted by a worker within WHARF_TRANSFER_BATCH_LEASE_MINUTES is taken
+    # over by a later poll.
+    transfer_queue: str = Field(default="transfer-batches", validation_alias=AliasChoices("TRANSFER_QUEUE"))
+    transfer_batch_files: int = Field(default=200, ge=1, le=500,
+                                      validation_alias=AliasChoices("WHARF_TRANSFER_BATCH_FILES"))
+    transfer_batch_lease_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60,
+                                                validation_alias=AliasChoices("WHARF_TRANSFER_BATCH_LEASE_MINUTES"))
+    # Concurrent SFTP sessions per partner across every worker and instance (blob-lease slots in the `locks`
+    # container); a partner's catalogue `sftp.max_sessions` overrides the default. A worker that holds no session
+    # waits up to WHARF_SFTP_SESSION_WAIT_SECONDS for a free slot.
+    sftp_max_sessions: int = Field(default=4, ge=1, le=64, validation_alias=AliasChoices("WHARF_SFTP_MAX_SESSIONS"))
+    sftp_session_wait_seconds: float = Field(default=120, ge=0, le=3600,
+                                             validation_alias=AliasChoices("WHARF_SFTP_SESSION_WAIT_SECONDS"))
 
     # How long one storage call (Blob, Queue, Table) may take before it fails: retries after the first try,
     # the wait before the first retry (doubling after), the connect timeout and the read timeout (seconds of

@@ -95,7 +95,8 @@ def test_settings(azurite: str, table_prefix: str) -> Settings:
     write under unique partner ids / paths)."""
     tag = uuid.uuid4().hex[:16]
     return Settings(AzureWebJobsStorage=azurite, WHARF_TABLE_PREFIX=table_prefix, POLL_QUEUE=f"poll-{tag}",
-                    LANDED_QUEUE=f"landed-{tag}", WHARF_EVENTS_QUEUE=f"events-{tag}")
+                    LANDED_QUEUE=f"landed-{tag}", WHARF_EVENTS_QUEUE=f"events-{tag}",
+                    TRANSFER_QUEUE=f"transfer-{tag}")
 
 
 @pytest.fixture

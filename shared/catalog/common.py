@@ -26,7 +26,7 @@ _DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Z
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@" + _DOMAIN)
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 _PEM = "-----BEGIN"
-_RESERVED_CONTAINERS = frozenset({"drop", "inbound", "quarantine", "archive", "outbound"})
+_RESERVED_CONTAINERS = frozenset({"drop", "inbound", "quarantine", "archive", "outbound", "locks"})
 
 #: Placeholders accepted in blob path and email subject templates.
 PLACEHOLDERS = ("partner", "yyyy", "MM", "dd", "name", "job_id", "stem", "ext")

@@ -72,6 +72,9 @@ class SftpSource(_Model):
     recursive: bool = False
     min_age_seconds: Annotated[int, Number, _between(0, 7 * 24 * 3600)] = 30
     max_files_per_poll: Annotated[int, Number, _between(1, 10000)] = 100
+    #: Concurrent SFTP sessions to this server across every worker and instance (default: the
+    #: WHARF_SFTP_MAX_SESSIONS setting). Partners' servers often allow only a few sessions per account.
+    max_sessions: Annotated[int, Number, _between(1, 64)] | None = None
     max_file_size_bytes: Size = 5 * GIB
     post_action: Literal["delete", "move", "rename", "leave"] = "leave"
     move_to: AbsPath | None = None

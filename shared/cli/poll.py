@@ -1,4 +1,5 @@
-"""`wharf poll PARTNER`: poll a partner's source now, showing files and bytes as they land."""
+"""`wharf poll PARTNER`: poll a partner's source now, showing files and bytes as they land.
+`wharf poll --worker`: transfer the claim batches large polls put on the transfer-batches queue."""
 
 from __future__ import annotations
 
@@ -58,7 +59,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"{summary['partner']} ({summary.get('channel', 'sftp')}): {summary['status']} — "
         f"{summary.get('listed', 0)} listed, {summary.get('landed', 0)} landed, {summary.get('skipped', 0)} "
-        f"skipped, {summary.get('failed', 0)} failed, {_mib(int(summary.get('bytes', 0)))}"
+        f"skipped, {summary.get('failed', 0)} failed, "
+        + (f"{summary['queued']} queued in {summary.get('batches', 0)} transfer batches, " if summary.get("queued")
+           else "")
+        + f"{_mib(int(summary.get('bytes', 0)))}"
         + (f" ({started} .. {finished})" if started and finished else "")
     ]
     if summary.get("ignored"):
@@ -80,26 +84,68 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_poll(args: argparse.Namespace) -> int:
+def _sftp_options(args: argparse.Namespace) -> dict[str, Any]:
     from datetime import timedelta
 
+    options: dict[str, Any] = {"concurrency": args.concurrency}
+    if args.settle is not None:
+        options["settle_seconds"] = args.settle
+    if args.lease is not None:
+        options["lease"] = timedelta(seconds=args.lease)
+    return options
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Transfer batches off the queue until Ctrl-C, --max-batches, or --idle-exit seconds without one."""
+    from shared.services import transfers
+    from shared.services.polls import PollOptions
+
+    svc = services()
+    opts = _sftp_options(args)
+    failed = 0
+
+    def show(summary: Any) -> None:
+        nonlocal failed
+        data = summary.model_dump(mode="json")
+        failed += data.get("status") not in ("ok",)
+        if args.json:
+            print_json(data)
+        elif not args.quiet:
+            print(format_summary(data), flush=True)
+
+    options = PollOptions(**opts)  # concurrency and lease; the stability interval is each batch's own
+    try:
+        handled = transfers.work(svc, idle_exit=args.idle_exit, max_batches=args.max_batches, options=options,
+                                 on_summary=show)
+    except KeyboardInterrupt:
+        return 130
+    if not args.quiet and not args.json:
+        print(f"worker: {handled} transfer batches handled, {failed} not ok", file=sys.stderr)
+    return 0 if failed == 0 else 1
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
     from shared.services.polls import PollOptions
     from shared.services.scheduling import poll_channel, run_poll_request
 
     if not args.verbose:
         # Per-connection chatter would scroll the progress line away; warnings and errors still show.
         logging.getLogger("paramiko").setLevel(logging.WARNING)
+    if args.worker:
+        if args.partner:
+            raise SystemExit("wharf poll --worker takes no PARTNER: it transfers every partner's queued batches")
+        return cmd_worker(args)
+    if not args.partner:
+        raise SystemExit("wharf poll: PARTNER is required (or --worker)")
     svc = services()
     channel = poll_channel(svc, args.partner, args.channel)
     kwargs: dict[str, Any] = {}
     if not args.quiet:
         kwargs["progress"] = ProgressPrinter()
     if channel == "sftp":
-        options: dict[str, Any] = {"concurrency": args.concurrency}
-        if args.settle is not None:
-            options["settle_seconds"] = args.settle
-        if args.lease is not None:
-            options["lease"] = timedelta(seconds=args.lease)
+        options = _sftp_options(args)
+        if args.batch_files is not None:
+            options["batch_files"] = args.batch_files
         kwargs["options"] = PollOptions(**options)
     summary = run_poll_request(svc, PollRequest(partner=args.partner, channel=channel, requested_by="cli"),
                                **kwargs)
@@ -113,11 +159,19 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 def register(sub: Subparsers) -> None:
     poll = sub.add_parser("poll", help="poll a partner's source now (progress on stderr, summary on stdout)")
-    poll.add_argument("partner")
+    poll.add_argument("partner", nargs="?", help="the partner to poll (not with --worker)")
     poll.add_argument("--channel", choices=["sftp", "mail"], help="default: the partner's source (sftp first)")
     poll.add_argument("--concurrency", type=int, default=4, help="files transferred at once (sftp; default 4)")
     poll.add_argument("--settle", type=float, help="seconds between the two listings (default 1)")
     poll.add_argument("--lease", type=float, help="seconds after which an abandoned claim is taken over")
+    poll.add_argument("--batch-files", type=int, metavar="N",
+                      help="sftp: a listing with more than N files to take is claimed in batches of N put on the "
+                           "transfer-batches queue for workers (`wharf poll --worker`, or the function)")
+    poll.add_argument("--worker", action="store_true",
+                      help="transfer the batches on the transfer-batches queue (every partner), one at a time")
+    poll.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                      help="--worker: stop once the queue has been empty this long (default: run until Ctrl-C)")
+    poll.add_argument("--max-batches", type=int, metavar="N", help="--worker: stop after N batches")
     poll.add_argument("--json", action="store_true", help="print the summary as JSON")
     poll.add_argument("--quiet", action="store_true", help="no progress output")
     poll.add_argument("--verbose", action="store_true", help="keep paramiko's connection log lines")

@@ -636,6 +636,13 @@ class Landing:
         stored = self._update_many([replace(e, state=LedgerState.DONE) for e in entries])
         return sum(1 for e in stored if e is not None)
 
+    def adopt_many(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry | None]:
+        """Take claims queued for a worker (a transfer batch's, still CLAIMED by its `batch:` owner) as this
+        Landing's owner, the lease starting now, attempts unchanged (nothing was tried yet); ETag-conditional in
+        batches, so of two workers handed one batch each entry goes to one. None for an entry that moved."""
+        now = self._clock()
+        return self._update_many([replace(e, owner=self.owner, claimed_at=now) for e in entries])
+
     def fail(self, claim: Claim, reason: str, *, gone: bool = False) -> LedgerEntry | None:
         """Release a claim after a failed attempt: FAILED (retried by a later poll) or GONE."""
         state = LedgerState.GONE if gone else LedgerState.FAILED

@@ -25,6 +25,7 @@ from shared.domain.errors import NotFoundError, WharfError
 from shared.domain.hostmessages import BadMessageError, BadMessageReason, decode_host_message, parse_message
 from shared.domain.jobs import EventType, JobStatus, utcnow
 from shared.domain.messages import FileLanded, FileLandedBatch, PollRequest, is_batch, looks_like_id
+from shared.domain.transfer_batches import TransferBatch
 from shared.metrics import record_dead_lettered, record_poison_depth
 from shared.observability.redaction import redact
 from shared.observability.tracing import continued_from, log_fields, messaging_attrs, span
@@ -60,9 +61,9 @@ def source_queue(poison: str) -> str:
 
 
 def watched_queues(services: Services) -> list[str]:
-    """The poison queues of the queues Wharf's triggers read (poll requests, landed files)."""
+    """The poison queues of the queues Wharf's triggers read (poll requests, landed files, transfer batches)."""
     s = services.settings
-    return [poison_queue(q) for q in (s.poll_queue, s.landed_queue)]
+    return [poison_queue(q) for q in (s.poll_queue, s.landed_queue, s.transfer_queue)]
 
 
 # --------------------------------------------------------------------------------------------- arrival
@@ -169,6 +170,21 @@ def _check_poll_request(services: Services, delivery: Delivery) -> tuple[PollReq
         raise BadMessageError(BadMessageReason.NO_SOURCE, f"partner {request.partner} has no {request.channel} "
                               "source in the catalogue", partner=request.partner)
     return request, _carrier(data)
+
+
+def accept_transfer_batch(services: Services, delivery: Delivery) -> tuple[TransferBatch, dict[str, str]] | None:
+    """The transfer batch and its trace carrier (the poll's), or None when it was bad and is dead-lettered (not
+    a TransferBatch, or a partner not in the catalogue or without an sftp source). Transient errors raise."""
+    try:
+        data = decode_host_message(delivery.body)
+        batch = parse_message(TransferBatch, data)
+        if _require_partner(services, batch.partner).sftp is None:
+            raise BadMessageError(BadMessageReason.NO_SOURCE, f"partner {batch.partner} has no sftp source in the "
+                                  "catalogue", partner=batch.partner)
+    except BadMessageError as exc:
+        dead_letter(services, delivery, exc)
+        return None
+    return batch, _carrier(data)
 
 
 def _require_partner(services: Services, partner_id: str, *, job_id: str = "") -> Any:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
@@ -27,6 +27,7 @@ from tenacity import (
 )
 
 from shared.domain.errors import ConfigurationError, WharfError
+from shared.domain.ids import new_id
 from shared.domain.jobs import EventType, JobType
 from shared.domain.ledger import LedgerEntry, LedgerState
 from shared.domain.naming import stamped
@@ -39,9 +40,10 @@ from shared.domain.remote import (
     SourceUnavailableError,
 )
 from shared.domain.sanitize import display_name, remote_bytes
+from shared.domain.transfer_batches import TransferBatch, batch_owner, is_batch_owner
 from shared.faults import fault_point
 from shared.observability.tracing import log_fields, span
-from shared.ports import FileSource
+from shared.ports import FileSource, Slot, SlotsBusyError
 from shared.services.landing import Arrival, Claim, ClaimLostError, Landing, NotStableError, Uploaded
 from shared.services.polls import (
     FileOutcome,
@@ -66,6 +68,7 @@ _URI_SAFE = "/-._~!$&'()*+,;=:@"
 _RECORD_BATCH = 100  # landed files recorded together (jobs, transfers, logs, ledger in a few transactions)
 _RECORD_SECONDS = 2.0  # ... or sooner, once the oldest of them has waited this long
 UNIQUE_LIMIT = 100  # numbered names a move/rename tries after the mtime-tagged one (on_exists: unique)
+_BUSY_BACKOFF = 5.0  # seconds a poll with sessions shares them before it tries for another slot
 _VANISHED_PER_POLL = 100  # LANDED entries of files no longer on the source marked DONE by one poll
 
 
@@ -95,6 +98,65 @@ class _SecondLook:
             raise NotStableError(f"{name}: the second listing failed ({self._error}); not committed",
                                  reason="unconfirmed")
         _same_or_raise(f, self._files.get(f.path))
+
+
+class _ListedLook:
+    """A transfer batch: the first look is the poll's listing (`listed_at`, wall clock, in the message), the
+    second the read's final fstat, which `read_chunks(expected=...)` compares with the listing before the last
+    chunk. `wait()` (once, before the first read) makes every read start at least `settle_seconds` after the
+    listing, so that fstat is a second look taken late enough; a batch picked up later than that waits not at
+    all and opens no extra session or listing."""
+
+    def __init__(self, listed_at: float, settle_seconds: float, sleep: Callable[[float], None]) -> None:
+        self._due, self._sleep = listed_at + settle_seconds, sleep
+
+    def wait(self) -> None:
+        left = self._due - time.time()
+        if left > 0:
+            self._sleep(left)
+
+    def confirm(self, f: RemoteFile, source: FileSource) -> None:
+        """Nothing more to look at: the read itself compared the file with the listing, after the interval."""
+
+
+class SessionsBusyError(RemoteError):
+    """Every SFTP session the partner allows (sftp.max_sessions) stayed in use by other workers or instances.
+    The poll fails, but the partner's circuit breaker does not count it: its server is not at fault."""
+
+    counts_for_breaker = False
+
+
+class _LimitedSource:
+    """A FileSource holding one of the partner's session slots; `close()` closes the session, then frees it."""
+
+    def __init__(self, source: FileSource, slot: Slot, on_close: Callable[[], None]) -> None:
+        self._source, self._slot, self._on_close, self._closed = source, slot, on_close, False
+        self.host, self.port = source.host, source.port
+
+    def list_files(self, directory: str, *, recursive: bool = False, skip_dirs: Any = ()) -> list[RemoteFile]:
+        return self._source.list_files(directory, recursive=recursive, skip_dirs=skip_dirs)
+
+    def stat(self, path: str) -> RemoteFile:
+        return self._source.stat(path)
+
+    def read_chunks(self, path: str, *, expected: RemoteFile | None = None) -> Iterator[bytes]:
+        return self._source.read_chunks(path, expected=expected)
+
+    def remove(self, path: str) -> None:
+        self._source.remove(path)
+
+    def rename(self, source: str, target: str) -> None:
+        self._source.rename(source, target)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._source.close()
+        finally:
+            self._slot.release()
+            self._on_close()
 
 
 def _same_or_raise(f: RemoteFile, again: RemoteFile | None) -> None:
@@ -149,6 +211,26 @@ def poll_partner(services: Services, partner_id: str, *, options: PollOptions | 
                         poll_failures=(RemoteError, ConfigurationError))
 
 
+def run_transfer_batch(services: Services, batch: TransferBatch, *, options: PollOptions | None = None,
+                       progress: Callable[[PollProgress], None] | None = None) -> PollSummary:
+    """Transfer one claim batch a poll put on the transfer-batches queue (any instance's worker does this).
+
+    The batch's claims, still CLAIMED by `batch:<batch id>`, are adopted (ETag-conditional: of two deliveries of
+    one message each file goes to one) and landed exactly as a poll lands them; an entry that moved meanwhile
+    (landed, taken over after the batch lease, ...) is left to its new owner. A poll-level failure (no session
+    slot, the server down, the circuit open) is in the summary's status: the caller puts the batch back."""
+    opts = options or PollOptions(settle_seconds=batch.settle_seconds)
+    partner = services.catalog.get(batch.partner)
+    cfg = partner.sftp
+    if cfg is None:
+        raise ConfigurationError(f"partner {batch.partner} has no sftp block in the catalogue")
+    return guarded_poll(services, partner, channel=CHANNEL, opts=opts, requested_by=batch.owner, progress=progress,
+                        attrs={"server.address": cfg.host, "server.port": cfg.port, "wharf.batch_id": batch.batch_id,
+                               "wharf.files": len(batch.keys), "wharf.deferrals": batch.deferrals},
+                        run=lambda tally: _SftpPoll(services, batch.partner, cfg, opts, tally).run_batch(batch),
+                        poll_failures=(RemoteError, ConfigurationError), span_name="sftp.transfer_batch")
+
+
 def _who(f: RemoteFile) -> tuple[str, int]:
     """How a remote file appears in a poll summary: its printable path and size."""
     return display_name(f.path), f.size
@@ -170,6 +252,13 @@ class _SftpPoll:
         self._free: list[FileSource] = []
         self._lock = threading.Lock()
         self._storage_gone: BaseException | None = None  # the first storage-unavailable error: the poll stops
+        self._returned = threading.Condition(self._lock)  # a session went back to `_free`, or one closed
+        self._held = 0  # sessions open now (each holds one of the partner's slots)
+        self._busy_until = 0.0  # no new session tried before this (monotonic): the slots were all taken
+        # Concurrent sessions to this partner across every worker and instance: blob-lease slots.
+        self.max_sessions = int(getattr(cfg, "max_sessions", None) or services.settings.sftp_max_sessions)
+        self._slot_name = f"sftp-{partner_id}"
+        self._batch_lease = timedelta(minutes=services.settings.transfer_batch_lease_minutes)
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -184,16 +273,36 @@ class _SftpPoll:
                         wait=wait_exponential_jitter(multiplier=self.opts.retry_initial, max=self.opts.retry_max),
                         sleep=self.opts.sleep, before_sleep=before_sleep, reraise=True)
 
-    def _open_once(self) -> FileSource:
-        source = self._s.file_sources.open(self.partner, self.cfg)
+    def _closed_one(self) -> None:
         with self._lock:
-            self._sessions.append(source)
-        return source
+            self._held -= 1
+            self._returned.notify_all()
 
-    def _open(self) -> FileSource:
+    def _open_once(self, *, wait: float | None = None) -> FileSource:
+        """A new session holding one of the partner's slots, waiting up to `wait` seconds for a free one (default
+        WHARF_SFTP_SESSION_WAIT_SECONDS); SessionsBusyError when none freed in time."""
+        seconds = self._s.settings.sftp_session_wait_seconds if wait is None else wait
+        try:
+            slot = self._s.slots.acquire(self._slot_name, self.max_sessions, wait_seconds=seconds)
+        except SlotsBusyError as exc:
+            raise SessionsBusyError(
+                f"partner {self.partner}: all {self.max_sessions} SFTP sessions it allows (sftp.max_sessions or "
+                f"WHARF_SFTP_MAX_SESSIONS) stayed in use by other workers for {seconds:g} s") from exc
+        try:
+            source = self._s.file_sources.open(self.partner, self.cfg)
+        except BaseException:
+            slot.release()
+            raise
+        limited = _LimitedSource(source, slot, self._closed_one)
+        with self._lock:
+            self._held += 1
+            self._sessions.append(limited)
+        return limited
+
+    def _open(self, *, wait: float | None = None) -> FileSource:
         for attempt in self._retrying():
             with attempt:
-                return self._open_once()
+                return self._open_once(wait=wait)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _call(self, box: list[FileSource], fn: Callable[[FileSource], T]) -> T:
@@ -212,18 +321,36 @@ class _SftpPoll:
                     raise
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    def _checkout(self) -> list[FileSource]:
+        """A free session of this poll, else a new one if a slot is free now, else the next one another worker
+        of this poll hands back (a worker with no session at all waits for a slot instead)."""
+        while True:
+            with self._lock:
+                if self._free:
+                    return [self._free.pop()]
+                others = self._held > 0
+                busy = others and time.monotonic() < self._busy_until
+            if not busy:
+                try:
+                    return [self._open(wait=0 if others else None)]
+                except SessionsBusyError:
+                    if not others:
+                        raise
+                    with self._lock:  # every slot taken elsewhere: share this poll's sessions for a while
+                        self._busy_until = time.monotonic() + _BUSY_BACKOFF
+            with self._lock:
+                self._returned.wait_for(lambda: bool(self._free) or self._held == 0, timeout=5)
+
     @contextmanager
     def _session(self) -> Iterator[list[FileSource]]:
         """A session for one worker, in a box so that a reconnect carries over to its next file."""
-        with self._lock:
-            box = [self._free.pop()] if self._free else []
-        if not box:
-            box = [self._open()]
+        box = self._checkout()
         try:
             yield box
         finally:
             with self._lock:
                 self._free.append(box[0])
+                self._returned.notify_all()
 
     def _close_all(self) -> None:
         with self._lock:
@@ -240,6 +367,108 @@ class _SftpPoll:
             self._poll()
         finally:
             self._close_all()
+
+    def run_batch(self, batch: TransferBatch) -> None:
+        try:
+            self.tally.set_phase("connecting")
+            self._main = [self._open()]  # a slot first: nothing is adopted until a session is ours
+            self._run_batch(batch)
+        finally:
+            self._close_all()
+
+    def _run_batch(self, batch: TransferBatch) -> None:
+        """Adopt the batch's claims and land them (see `run_transfer_batch`)."""
+        tally, now = self.tally, self.opts.clock()
+        started = time.monotonic()
+        fields = {"partner": self.partner, "batch_id": batch.batch_id}
+        entries = self._s.ledger.get_many(self.partner, batch.keys)
+        tally.summary.listed = len(batch.keys)
+        adopt: list[tuple[RemoteFile, LedgerEntry]] = []
+        work: list[tuple[RemoteFile, Claim]] = []
+        for key in batch.keys:
+            entry = entries.get(key)
+            if entry is None or entry.channel != CHANNEL:
+                log.warning("transfer batch %s names ledger key %s, which is not an sftp entry of %s; skipped",
+                            batch.batch_id, key, self.partner, extra=log_fields(**fields))
+                tally.skipped(key, 0, "not_claimed")
+                continue
+            f = RemoteFile(entry.path, entry.size, entry.mtime)
+            if entry.state is LedgerState.CLAIMED and entry.owner == batch.owner:
+                adopt.append((f, entry))
+                continue
+            plan = self.landing.plan(entry, now)
+            if plan.action == "take_over":  # its lease ran out (a crashed worker), or an attempt failed
+                claim = self.landing.take_over(self._arrival(f), entry)
+                if claim is not None:
+                    work.append((f, claim))
+                    continue
+                reason = "claimed_elsewhere"
+            else:  # landed, done, or another owner's now: not this batch's any more (a later poll finishes it)
+                reason = plan.reason or plan.action
+            tally.skipped(*_who(f), reason, entry.job_id, detail=False)
+        stored = self.landing.adopt_many([e for _, e in adopt])
+        for (f, entry), taken in zip(adopt, stored, strict=True):
+            if taken is None:
+                tally.skipped(*_who(f), "claimed_elsewhere", entry.job_id, detail=False)
+            else:
+                work.append((f, Claim(self._arrival(f), taken)))
+        log.info("transfer batch %s: %d of %d files to transfer", batch.batch_id, len(work), len(batch.keys),
+                 extra=log_fields(**fields, deferrals=batch.deferrals))
+        look = _ListedLook(batch.listed_at, batch.settle_seconds, self.opts.sleep)
+        look.wait()
+        self._transfer_all(work, started, listed=look)
+
+    def _enqueue_batches(self, to_claim: list[tuple[RemoteFile, Arrival]],
+                         to_take: list[tuple[RemoteFile, Arrival, LedgerEntry]], *, listed_at: float) -> None:
+        """Claim the files in batches of `batch_files` (owner `batch:<id>`) and put each batch on the
+        transfer-batches queue: any instance's worker transfers it (`run_transfer_batch`). A batch whose message
+        cannot be sent is released (FAILED, retried by a later poll)."""
+        size = self.opts.batch_files
+        items: list[tuple[RemoteFile, Arrival, LedgerEntry | None]] = [(f, a, None) for f, a in to_claim]
+        items += [(f, a, e) for f, a, e in to_take]
+        queue = self._s.settings.transfer_queue
+        self.tally.set_phase("transferring")
+        with span("sftp.enqueue_batches", {"wharf.partner": self.partner, "wharf.files": len(items),
+                                           "wharf.batch_files": size}) as s:
+            for start in range(0, len(items), size):
+                chunk = items[start:start + size]
+                batch_id = new_id("tb", self.opts.clock())
+                landing = Landing(self._s, self.partner, channel=CHANNEL, job_type=JobType.SFTP_INGEST,
+                                  owner=batch_owner(batch_id), lease=self.opts.lease,
+                                  max_attempts=self.opts.max_attempts, clock=self.opts.clock)
+                with span("sftp.enqueue_batch", {"wharf.partner": self.partner, "wharf.batch_id": batch_id}) as b:
+                    files = {a.key: f for f, a, _ in chunk}
+                    claims, lost = landing.claim_new([a for _, a, e in chunk if e is None])
+                    for key, reason in lost.items():
+                        self.tally.skipped(*_who(files[key]), reason)
+                    for f, a, e in chunk:
+                        if e is not None:
+                            taken = landing.take_over(a, e)
+                            if taken is None:
+                                self.tally.skipped(*_who(f), "claimed_elsewhere")
+                            else:
+                                claims.append(taken)
+                    b.set_attribute("wharf.files", len(claims))
+                    if not claims:
+                        continue
+                    message = TransferBatch(partner=self.partner, batch_id=batch_id,
+                                            keys=[c.entry.key for c in claims], listed_at=listed_at,
+                                            settle_seconds=self.opts.settle_seconds,
+                                            requested_by=self.opts.owner[:200])
+                    try:
+                        self._s.queues.send(queue, message.to_message())  # carries this poll's traceparent
+                    except (AzureError, WharfError) as exc:
+                        log.warning("transfer batch %s could not be queued: %s; its %d files are released for the "
+                                    "next poll", batch_id, exc, len(claims),
+                                    extra=log_fields(partner=self.partner, batch_id=batch_id))
+                        for claim in claims:
+                            landing.fail(claim, f"the transfer batch could not be queued: {exc}")
+                            self.tally.failed(*_who(files[claim.entry.key]), "queue_error", message=str(exc))
+                        continue
+                    self.tally.queued(len(claims))
+                    log.info("transfer batch %s queued: %d files", batch_id, len(claims),
+                             extra=log_fields(partner=self.partner, batch_id=batch_id, files=len(claims)))
+            s.set_attribute("wharf.batches", self.tally.summary.batches)
 
     def _list(self, seen: set[str] | None = None) -> dict[str, RemoteFile]:
         """The wanted files of every remote_dirs entry, by path; `seen` gets every path listed, wanted or not.
@@ -280,6 +509,7 @@ class _SftpPoll:
         started = time.monotonic()
         seen: set[str] = set()
         first = self._list(seen)
+        listed_at = time.time()  # after the listing: a second look is never earlier than settle_seconds after it
         tally.summary.listed = len(first)
         arrivals = {path: self._arrival(f) for path, f in first.items()}
         entries = self.landing.lookup(arrivals.values()) if arrivals else {}
@@ -298,6 +528,10 @@ class _SftpPoll:
                 continue
             if now.timestamp() - f.mtime < cfg.min_age_seconds:
                 tally.skipped(*_who(f), "too_new")
+                continue
+            if (entry is not None and entry.state is LedgerState.CLAIMED and is_batch_owner(entry.owner)
+                    and not entry.lease_expired(now, self._batch_lease)):
+                tally.skipped(*_who(f), "queued", entry.job_id, detail=False)  # a worker will take its batch
                 continue
             plan = self.landing.plan(entry, now)
             if plan.action == "claim":
@@ -336,6 +570,9 @@ class _SftpPoll:
             else:
                 tally.skipped(*_who(f), "deferred")
 
+        if opts.batch_files and len(to_claim) + len(to_take) > opts.batch_files:
+            self._enqueue_batches(to_claim, to_take, listed_at=listed_at)
+            return
         files = {a.key: f for f, a in to_claim}
         claims, lost = self.landing.claim_new([a for _, a in to_claim])
         for key, reason in lost.items():
@@ -347,23 +584,32 @@ class _SftpPoll:
                 tally.skipped(*_who(f), "claimed_elsewhere")
             else:
                 work.append((f, claim))
+        self._transfer_all(work, started)
+
+    def _transfer_all(self, work: list[tuple[RemoteFile, Claim]], started: float,
+                      listed: _ListedLook | None = None) -> None:
+        """Transfer claimed files on up to `concurrency` sessions (never more than the partner's slots allow),
+        record them in batches, then mark DONE those whose post-action ran. `listed`: a transfer batch's look
+        (else the second look is taken here: a listing, or a stat with one worker)."""
+        tally, opts = self.tally, self.opts
         if not work:
             return
         tally.to_transfer = len(work)
         tally.bytes_to_transfer = sum(f.size for f, _ in work)
         tally.set_phase("transferring")
-        workers = max(1, min(self.opts.concurrency, len(work)))
+        workers = max(1, min(opts.concurrency, self.max_sessions, len(work)))
         # Stability: a file is committed only when it was old enough at the first listing AND a second look,
         # settle_seconds later, shows the same size and mtime (so a slow upload with an old mtime is not cut
         # short). Transfers start at once and only their commits wait for the second look: with several
         # workers it is one more listing on the listing session, with one worker a stat on its own session.
-        look: _SecondLook | _StatLook
+        look: _SecondLook | _StatLook | _ListedLook
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sftp-{self.partner}") as pool:
-                if workers == 1:
-                    look = _StatLook(opts.settle_seconds, started, opts.sleep)
+                if listed is not None or workers == 1:
+                    look = listed or _StatLook(opts.settle_seconds, started, opts.sleep)
                     with self._lock:
                         self._free.append(self._main[0])  # the listing session does the transfer
+                        self._returned.notify_all()
                 else:
                     look = _SecondLook()
                 # Each task runs in a copy of this context: its spans stay children of the poll's span.
@@ -373,6 +619,7 @@ class _SftpPoll:
                     self._second_look(look, started)
                     with self._lock:
                         self._free.append(self._main[0])  # the listing session becomes a worker's
+                        self._returned.notify_all()
                 for future in futures:
                     future.result()
             remaining = self._take_pending(force=True)
@@ -409,7 +656,7 @@ class _SftpPoll:
 
     # --- one file -----------------------------------------------------------------------------
 
-    def _transfer(self, f: RemoteFile, claim: Claim, look: _SecondLook | _StatLook) -> None:
+    def _transfer(self, f: RemoteFile, claim: Claim, look: _SecondLook | _StatLook | _ListedLook) -> None:
         e = claim.entry
         if self._storage_gone is not None:
             return  # storage went away: not started; the claim expires with its lease (no other write)

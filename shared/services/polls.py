@@ -49,6 +49,9 @@ class PollOptions:
     breaker_threshold: int = 5  # consecutive failed polls that open the circuit
     breaker_cooldown: timedelta = timedelta(minutes=5)
     owner: str = field(default_factory=default_owner)
+    #: SFTP: a listing with more files to take than this is claimed in batches of this size and put on the
+    #: transfer-batches queue for any instance's worker (0: this poll transfers everything itself).
+    batch_files: int = 0
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
 
@@ -97,6 +100,8 @@ class PollSummary(BaseModel):
     landed: int = 0
     skipped: int = 0
     failed: int = 0
+    queued: int = 0  # claimed and put on the transfer-batches queue, for any instance's worker
+    batches: int = 0
     bytes: int = 0
     skipped_reasons: dict[str, int] = Field(default_factory=dict)
     failed_reasons: dict[str, int] = Field(default_factory=dict)
@@ -154,6 +159,12 @@ class PollTally:
                 self.summary.landed_files.append(FileOutcome(path=what, size=size, job_id=job_id, blob=blob))
         self.report(force=True)
 
+    def queued(self, files: int) -> None:
+        with self._lock:
+            self.summary.queued += files
+            self.summary.batches += 1
+        self.report(force=True)
+
     def skipped(self, what: str, size: int, reason: str, job_id: str = "", *, detail: bool = True) -> None:
         with self._lock:
             s = self.summary
@@ -176,7 +187,7 @@ class PollTally:
 def guarded_poll(
     services: Services, partner: Any, *, channel: str, opts: PollOptions, requested_by: str,
     progress: Callable[[PollProgress], None] | None, attrs: dict[str, Any],
-    run: Callable[[PollTally], None], poll_failures: tuple[type[BaseException], ...],
+    run: Callable[[PollTally], None], poll_failures: tuple[type[BaseException], ...], span_name: str = "",
 ) -> PollSummary:
     """Run one poll of `partner` on `channel` behind its circuit breaker.
 
@@ -191,7 +202,7 @@ def guarded_poll(
         return summary
     breaker = CircuitBreaker(services.breakers, channel, threshold=opts.breaker_threshold,
                              cooldown=opts.breaker_cooldown, clock=opts.clock)
-    with span(f"{channel}.poll", {"wharf.partner": partner_id, "wharf.channel": channel,
+    with span(span_name or f"{channel}.poll", {"wharf.partner": partner_id, "wharf.channel": channel,
                                   "wharf.requested_by": requested_by, **attrs}) as s:
         decision = breaker.allow(partner_id)
         if not decision.allowed:
@@ -206,7 +217,8 @@ def guarded_poll(
             run(tally)
         except poll_failures as exc:
             summary.status, summary.error = "failed", redact(str(exc))
-            breaker.record_failure(partner_id, summary.error)
+            if getattr(exc, "counts_for_breaker", True):  # not: every session slot busy (the server is fine)
+                breaker.record_failure(partner_id, summary.error)
             log.error("%s poll of %s failed: %s", channel, partner_id, exc, extra=log_fields(partner=partner_id))
             s.set_attribute("wharf.error", type(exc).__name__)
             s.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -218,10 +230,10 @@ def guarded_poll(
             summary.status = "partial" if summary.failed else "ok"
         summary.finished_at = opts.clock()
         tally.set_phase("done")
-        for key in ("listed", "landed", "skipped", "failed", "bytes"):
+        for key in ("listed", "landed", "skipped", "failed", "queued", "bytes"):
             s.set_attribute(f"wharf.{key}", getattr(summary, key))
         s.set_attribute("wharf.status", summary.status)
-        log.info("%s poll of %s: %s, %d listed, %d landed, %d skipped, %d failed, %d bytes", channel, partner_id,
-                 summary.status, summary.listed, summary.landed, summary.skipped, summary.failed, summary.bytes,
-                 extra=log_fields(partner=partner_id))
+        log.info("%s poll of %s: %s, %d listed, %d landed, %d skipped, %d failed, %d queued, %d bytes", channel,
+                 partner_id, summary.status, summary.listed, summary.landed, summary.skipped, summary.failed,
+                 summary.queued, summary.bytes, extra=log_fields(partner=partner_id, requested_by=requested_by))
         return summary

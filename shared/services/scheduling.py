@@ -92,6 +92,13 @@ def poller(channel: str) -> Callable[..., Any]:
         raise ConfigurationError(f"polling the {channel} channel is not available in this build") from exc
 
 
-def run_poll_request(services: Services, request: PollRequest, **kwargs: Any) -> Any:
-    """What the poll worker does with one message: poll that partner's channel now."""
+def run_poll_request(services: Services, request: PollRequest, *, scale_out: bool = False, **kwargs: Any) -> Any:
+    """What the poll worker does with one message: poll that partner's channel now.
+
+    `scale_out` (the queue worker): an SFTP listing with more than WHARF_TRANSFER_BATCH_FILES files to take is
+    claimed in batches put on the transfer-batches queue, for every instance's worker to share."""
+    if scale_out and request.channel == "sftp" and "options" not in kwargs:
+        from shared.services.polls import PollOptions
+
+        kwargs["options"] = PollOptions(batch_files=services.settings.transfer_batch_files)
     return poller(request.channel)(services, request.partner, requested_by=request.requested_by, **kwargs)

@@ -389,8 +389,8 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
         "reserved container",
         lambda d: acme(d)["routes"][0]["destinations"][0].update(container="drop"),
         ["partners[acme].routes[0].destinations[0].container: is reserved for Wharf's own use (archive, drop, "
-         "inbound, outbound, quarantine); route to processed or a container of your own (outbound/ is where files are "
-         "handed over to be sent)"],
+         "inbound, locks, outbound, quarantine); route to processed or a container of your own (outbound/ is where "
+         "files are handed over to be sent)"],
     ),
     (
         "unknown destination kind",

@@ -1,0 +1,82 @@
+"""Slots contract: blob-lease slots against Azurite, and the in-process slots the fakes use, behave alike."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from shared.adapters.slots import BlobLeaseSlots, InProcessSlots
+from shared.ports import Slots, SlotsBusyError
+
+pytestmark = [pytest.mark.azurite]
+
+
+@pytest.fixture(params=["blob-leases", "in-process"])
+def slots(request: pytest.FixtureRequest, azurite: str) -> Iterator[Slots]:
+    if request.param == "in-process":
+        yield InProcessSlots()
+        return
+    yield BlobLeaseSlots.from_connection_string(azurite, lease_seconds=15)
+
+
+def name() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def test_at_most_limit_holders_at_once_among_many_threads(slots: Slots) -> None:
+    key, limit = name(), 3
+    now, most, lock = [0], [0], threading.Lock()
+    errors: list[BaseException] = []
+
+    def holder() -> None:
+        try:
+            for _ in range(3):
+                slot = slots.acquire(key, limit, wait_seconds=30)
+                with lock:
+                    now[0] += 1
+                    most[0] = max(most[0], now[0])
+                time.sleep(0.02)
+                with lock:
+                    now[0] -= 1
+                slot.release()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=holder) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and most[0] == limit  # 8 threads wanted slots; never more than 3 held, and 3 were
+
+
+def test_every_slot_taken_is_busy_after_the_wait_and_a_release_frees_one(slots: Slots) -> None:
+    key = name()
+    first, second = slots.acquire(key, 2, wait_seconds=0), slots.acquire(key, 2, wait_seconds=0)
+    assert {first.index, second.index} == {0, 1}
+    with pytest.raises(SlotsBusyError, match="all 2 slots"):
+        slots.acquire(key, 2, wait_seconds=0.2)
+    second.release()
+    second.release()  # twice is harmless
+    third = slots.acquire(key, 2, wait_seconds=0)
+    assert third.index == second.index
+    assert slots.acquire(name(), 2, wait_seconds=0) is not None  # another name has slots of its own
+    first.release()
+    third.release()
+
+
+def test_a_waiter_gets_the_slot_as_soon_as_it_is_released(slots: Slots) -> None:
+    key = name()
+    held = slots.acquire(key, 1, wait_seconds=0)
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(slots.acquire(key, 1, wait_seconds=30).index))
+    waiter.start()
+    time.sleep(0.3)
+    assert got == []  # still waiting
+    held.release()
+    waiter.join(30)
+    assert got == [0]
