@@ -2,10 +2,11 @@
 
 import azure.durable_functions as df
 
-from functions import activities, api, intake, mail, orchestrators, polling, scheduling, sweep
+from functions import activities, api, api_v1, intake, mail, orchestrators, polling, scheduling, sweep
 
 app = df.DFApp()
 app.register_functions(api.bp)
+app.register_functions(api_v1.bp)
 app.register_functions(intake.bp)
 app.register_functions(orchestrators.bp)
 app.register_functions(activities.bp)

@@ -1,11 +1,13 @@
-"""HTTP API: health (anonymous: status only), health details, jobs and job detail (function key)."""
+"""HTTP API before v1: health (anonymous: status only), health details; jobs, job detail and replay (function
+key) are deprecated aliases of the v1 routes (shared.api) with a Deprecation header."""
 
 from __future__ import annotations
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_util import error_response, json_response
+from functions.http_util import deprecated, error_response, from_api, json_response
+from shared.api.legacy import legacy_jobs
 from shared.bootstrap import get_services
 from shared.domain.errors import DependencyUnavailableError, NotFoundError
 from shared.domain.hostmessages import BadMessageError
@@ -34,28 +36,30 @@ def api_health_details(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("api_jobs")
 @bp.route(route="jobs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def api_jobs(req: func.HttpRequest) -> func.HttpResponse:
-    limit = int(req.params.get("limit", "50"))
-    return json_response(jobs_view.list_jobs(get_services().jobs, partner=req.params.get("partner"),
-                                             status=req.params.get("status"), limit=min(limit, 500)))
+    return from_api(legacy_jobs(get_services(), dict(req.params)))
 
 
 @bp.function_name("api_job_detail")
 @bp.route(route="jobs/{job_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def api_job_detail(req: func.HttpRequest) -> func.HttpResponse:
+    job_id = req.route_params["job_id"]
     try:
-        return json_response(jobs_view.job_detail(get_services().jobs, req.route_params["job_id"]))
+        response = json_response(jobs_view.job_detail(get_services().jobs, job_id))
     except NotFoundError as exc:
-        return error_response(404, str(exc))
+        response = error_response(404, str(exc))
+    return deprecated(response, f"/api/v1/jobs/{job_id}")
 
 
 @bp.function_name("api_job_replay")
 @bp.route(route="jobs/{job_id}/replay", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def api_job_replay(req: func.HttpRequest) -> func.HttpResponse:
+    job_id = req.route_params["job_id"]
     try:
-        return json_response(intake.replay(get_services(), req.route_params["job_id"]), 202)
+        response = json_response(intake.replay(get_services(), job_id), 202)
     except NotFoundError as exc:
-        return error_response(404, str(exc))
+        response = error_response(404, str(exc))
     except BadMessageError as exc:  # the job's stored reference is refused: nothing was written
-        return error_response(409, str(exc.detail))
+        response = error_response(409, str(exc.detail))
     except DependencyUnavailableError as exc:  # the new job is recorded; the jobs sweep queues it later
-        return error_response(503, str(exc))
+        response = error_response(503, str(exc))
+    return deprecated(response, f"/api/v1/jobs/{job_id}/replay")
