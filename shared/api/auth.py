@@ -54,7 +54,7 @@ class EntraValidator:
         self._cfg = cfg
         self._algorithms = cfg.allowed_algorithms
         self._jwks = jwt.PyJWKClient(cfg.effective_jwks_url, cache_keys=True, lifespan=cfg.jwks_cache_seconds,
-                                     timeout=10)
+                                     timeout=10, cooldown_duration=cfg.jwks_refresh_cooldown_seconds)
 
     def validate(self, token: str) -> dict[str, Any]:
         try:
@@ -94,13 +94,14 @@ class EntraValidator:
             raise _unauthorized("the token is not valid") from None
 
 
-_validators: dict[tuple[str, str, str, str], EntraValidator] = {}
+_validators: dict[tuple[str, ...], EntraValidator] = {}
 _lock = threading.Lock()
 
 
 def entra_validator(cfg: ApiSettings) -> EntraValidator:
     """One validator (and JWKS cache) per configuration."""
-    key = (cfg.effective_jwks_url, cfg.effective_issuer, cfg.audience, cfg.algorithms)
+    key = (cfg.effective_jwks_url, cfg.effective_issuer, cfg.audience, cfg.algorithms,
+           str(cfg.jwks_refresh_cooldown_seconds))
     with _lock:
         if key not in _validators:
             _validators[key] = EntraValidator(cfg)

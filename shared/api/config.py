@@ -23,6 +23,10 @@ class ApiSettings(BaseSettings):
     leeway_seconds: int = Field(default=60, ge=0, le=600, validation_alias=AliasChoices("WHARF_AUTH_LEEWAY_SECONDS"))
     jwks_cache_seconds: int = Field(default=3600, ge=60, le=86400,
                                     validation_alias=AliasChoices("WHARF_AUTH_JWKS_CACHE_SECONDS"))
+    # An unknown `kid` fetches the key set again at most once per this many seconds (a flood of made-up kids
+    # cannot hammer the tenant's JWKS endpoint).
+    jwks_refresh_cooldown_seconds: float = Field(default=30, ge=0, le=3600,
+                                                 validation_alias=AliasChoices("WHARF_AUTH_JWKS_COOLDOWN_SECONDS"))
     # Uploads through the API (POST /partners/{p}/uploads): the largest body accepted.
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1,
                                   validation_alias=AliasChoices("WHARF_UPLOAD_MAX_BYTES"))
