@@ -54,9 +54,9 @@ def test_query_jobs_contract(services: Services, kind: str) -> None:
     store: JobStore = services.jobs if kind == "azurite" else FakeJobStore()
     ids = _seed(store)
     newest_first = list(reversed(ids))
-    assert sum(_pages(store, JobQuery(), 3), []) == newest_first
+    assert [i for p in _pages(store, JobQuery(), 3) for i in p] == newest_first
     assert [len(p) for p in _pages(store, JobQuery(), 3)] == [3, 3, 1]
-    assert sum(_pages(store, JobQuery(partner="acme"), 2), []) == [ids[6], ids[5], ids[3], ids[1]]
+    assert [i for p in _pages(store, JobQuery(partner="acme"), 2) for i in p] == [ids[6], ids[5], ids[3], ids[1]]
     failed = store.query_jobs(JobQuery(status="FAILED")).jobs
     assert [(j.job_id, j.status.value, j.error) for j in failed] == [(ids[1], "FAILED", "bad")]
     assert [j.job_id for j in store.query_jobs(JobQuery(file_prefix="f4")).jobs] == [ids[4]]
