@@ -108,7 +108,9 @@ def _blob_stream(services: Services, ref: str, what: str, cfg: ApiSettings, *, n
 
 
 def _stalled(job: Job, now: Any, minutes: float) -> bool:
-    return job.status.value in ("PENDING", "RUNNING") and now - job.updated_at >= timedelta(minutes=minutes)
+    from shared.services.stalled import is_stalled
+
+    return is_stalled(job, now, minutes)
 
 
 # --- jobs ---------------------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def list_jobs(services: Services, q: m.JobsQuery, **_: Any) -> Any:
         page = services.jobs.query_jobs(query, limit=q.limit, cursor=cursor)
     except ValueError:
         raise bad_param("continuation", "not a continuation token of this API") from None
-    now, minutes = utcnow(), services.settings.stale_running_minutes
+    now, minutes = utcnow(), services.settings.stalled_minutes
     items = [_summary(j).model_copy(update={"stalled": _stalled(j, now, minutes)}) for j in page.jobs]
     token = encode_continuation(page.next_cursor, q) if page.next_cursor else None
     return m.JobPage(items=items, continuation=token)
@@ -161,7 +163,7 @@ def job_detail(services: Services, job_id: str) -> m.JobDetail:
              "output": f"{base}/content?which=output", "replay": f"{base}/replay", "resume": f"{base}/resume"}
     return m.JobDetail(
         job=job.model_dump(mode="json"),
-        stalled=_stalled(job, utcnow(), services.settings.stale_running_minutes),
+        stalled=_stalled(job, utcnow(), services.settings.stalled_minutes),
         events=[m.JobEventOut(seq=e.seq, type=e.type.value, at=e.at, data=e.data) for e in events],
         validation_errors=_validation_errors(events),
         transfers=[m.TransferOut(**t.model_dump(exclude={"job_id"})) for t in services.jobs.transfers(job_id)],
@@ -219,6 +221,16 @@ def replay_job(services: Services, job_id: str, principal: Principal, **_: Any) 
         raise Problem(409, str(exc.detail), code="not-replayable") from None
     services.jobs.log(job_id, "INFO", f"replay requested by {principal.name}")
     return m.ReplayAccepted(**result)
+
+
+@route("POST", "/jobs/{job_id}/resume", role=OPERATE,
+       summary="Restart a stalled job's orchestration from its last completed step", response=m.ResumeAccepted,
+       status=202)
+def resume_job(services: Services, job_id: str, principal: Principal, **_: Any) -> Any:
+    from shared.services.stalled import resume
+
+    _job(services, job_id)
+    return m.ResumeAccepted(**resume(services, job_id, by=principal.name))
 
 
 # --- partners -----------------------------------------------------------------------------------------

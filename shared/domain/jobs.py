@@ -39,6 +39,7 @@ class EventType(StrEnum):
     COMPLETED = "job.completed"
     FAILED = "job.failed"  # data: reason
     NOTE = "job.note"  # data: message; no status change
+    STALLED = "job.stalled"  # data: minutes, status, step; no status change (shared/services/stalled.py)
 
 
 class JobEvent(BaseModel):
