@@ -6,7 +6,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from functions.http_util import from_api
-from shared.api.handlers import dispatch
+from shared.api.app import dispatch
 from shared.api.http import ApiRequest
 from shared.bootstrap import get_services
 

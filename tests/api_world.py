@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.api.app import dispatch
 from shared.api.config import ApiSettings
-from shared.api.handlers import dispatch
 from shared.api.http import ApiRequest, ApiResponse
 from shared.bootstrap import Services, build_services
 from shared.catalog import parse_catalog

@@ -6,10 +6,16 @@ never reaches a log."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import hmac
+import json
 import logging
+import secrets
 import threading
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 import jwt
@@ -136,8 +142,78 @@ def authenticate(services: Services, cfg: ApiSettings, req: ApiRequest, *, partn
         if row is None:
             raise _unauthorized("the partner key is not valid for this partner")
         return Principal("partner_key", f"{partner}/{row.key_id}", frozenset({UPLOAD}), partner=partner)
+    session = session_principal(cfg, req)
+    if session is not None:
+        return session
     raise _unauthorized("credentials required: a bearer token (Entra ID), a function key "
                         "(x-functions-key) or, for uploads, a partner key (X-Wharf-Partner-Key)")
+
+
+DEV_COOKIE = "wharf_dev"
+_SESSION_KINDS = ("easyauth", "dev")  # cookie-borne: their unsafe requests need the CSRF token
+_process_secret = secrets.token_hex(32)
+
+
+def _secret(cfg: ApiSettings) -> bytes:
+    return (cfg.console_secret or _process_secret).encode()
+
+
+def _sign(cfg: ApiSettings, text: str) -> str:
+    return hmac.new(_secret(cfg), text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def dev_cookie(cfg: ApiSettings, name: str, role: str) -> str:
+    clean = "".join(c for c in name if c.isalnum() or c in "-_.@")[:64] or "developer"
+    value = f"{role}|{clean}"
+    return f"{value}|{_sign(cfg, value)}"
+
+
+def csrf_token(cfg: ApiSettings, principal: Principal) -> str:
+    return _sign(cfg, f"csrf|{principal.kind}|{principal.name}")
+
+
+def needs_csrf(principal: Principal) -> bool:
+    return principal.kind in _SESSION_KINDS
+
+
+def _cookies(req: ApiRequest) -> dict[str, str]:
+    jar = SimpleCookie()
+    try:
+        jar.load(req.header("cookie"))
+    except CookieError:
+        return {}
+    return {k: v.value for k, v in jar.items()}
+
+
+def session_principal(cfg: ApiSettings, req: ApiRequest) -> Principal | None:
+    """The console's signed-in user: Easy Auth's principal (Azure) or the development sign-in cookie (local)."""
+    if cfg.easyauth_enabled and req.header("x-ms-client-principal"):
+        return _easyauth(req)
+    if cfg.dev_signin:
+        raw = _cookies(req).get(DEV_COOKIE, "")
+        role, _, rest = raw.partition("|")
+        name, _, sig = rest.partition("|")
+        if raw and hmac.compare_digest(sig, _sign(cfg, f"{role}|{name}")) and role in ("reader", "operator"):
+            roles = {READ} | ({OPERATE} if role == "operator" else set())
+            return Principal("dev", f"dev:{name}", frozenset(roles))
+    return None
+
+
+def _easyauth(req: ApiRequest) -> Principal:
+    """X-MS-CLIENT-PRINCIPAL: base64 JSON {auth_typ, name_typ, role_typ, claims: [{typ, val}]} set by App Service
+    after it validated the Entra ID sign-in. Anything else is refused."""
+    if req.header("x-ms-client-principal-idp").lower() != "aad":
+        raise _unauthorized("the signed-in principal is not from Entra ID")
+    try:
+        data = json.loads(base64.b64decode(req.header("x-ms-client-principal"), validate=False))
+        claims = [(str(c["typ"]), str(c["val"])) for c in data["claims"]]
+        role_typ = str(data.get("role_typ") or "roles")
+        name_typ = str(data.get("name_typ") or "name")
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise _unauthorized("the signed-in principal header is malformed") from None
+    roles = frozenset(v for t, v in claims if t in (role_typ, "roles"))
+    name = next((v for t, v in claims if t in (name_typ, "preferred_username", "name")), "entra-user")
+    return Principal("easyauth", name[:200], roles)
 
 
 def authorize(principal: Principal, role: str, *, partner: str = "") -> None:

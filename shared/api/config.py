@@ -36,6 +36,14 @@ class ApiSettings(BaseSettings):
     # uploads:prepare: how long the upload URL is valid.
     upload_url_minutes: int = Field(default=15, ge=1, le=60, validation_alias=AliasChoices("WHARF_UPLOAD_URL_MINUTES"))
 
+    # The console: App Service authentication (Easy Auth) in front of the app in Azure, whose validated principal
+    # arrives as X-MS-CLIENT-PRINCIPAL (trusted only when this is on: the platform strips it from requests).
+    easyauth_enabled: bool = Field(default=False, validation_alias=AliasChoices("WHARF_EASYAUTH_ENABLED"))
+    # Locally: a clearly marked development sign-in (pick a name and a role). Never on in Azure.
+    dev_signin: bool = Field(default=False, validation_alias=AliasChoices("WHARF_CONSOLE_DEV_SIGNIN"))
+    # Signs the development sign-in cookie and the console's CSRF tokens; random per process when empty.
+    console_secret: str = Field(default="", validation_alias=AliasChoices("WHARF_CONSOLE_SECRET"))
+
     @property
     def effective_issuer(self) -> str:
         return self.issuer or (f"https://login.microsoftonline.com/{self.tenant_id}/v2.0" if self.tenant_id else "")

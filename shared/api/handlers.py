@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from shared.api import models as m
-from shared.api.auth import OPERATE, READ, UPLOAD, Principal, authenticate, authorize
+from shared.api.auth import OPERATE, READ, UPLOAD, Principal, authenticate, authorize, csrf_token, needs_csrf
 from shared.api.config import ApiSettings, api_settings
 from shared.api.http import ApiRequest, ApiResponse, json_body
 from shared.api.problems import PROBLEM_TYPE, Problem, bad_param
@@ -473,6 +473,27 @@ def _parse(model: type[BaseModel], query: Mapping[str, str]) -> BaseModel:
         raise bad_param(name, message) from None
 
 
+def _check_csrf(cfg: ApiSettings, principal: Principal, req: ApiRequest) -> None:
+    import hmac
+    from urllib.parse import parse_qs
+
+    supplied = req.header("x-wharf-csrf")
+    if not supplied and req.header("content-type").startswith("application/x-www-form-urlencoded"):
+        supplied = (parse_qs(req.body.decode("utf-8", "replace")).get("csrf") or [""])[0]
+    if not hmac.compare_digest(supplied.encode(), csrf_token(cfg, principal).encode()):
+        raise Problem(403, "the console's CSRF token is missing or wrong; reload the page", code="csrf")
+
+
+def _html_problem(cfg: ApiSettings, p: Problem, principal: Principal | None) -> ApiResponse:
+    from shared.api.console import render
+
+    if p.status == 401:
+        return render("signin.html", cfg, None, 401, title="Sign in", reason=p.detail)
+    response = render("problem.html", cfg, principal, p.status, title=f"{p.status}", problem=p.body())
+    response.headers.update(p.headers)
+    return response
+
+
 def _problem(p: Problem, instance: str) -> ApiResponse:
     return ApiResponse(p.status, p.to_json(instance), PROBLEM_TYPE, dict(p.headers))
 
@@ -494,11 +515,14 @@ def dispatch(services: Services, req: ApiRequest, *, cfg: ApiSettings | None = N
             if found.role:
                 principal = authenticate(services, cfg, req, partner=params.get(_PARTNER_ROUTE_PARAM, ""))
                 authorize(principal, found.role, partner=params.get(_PARTNER_ROUTE_PARAM, ""))
+                if req.method.upper() != "GET" and needs_csrf(principal):
+                    _check_csrf(cfg, principal, req)
             q = _parse(found.query, req.query) if found.query else None
             result = found.handler(services, q=q, req=req, cfg=cfg, principal=principal, **params)
             response = _answer(found, result)
         except Problem as p:
-            response = _problem(p, PREFIX + req.path[:200])
+            response = _html_problem(cfg, p, principal) if found and found.media.startswith("text/html") \
+                else _problem(p, PREFIX + req.path[:200])
         except NotFoundError as exc:
             response = _problem(Problem(404, str(exc), code="not-found"), PREFIX + req.path[:200])
         except ConflictError as exc:

@@ -37,6 +37,10 @@ class JobsQuery(_Query):
     continuation: str | None = Field(default=None, max_length=2048, description="a page's `continuation`")
 
 
+class ConsoleJobsQuery(JobsQuery):
+    refresh: int | None = Field(default=None, ge=2, le=3600, description="reload the page every N seconds")
+
+
 class LegacyJobsQuery(_Query):
     partner: str | None = Field(default=None, max_length=64)
     status: JobStatus | None = None

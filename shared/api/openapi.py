@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared.api import handlers as _handlers  # noqa: F401 - registers the routes
+from shared.api import app as _app  # noqa: F401 - registers every route
 from shared.api.auth import OPERATE, READ, UPLOAD
 from shared.api.models import ProblemDetails
 from shared.api.problems import PROBLEM_TYPE
