@@ -78,7 +78,7 @@ def _principal(roles: list[str]) -> str:
 def test_easy_auth_principal_when_enabled() -> None:
     w = ApiWorld(WHARF_EASYAUTH_ENABLED=True)
     hdr = {"x-ms-client-principal": _principal(["Wharf.Read"]), "x-ms-client-principal-idp": "aad"}
-    r, html = _page(w, BASE, "")
+    r, _ = _page(w, BASE, "")
     assert r.status == 401
     r = w.call("GET", BASE, key=False, headers=hdr)
     assert r.status == 200 and "Olga Operator" in r.read().decode()
