@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -60,6 +58,6 @@ class ApiSettings(BaseSettings):
         return [a.strip() for a in self.algorithms.split(",") if a.strip().upper()[:2] in ("RS", "PS", "ES")]
 
 
-@cache
 def api_settings() -> ApiSettings:
+    """Read on each request (a few microseconds): a changed app setting or test environment takes effect."""
     return ApiSettings()
