@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.core.exceptions import AzureError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.adapters import table_batch
@@ -67,10 +68,17 @@ def _seed(service: TableServiceClient, prefix: str, jobs: list[Job]) -> float:
     clients = {t: service.get_table_client(prefix + t) for t in ("JobsByTime", "IntegrationJob")}
 
     def submit(batch: tuple[str, list[dict[str, Any]]]) -> None:
-        table_batch.submit_transaction(clients[batch[0]], [("upsert", r, {"mode": UpdateMode.REPLACE})
-                                                           for r in batch[1]])
+        for attempt in range(5):  # Azurite, shared with other work, drops a connection now and then
+            try:
+                table_batch.submit_transaction(clients[batch[0]], [("upsert", r, {"mode": UpdateMode.REPLACE})
+                                                                   for r in batch[1]])
+                return
+            except AzureError:
+                if attempt == 4:
+                    raise
+                time.sleep(1 + attempt)
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(3) as pool:
         list(pool.map(submit, batches))
     return time.perf_counter() - started
 
