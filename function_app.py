@@ -5,6 +5,7 @@ import azure.durable_functions as df
 from functions import (
     activities,
     api,
+    api_v1,
     delivery_status,
     intake,
     mail,
@@ -19,6 +20,7 @@ from functions import (
 
 app = df.DFApp()
 app.register_functions(api.bp)
+app.register_functions(api_v1.bp)
 app.register_functions(intake.bp)
 app.register_functions(orchestrators.bp)
 app.register_functions(activities.bp)

@@ -1,4 +1,5 @@
-"""HTTP API: health (anonymous: status only), health details, jobs and job detail (function key).
+"""HTTP API before v1: health (anonymous: status only), health details; jobs, job detail and replay (function
+key) are deprecated aliases of the v1 routes (shared.api) with a Deprecation header.
 
 Cold start: services and domain errors are imported inside the bodies (docs/architecture.md, "Cold start")."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_util import error_response, json_response
+from functions.http_util import deprecated, error_response, from_api, json_response
 from shared.bootstrap import get_services
 
 bp = df.Blueprint()
@@ -37,11 +38,9 @@ def api_health_details(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("api_jobs")
 @bp.route(route="jobs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def api_jobs(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.services import jobs_view
+    from shared.api.legacy import legacy_jobs
 
-    limit = int(req.params.get("limit", "50"))
-    return json_response(jobs_view.list_jobs(get_services().jobs, partner=req.params.get("partner"),
-                                             status=req.params.get("status"), limit=min(limit, 500)))
+    return from_api(legacy_jobs(get_services(), dict(req.params)))
 
 
 @bp.function_name("api_job_detail")
@@ -50,11 +49,13 @@ def api_job_detail(req: func.HttpRequest) -> func.HttpResponse:
     from shared.domain.errors import NotFoundError
     from shared.services import jobs_view
 
+    job_id = req.route_params["job_id"]
     try:
         services = get_services()
-        return json_response(jobs_view.job_detail(services.jobs, req.route_params["job_id"], services.deliveries))
+        response = json_response(jobs_view.job_detail(services.jobs, job_id, services.deliveries))
     except NotFoundError as exc:
-        return error_response(404, str(exc))
+        response = error_response(404, str(exc))
+    return deprecated(response, f"/api/v1/jobs/{job_id}")
 
 
 @bp.function_name("api_job_replay")
@@ -64,11 +65,13 @@ def api_job_replay(req: func.HttpRequest) -> func.HttpResponse:
     from shared.domain.hostmessages import BadMessageError
     from shared.services import intake
 
+    job_id = req.route_params["job_id"]
     try:
-        return json_response(intake.replay(get_services(), req.route_params["job_id"]), 202)
+        response = json_response(intake.replay(get_services(), job_id), 202)
     except NotFoundError as exc:
-        return error_response(404, str(exc))
+        response = error_response(404, str(exc))
     except BadMessageError as exc:  # the job's stored reference is refused: nothing was written
-        return error_response(409, str(exc.detail))
+        response = error_response(409, str(exc.detail))
     except DependencyUnavailableError as exc:  # the new job is recorded; the jobs sweep queues it later
-        return error_response(503, str(exc))
+        response = error_response(503, str(exc))
+    return deprecated(response, f"/api/v1/jobs/{job_id}/replay")

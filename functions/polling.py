@@ -4,12 +4,12 @@ Cold start: services and message models are imported inside the bodies (docs/arc
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Any, get_args
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_util import bad_channel, error_response, json_response
+from functions.http_util import bad_channel, deprecated, error_response, json_response
 from shared.bootstrap import get_services
 
 bp = df.Blueprint()
@@ -36,13 +36,17 @@ def poll_worker(msg: func.QueueMessage) -> None:
 @bp.function_name("api_partner_poll")
 @bp.route(route="partners/{partner}/poll", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def api_partner_poll(req: func.HttpRequest) -> func.HttpResponse:
+    services, partner = get_services(), req.route_params["partner"]
+    return deprecated(_partner_poll(services, partner, req), f"/api/v1/partners/{partner}/poll")
+
+
+def _partner_poll(services: Any, partner: str, req: func.HttpRequest) -> func.HttpResponse:
     from shared.domain.errors import ConfigurationError, NotFoundError
     from shared.domain.jobs import utcnow
     from shared.domain.messages import Channel, PollRequest
     from shared.services.scheduling import poll_channel, request_poll, run_poll_request
 
     channels: tuple[str, ...] = get_args(Channel)
-    services, partner = get_services(), req.route_params["partner"]
     asked = req.params.get("channel")
     if asked is not None and asked not in channels:
         return bad_channel(asked, channels)

@@ -155,6 +155,8 @@ var tables = [
   'Breakers'
   'Deliveries'
   'SlaWindows'
+  'JobsByTime'
+  'PartnerKeys'
 ]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

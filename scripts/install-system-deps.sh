@@ -6,6 +6,7 @@
 #   python3-venv                                                    - `python3 -m venv` on Debian
 #   nodejs + npm                                                    - Azurite (only if node/npm are absent)
 #   make                                                            - the Makefile
+#   chromium + chromium-driver                                      - the console's browser tests (Selenium)
 # Debian/Ubuntu (apt-get). Runs `apt-get update` first, non-interactively. Needs root when
 # something is missing; as a normal user it prints what to install and fails.
 set -euo pipefail
@@ -18,6 +19,8 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 { command -v gpg && command -v gpg-agent && command -v gpgconf; } >/dev/null 2>&1 || missing+=(gnupg)
 command -v make >/dev/null 2>&1 || missing+=(make)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if command -v python3 >/dev/null 2>&1; then
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 else
@@ -31,7 +34,7 @@ fi
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ((${#missing[@]} == 0)); then
-    log "all system dependencies present (sshd, ssh-keygen, rclone, gpg, make, python3-venv, node, npm)"
+    log "all system dependencies present (sshd, ssh-keygen, rclone, gpg, make, chromium, chromedriver, python3-venv, node, npm)"
     exit 0
 fi
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         SlaWindows,
         Slots,
     )
+    from shared.services.partner_keys import PartnerKeyStore
     from shared.settings import Settings
 
 
@@ -192,6 +193,15 @@ class Services:
         from shared.adapters.deliveries import DeliveriesClient
 
         return self._tables(DeliveriesClient)
+
+    @cached_property
+    def partner_keys(self) -> PartnerKeyStore:
+        """Salted hashes of partner API keys (uploads through the API)."""
+        if "partner_keys" in self.overrides:
+            return self.overrides["partner_keys"]
+        from shared.adapters.partner_keys import PartnerKeysClient
+
+        return self._tables(PartnerKeysClient)
 
     @cached_property
     def mailboxes(self) -> MailboxFactory:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from shared.domain.delivery import Delivery
+from shared.domain.job_index import JobPage, JobQuery
 from shared.domain.jobs import FileTransfer, Job, JobEvent, LogEntry, NewJob
 from shared.domain.ledger import BreakerRecord, LedgerEntry
 from shared.domain.remote import RemoteFile
@@ -112,6 +113,12 @@ class JobStore(Protocol):
 
     def list_jobs(self, *, partner: str | None = None, status: str | None = None, limit: int = 50) -> list[Job]:
         """Newest first."""
+        ...
+
+    def query_jobs(self, query: JobQuery, *, limit: int = 50, cursor: str | None = None,
+                   now: datetime | None = None) -> JobPage:
+        """Newest first (creation time), filtered; `cursor` is a page's `next_cursor` (key-seek, no offset).
+        ValueError when the cursor is not one."""
         ...
 
     def rebuild(self, job_id: str | None = None) -> int:

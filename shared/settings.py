@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     pending_resend_max: int = Field(default=3, ge=0, le=100, validation_alias=AliasChoices("WHARF_PENDING_RESEND_MAX"))
     stale_running_minutes: float = Field(default=30, ge=0, le=7 * 24 * 60,
                                          validation_alias=AliasChoices("WHARF_STALE_RUNNING_MINUTES"))
+    # A job neither COMPLETED nor FAILED this many minutes after its creation is stalled: the sweep records
+    # job.stalled once and counts wharf.jobs.stalled; `wharf jobs resume` / POST /api/v1/jobs/{id}/resume.
+    stalled_minutes: float = Field(default=30, ge=1, le=7 * 24 * 60,
+                                   validation_alias=AliasChoices("WHARF_STALLED_MINUTES"))
     sweep_max_jobs: int = Field(default=50, ge=1, le=5000, validation_alias=AliasChoices("WHARF_SWEEP_MAX_JOBS"))
 
     # SLA checks (timer sla_check, every 5 minutes; shared/services/sla.py): a window is evaluated once it has

@@ -22,6 +22,7 @@ from shared.adapters.tables import event_payload, log_message, new_job_payloads,
 from shared.domain.delivery import Delivery, delivery_keys
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ids import job_id_ranges, job_partition
+from shared.domain.job_index import Cursor, JobPage, JobQuery, index_key
 from shared.domain.jobs import (
     EventType,
     FileTransfer,
@@ -36,6 +37,7 @@ from shared.domain.jobs import (
     utcnow,
 )
 from shared.domain.ledger import BreakerRecord, LedgerEntry
+from shared.domain.partner_keys import PartnerKey
 from shared.domain.remote import (
     HostKeyMismatchError,
     RemoteFile,
@@ -255,6 +257,19 @@ class FakeJobStore:
             jobs = [j for j in self._jobs.values() if (not partner or j.partner == partner)
                     and (not status or j.status.value == status)]
         return sorted(jobs, key=lambda j: (j.created_at, j.job_id), reverse=True)[:limit]
+
+    def query_jobs(self, query: JobQuery, *, limit: int = 50, cursor: str | None = None,
+                   now: datetime | None = None) -> JobPage:
+        start = Cursor.decode(cursor) if cursor else None
+        moment = now or utcnow()
+        with self._lock:
+            rows = sorted(((index_key(j), j.model_copy(deep=True)) for j in self._jobs.values()
+                           if query.matches(j, moment)), key=lambda r: (-int(r[0][0]), r[0][1]))
+        if start:
+            rows = [r for r in rows if (-int(r[0][0]), r[0][1]) > (-int(start.month), start.row_key)]
+        page = rows[:limit]
+        nxt = Cursor(*page[-1][0]).encode() if len(page) >= limit else None
+        return JobPage([j for _, j in page], nxt)
 
     def rebuild(self, job_id: str | None = None) -> int:
         with self._lock:
@@ -987,3 +1002,38 @@ class FakeSlaWindows(_FakeTable[SlaWindow]):
                 return None
             stored = self._rows[key] = replace(window, etag=_etag())
             return stored
+class FakePartnerKeys:
+    """PartnerKeys in memory (PK partner, RK key id); passes the same contract tests as PartnerKeysClient."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], PartnerKey] = {}
+        self._lock = threading.Lock()
+
+    def ensure_table(self) -> None:
+        pass
+
+    def get(self, partner: str, key_id: str) -> PartnerKey:
+        with self._lock:
+            if (partner, key_id) not in self._rows:
+                raise NotFoundError(f"key {key_id} of partner {partner} not found")
+            return self._rows[(partner, key_id)]
+
+    def list(self, partner: str | None = None) -> list[PartnerKey]:
+        with self._lock:
+            rows = [k for (p, _), k in self._rows.items() if partner is None or p == partner]
+        return sorted(rows, key=lambda k: (k.partner, k.created_at))
+
+    def create(self, key: PartnerKey) -> PartnerKey:
+        with self._lock:
+            if (key.partner, key.key_id) in self._rows:
+                raise ConflictError(f"key {key.key_id} already exists")
+            self._rows[(key.partner, key.key_id)] = key
+            return key
+
+    def revoke(self, partner: str, key_id: str, at: datetime) -> PartnerKey:
+        with self._lock:
+            if (partner, key_id) not in self._rows:
+                raise NotFoundError(f"key {key_id} of partner {partner} not found")
+            old = self._rows[(partner, key_id)]
+            new = self._rows[(partner, key_id)] = replace(old, revoked_at=old.revoked_at or at)
+            return new

@@ -27,6 +27,7 @@ from shared.adapters import table_batch
 from shared.adapters.http import StorageLimits, storage_options
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ids import job_id_ranges, job_partition
+from shared.domain.job_index import Cursor, JobPage, JobQuery, index_key, index_time_key, months_between
 from shared.domain.jobs import (
     EventType,
     FileTransfer,
@@ -43,7 +44,7 @@ from shared.domain.jobs import (
 from shared.faults import fault_point
 from shared.observability.redaction import redact, redacted_json
 from shared.observability.tracing import log_fields, span
-from shared.resources import TABLES
+from shared.resources import JOBS_BY_TIME_TABLE, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,41 @@ def _entity_to_job(e: Mapping[str, Any]) -> Job:
         event_count=int(e.get("EventCount", 0)),
         counts=json.loads(e.get("Counts") or "{}"),
     )
+
+
+_INDEX_ERROR_CHARS = 1000
+
+
+def _index_entity(job: Job) -> dict[str, Any]:
+    """The job's JobsByTime row: what a list shows, keyed newest first (shared.domain.job_index)."""
+    pk, rk = index_key(job)
+    return {"PartitionKey": pk, "RowKey": rk, "JobId": job.job_id, "Partner": job.partner,
+            "JobType": job.job_type.value, "Status": job.status.value, "CreatedAt": job.created_at,
+            "UpdatedAt": job.updated_at, "FileName": job.file_name, "Bytes": _int64(job.bytes),
+            "Error": job.error[:_INDEX_ERROR_CHARS], "ParentJobId": job.parent_job_id,
+            "EventCount": job.event_count}
+
+
+def _index_to_job(e: Mapping[str, Any]) -> Job:
+    return Job(job_id=e["JobId"], partner=e["Partner"], job_type=e["JobType"], status=e["Status"],
+               created_at=e["CreatedAt"], updated_at=e["UpdatedAt"], file_name=e.get("FileName", ""),
+               bytes=_int(e.get("Bytes", 0)), error=e.get("Error", ""), parent_job_id=e.get("ParentJobId", ""),
+               event_count=int(e.get("EventCount", 0)))
+
+
+def _index_filter(query: JobQuery, month: str, since: datetime, until: datetime, after: str | None) -> str:
+    parts = [f"PartitionKey eq {_odata_str(month)}",
+             f"RowKey ge {_odata_str(index_time_key(until))}",
+             f"RowKey lt {_odata_str(index_time_key(since) + '.')}"]  # '.' follows '-': since itself included
+    if after:
+        parts.append(f"RowKey gt {_odata_str(after)}")
+    for name, value in (("Partner", query.partner), ("Status", query.status), ("JobType", query.job_type)):
+        if value:
+            parts.append(f"{name} eq {_odata_str(value)}")
+    if query.file_prefix:
+        parts.append(f"FileName ge {_odata_str(query.file_prefix)} and "
+                     f"FileName lt {_odata_str(query.file_prefix + chr(0xFFFF))}")
+    return " and ".join(parts)
 
 
 def _entity_to_event(e: Mapping[str, Any], job_id: str) -> JobEvent:
@@ -332,6 +368,12 @@ class JobStoreClient:
         else:
             table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
                                 match_condition=MatchConditions.IfNotModified)
+        self._write_index(job)
+
+    def _write_index(self, job: Job) -> None:
+        """The job's JobsByTime row, after its projection (a crash between them: the next write or a rebuild
+        catches the index up; lists may show a status one event behind until then)."""
+        self._table(JOBS_BY_TIME_TABLE).upsert_entity(_index_entity(job), mode=UpdateMode.REPLACE)
 
     def _refold(self, job_id: str) -> Job | None:
         events = self.events(job_id)
@@ -339,6 +381,7 @@ class JobStoreClient:
             return None
         job = project(events)
         self._table("IntegrationJob").upsert_entity(_job_to_entity(job), mode=UpdateMode.REPLACE)
+        self._write_index(job)
         return job
 
     def append(self, job_id: str, event_type: str, data: Mapping[str, Any] | None = None) -> JobEvent:
@@ -470,6 +513,31 @@ class JobStoreClient:
         jobs = sorted((_entity_to_job(r) for r in rows), key=lambda j: (j.created_at, j.job_id), reverse=True)
         return jobs[:limit]
 
+    def query_jobs(self, query: JobQuery, *, limit: int = 50, cursor: str | None = None,
+                   now: datetime | None = None) -> JobPage:
+        """Newest first from JobsByTime, one month partition after another, filtered in the service; the page
+        after `cursor` starts past its last key (key-seek: no rows before it are read again)."""
+        since, until = query.window(now or utcnow())
+        start = Cursor.decode(cursor) if cursor else None
+        table = self._table(JOBS_BY_TIME_TABLE)
+        jobs: list[Job] = []
+        last: Cursor | None = None
+        with span("jobstore.query_jobs", {"wharf.partner": query.partner or "", "wharf.limit": limit}) as s:
+            for month in months_between(since, until):
+                if start and month > start.month:
+                    continue
+                after = start.row_key if start and month == start.month else None
+                flt = _index_filter(query, month, since, until, after)
+                for row in table.query_entities(flt, results_per_page=min(1000, max(1, limit - len(jobs)))):
+                    jobs.append(_index_to_job(row))
+                    last = Cursor(month, row["RowKey"])
+                    if len(jobs) >= limit:
+                        break
+                if len(jobs) >= limit:
+                    break
+            s.set_attribute("wharf.jobs", len(jobs))
+        return JobPage(jobs, last.encode() if last and len(jobs) >= limit else None)
+
     def rebuild(self, job_id: str | None = None) -> int:
         with span("jobstore.rebuild", {"wharf.job_id": job_id}):
             if job_id:
@@ -562,6 +630,7 @@ class JobStoreClient:
         transfers: dict[str, dict[str, dict[str, Any]]] = {}  # partition -> RowKey -> row (the last one wins)
         logs: dict[str, list[dict[str, Any]]] = {}
         projections: dict[str, list[dict[str, Any]]] = {}
+        index: dict[str, list[dict[str, Any]]] = {}
         ns = time.time_ns()
         for job, payloads in created:
             pk = job_partition(job.job_id)[0]
@@ -576,6 +645,7 @@ class JobStoreClient:
                       for seq, (event, payload) in enumerate(zip(job.events, payloads, strict=True))]
             projection = project(events)
             projections.setdefault(projection.partner, []).append(_job_to_entity(projection))
+            index.setdefault(index_key(projection)[0], []).append(_index_entity(projection))
             self._partner_of[job.job_id] = projection.partner
         for rows_by_key in transfers.values():
             self._submit("FileTransfer", "upsert", list(rows_by_key.values()))
@@ -585,6 +655,8 @@ class JobStoreClient:
         fault_point("create_jobs.after_logs")
         for rows in projections.values():
             self._submit("IntegrationJob", "upsert", rows)
+        for rows in index.values():
+            self._submit(JOBS_BY_TIME_TABLE, "upsert", rows)
         fault_point("create_jobs.after_projection")
 
     def _submit(self, table_name: str, operation: str, rows: list[dict[str, Any]]) -> None:

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Protocol
 
-from shared.cli import catalog, deliveries, jobs, plugins, poison, poll, replay, resources, secrets, send, sla
+from shared.cli import catalog, deliveries, jobs, keys, plugins, poison, poll, replay, resources, secrets, send, sla
 from shared.cli.common import Subparsers, load_local_environment
 from shared.cli.errors import EXIT_FAILED, EXIT_NOT_FOUND, describe
 from shared.domain.errors import NotFoundError, WharfError
@@ -20,7 +20,7 @@ class Command(Protocol):
 
 # A new sub-command is a module with `register(sub)` and one entry here; the order is the order in --help.
 COMMANDS: tuple[Command, ...] = (catalog, jobs, send, deliveries, replay, resources, poll, poison, plugins, sla,
-                                 secrets)
+                                 secrets, keys)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,15 @@ def cmd_jobs_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs_resume(args: argparse.Namespace) -> int:
+    import getpass
+
+    from shared.services.stalled import resume
+
+    print_json(resume(services(), args.job_id, by=f"cli:{getpass.getuser()}"))
+    return 0
+
+
 def register(sub: Subparsers) -> None:
     jobs = sub.add_parser("jobs", help="integration jobs").add_subparsers(dest="action", required=True)
     lst = jobs.add_parser("list", help="newest jobs first")
@@ -54,6 +63,9 @@ def register(sub: Subparsers) -> None:
     show.add_argument("job_id")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_jobs_show)
+    resume = jobs.add_parser("resume", help="restart a stalled job's orchestration from its last completed step")
+    resume.add_argument("job_id")
+    resume.set_defaults(func=cmd_jobs_resume)
     rebuild = jobs.add_parser("rebuild", help="re-fold IntegrationJob from JobEvents")
     rebuild.add_argument("job_id", nargs="?")
     rebuild.set_defaults(func=cmd_jobs_rebuild)

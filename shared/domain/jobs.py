@@ -46,6 +46,7 @@ class EventType(StrEnum):
     DELIVERY_DELIVERED = "delivery.delivered"
     DELIVERY_BOUNCED = "delivery.bounced"
     DELIVERY_DELAYED = "delivery.delayed"
+    STALLED = "job.stalled"  # data: minutes, status, step; no status change (shared/services/stalled.py)
 
 
 class JobEvent(BaseModel):

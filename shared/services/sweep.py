@@ -18,6 +18,7 @@ from shared.observability.redaction import redact
 from shared.observability.tracing import log_fields, span
 from shared.services import process
 from shared.services.repair import repair_recent_jobs
+from shared.services.stalled import mark_stalled
 from shared.workflows import failure_reason
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class SweepSummary:
     failed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # jobs a crash had left out of the lists (projection)
+    stalled: list[str] = field(default_factory=list)  # job.stalled recorded this run (shared/services/stalled.py)
 
     @property
     def acted(self) -> int:
@@ -83,9 +85,13 @@ async def sweep_jobs(services: Services, client: Any, *, now: datetime) -> Sweep
                 summary.errors.append(job.job_id)
                 log.warning("sweep could not finish job: %s", redact(failure_reason(exc)),
                             extra=log_fields(job.job_id, partner=job.partner, status=job.status.value))
+        try:
+            summary.stalled = mark_stalled(services, now=now)
+        except Exception as exc:  # noqa: BLE001 - marking is a report; the sweep's own work is done
+            log.warning("sweep could not mark stalled jobs: %s", redact(failure_reason(exc)))
         for key in ("due", "examined", "alive"):
             s.set_attribute(f"wharf.sweep.{key}", getattr(summary, key))
-        for key in ("resent", "completed", "failed", "errors", "repaired"):
+        for key in ("resent", "completed", "failed", "errors", "repaired", "stalled"):
             s.set_attribute(f"wharf.sweep.{key}", len(getattr(summary, key)))
         if summary.examined:
             log.info("jobs sweep: %d due, %d resent, %d completed, %d failed, %d still running, %d errors",

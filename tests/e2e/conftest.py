@@ -102,6 +102,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         "WHARF_EVENTS_QUEUE": f"events-{run}",
         "WHARF_CATALOG_PATH": str(catalog),
         "WHARF_FUNCTION_KEY": FUNCTION_KEY,
+        "WHARF_CONSOLE_DEV_SIGNIN": "true",  # the console's development sign-in (tests/e2e/test_console.py)
         "WHARF_PUBLISHER": "queue",
         "AzureFunctionsWebHost__hostid": f"e2e-{run}",
         "GRAPH_BASE_URL": graph.base_url,

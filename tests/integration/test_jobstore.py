@@ -234,11 +234,12 @@ def test_create_jobs_writes_a_shared_partition_in_a_few_transactions(store: JobS
     calls = _Calls(monkeypatch, store)
     otel = setup.for_tests()
     assert store.create_jobs(batch) == []
-    # 200 events: 2 transactions; 100 transfers, 100 logs, 100 projections (one partner): 1 each.
-    assert calls.total() == calls.total("submit_transaction") == 5, calls.calls
+    # 200 events: 2 transactions; 100 transfers, 100 logs, 100 projections (one partner), 100 JobsByTime rows
+    # (one creation month): 1 each.
+    assert calls.total() == calls.total("submit_transaction") == 6, calls.calls
     assert sorted(t[:2] for t in calls.transactions) == [
         ("FileTransfer", 100), ("IntegrationJob", 100), ("IntegrationLog", 100), ("JobEvents", 100),
-        ("JobEvents", 100)]
+        ("JobEvents", 100), ("JobsByTime", 100)]
     span = otel.span("jobstore.create_jobs")
     assert span.attributes is not None
     assert (span.attributes["wharf.jobs"], span.attributes["wharf.existing"]) == (100, 0)
@@ -248,7 +249,7 @@ def test_create_jobs_writes_a_shared_partition_in_a_few_transactions(store: JobS
     calls.calls.clear()
     fresh = _new_job(now, 100)
     assert store.create_jobs([*batch[:40], fresh]) == [j.job_id for j in batch[:40]]
-    assert calls.total() == calls.total("submit_transaction") == 1 + 41 + 3, calls.calls
+    assert calls.total() == calls.total("submit_transaction") == 1 + 41 + 4, calls.calls
     assert otel.spans_named("jobstore.create_jobs")[-1].attributes == {"wharf.jobs": 41, "wharf.existing": 40}
     assert store.get_job(fresh.job_id).event_count == 2 and len(store.logs(batch[0].job_id)) == 1
 
@@ -271,8 +272,9 @@ def test_create_jobs_per_partition_and_partner(store: JobStoreClient, monkeypatc
     calls = _Calls(monkeypatch, store)
     assert store.create_jobs(batch) == []
     by_table = Counter(t[0] for t in calls.transactions)
-    assert by_table == {"JobEvents": 2, "FileTransfer": 2, "IntegrationLog": 2, "IntegrationJob": 2}
-    assert calls.total() == 8
+    # JobsByTime: one transaction, the jobs being created now (one creation month).
+    assert by_table == {"JobEvents": 2, "FileTransfer": 2, "IntegrationLog": 2, "IntegrationJob": 2, "JobsByTime": 1}
+    assert calls.total() == 9
 
 
 def test_rebuild_finds_jobs_created_in_bulk(store: JobStoreClient) -> None:

@@ -369,7 +369,7 @@ def test_a_partner_with_only_outbound_and_no_remote_dirs_is_valid_and_never_poll
     (lambda d: d["partners"][0]["outbound"]["routes"][0]["destinations"].append(
         {"kind": "blob", "container": "outbound"}),
      ["partners[bank].outbound.routes[0].destinations[1].container: is reserved for Wharf's own use (archive, "
-      "drop, inbound, outbound, quarantine); route to processed or a container of your own (outbound/ is where "
+      "drop, inbound, locks, outbound, quarantine); route to processed or a container of your own (outbound/ is where "
       "files are handed over to be sent)"]),
 ])
 def test_outbound_catalogue_mistakes_get_their_message(mutate: Any, expected: list[str]) -> None:

@@ -1,0 +1,242 @@
+"""Pydantic models of the API: what routes take (query models) and give (responses). The OpenAPI document is
+generated from these same classes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.domain.jobs import JobStatus, JobType
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str = ""
+    parameter: str | None = Field(default=None, description="the query or path parameter that was wrong")
+
+
+class JobsQuery(_Query):
+    partner: str | None = Field(default=None, max_length=64)
+    status: JobStatus | None = None
+    type: JobType | None = None
+    since: datetime | None = Field(default=None, description="created at or after (ISO 8601 with offset)")
+    until: datetime | None = Field(default=None, description="created at or before (ISO 8601 with offset)")
+    file_prefix: str | None = Field(default=None, max_length=256, description="file name starts with")
+    limit: int = Field(default=50, ge=1, le=500)
+    continuation: str | None = Field(default=None, max_length=2048, description="a page's `continuation`")
+
+
+class ConsoleJobsQuery(JobsQuery):
+    refresh: int | None = Field(default=None, ge=2, le=3600, description="reload the page every N seconds")
+
+
+class LegacyJobsQuery(_Query):
+    partner: str | None = Field(default=None, max_length=64)
+    status: JobStatus | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    partner: str
+    type: JobType
+    status: JobStatus
+    file_name: str
+    bytes: int
+    created_at: datetime
+    updated_at: datetime
+    error: str = ""
+    parent_job_id: str = ""
+    stalled: bool = False
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    continuation: str | None = Field(description="pass as ?continuation= for the next page; null: last page")
+
+
+class JobEventOut(BaseModel):
+    seq: int
+    type: str
+    at: datetime
+    data: dict[str, Any]
+
+
+class TransferOut(BaseModel):
+    transfer_id: str
+    file_name: str
+    source: str
+    destination: str
+    status: str
+    transfer_date: datetime
+    bytes: int
+    sha256: str = ""
+
+
+class LogOut(BaseModel):
+    timestamp: datetime
+    level: str
+    message: str
+    trace_id: str = ""
+
+
+class ValidationErrorOut(BaseModel):
+    row: int | None = None
+    line: int | None = None
+    column: int | str | None = None
+    field: str | None = None
+    message: str = ""
+
+
+class DeliveryOut(BaseModel):
+    job_id: str
+    index: int
+    partner: str
+    kind: str
+    target: str
+    route: str
+    state: str
+    remote_path: str
+    bytes: int
+    attempts: int
+    error: str
+    created_at: datetime | None
+    updated_at: datetime | None
+    sent_at: datetime | None
+
+
+class JobDetail(BaseModel):
+    job: dict[str, Any]
+    stalled: bool = False
+    events: list[JobEventOut]
+    validation_errors: list[ValidationErrorOut]
+    transfers: list[TransferOut]
+    deliveries: list[DeliveryOut]
+    logs: list[LogOut]
+    links: dict[str, str]
+
+
+class ContentQuery(_Query):
+    which: Literal["raw", "output"] = "raw"
+
+
+class ReplayAccepted(BaseModel):
+    job_id: str
+    replay_of: str
+
+
+class ResumeAccepted(BaseModel):
+    job_id: str
+    status: str
+    from_step: str
+
+
+class BreakerOut(BaseModel):
+    channel: str
+    state: str
+    failures: int
+    opened_at: datetime | None
+    last_error: str
+
+
+class ChannelOut(BaseModel):
+    channel: Literal["sftp", "mail"]
+    schedule: str
+    next_due: datetime | None
+    breaker: BreakerOut
+
+
+class PartnerSummary(BaseModel):
+    id: str
+    name: str
+    enabled: bool
+    channels: list[ChannelOut]
+
+
+class PartnerList(BaseModel):
+    items: list[PartnerSummary]
+
+
+class LastFile(BaseModel):
+    job_id: str
+    file_name: str
+    status: JobStatus
+    created_at: datetime
+
+
+class PartnerDetail(PartnerSummary):
+    jobs_24h: dict[str, int] = Field(description="jobs created in the last 24 hours, by status")
+    last_file: LastFile | None
+    last_poll: dict[str, Any] | None = Field(description="the last poll's summary, when one is recorded")
+
+
+class PollQuery(_Query):
+    channel: Literal["sftp", "mail"] | None = None
+
+
+class PollAccepted(BaseModel):
+    status: Literal["queued"]
+    partner: str
+    channel: str
+
+
+class LedgerQuery(_Query):
+    state: Literal["FAILED", "SKIPPED", "CLAIMED", "LANDED", "DONE", "GONE", "REJECTED"] | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class LedgerEntryOut(BaseModel):
+    key: str
+    channel: str
+    path: str
+    size: int
+    state: str
+    attempts: int
+    job_id: str
+    error: str
+    claimed_at: datetime
+    updated_at: datetime | None
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerEntryOut]
+
+
+class UploadQuery(_Query):
+    name: str = Field(min_length=1, max_length=1024, description="the file's name")
+
+
+class UploadAccepted(BaseModel):
+    partner: str
+    blob_path: str
+    bytes: int
+    sha256: str
+
+
+class PrepareUpload(BaseModel):
+    upload_url: str
+    method: Literal["PUT"]
+    headers: dict[str, str]
+    blob_path: str
+    expires_at: datetime
+    kind: Literal["user_delegation_sas", "local_account_sas"]
+
+
+class DeliveriesQuery(_Query):
+    state: Literal["PENDING", "SENDING", "SENT", "FAILED"] | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryOut]
