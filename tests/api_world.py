@@ -47,11 +47,15 @@ class ApiWorld:
         self.ledger, self.breakers, self.deliveries = FakeLedger(), FakeBreakers(), FakeDeliveries()
         self.keys = FakePartnerKeys()
         self.services: Services = build_services(
-            Settings(LANDED_QUEUE="file-landed", POLL_QUEUE="poll-requests", WHARF_EVENTS_QUEUE="events"),
+            Settings(LANDED_QUEUE="file-landed", POLL_QUEUE="poll-requests", WHARF_EVENTS_QUEUE="events",
+                     TRANSFER_QUEUE="transfer-batches"),
             jobs=self.jobs, blobs=self.blobs, queues=self.queues, publisher=FakePublisher(), ledger=self.ledger,
             breakers=self.breakers, deliveries=self.deliveries, partner_keys=self.keys,
             catalog=parse_catalog(CATALOG, env={}))
         self.queues.ensure_queues(self.services.queue_names())
+        # Sign-in switches off unless a test turns them on, whatever this process's environment says (the e2e
+        # devhost of the same test session sets WHARF_CONSOLE_DEV_SIGNIN=true in it).
+        api = {"WHARF_CONSOLE_DEV_SIGNIN": False, "WHARF_EASYAUTH_ENABLED": False, **api}
         self.cfg = ApiSettings(WHARF_FUNCTION_KEY=KEY, **api)
 
     def call(self, method: str, path: str, query: dict[str, str] | None = None, *, body: bytes = b"",

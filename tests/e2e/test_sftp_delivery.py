@@ -104,8 +104,10 @@ def test_a_dropped_csv_goes_to_blob_sftp_and_email_and_a_later_bounce_shows_on_t
     routed = sorted(e["data"]["kind"] for e in detail["events"] if e["type"] == "file.routed")
     assert routed == ["blob", "email", "event", "sftp"]
     deliveries = e2e.services.deliveries.for_job(job.job_id)
-    assert sorted((d.kind, d.state) for d in deliveries) == [("email", DeliveryState.SENT),
-                                                             ("sftp", DeliveryState.SENT)]
+    # Every destination has its Deliveries row (decision 51): blob and event too.
+    assert sorted((d.kind, d.state) for d in deliveries) == [
+        ("blob", DeliveryState.SENT), ("email", DeliveryState.SENT), ("event", DeliveryState.SENT),
+        ("sftp", DeliveryState.SENT)]
     assert sorted(p.name for p in inbox.iterdir()) == ["invoices.jsonl"]
     email = next(d for d in deliveries if d.kind == "email")
     [sent] = e2e.graph.sent_by(email.message_id)

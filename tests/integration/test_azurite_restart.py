@@ -20,6 +20,7 @@ from azure.storage.blob import BlobServiceClient
 from shared.bootstrap import Services, build_services
 from shared.cli.errors import EXIT_STORAGE
 from shared.domain.ledger import LedgerState
+from shared.resources import EVENTS_QUEUE, LANDED_QUEUE, POLL_QUEUE, TRANSFER_BATCHES_QUEUE
 from shared.settings import Settings
 from tests.integration.azurite_server import PrivateAzurite
 from tests.integration.sshd_server import SshdServer
@@ -54,7 +55,10 @@ def test_a_poll_fails_clearly_when_azurite_stops_and_the_next_one_lands_every_fi
         private_azurite: PrivateAzurite, sshd_server: SshdServer, tmp_path: Path) -> None:
     azurite = private_azurite
     prefix = f"t{uuid.uuid4().hex[:12]}"
-    settings = Settings(AzureWebJobsStorage=azurite.connection_string, WHARF_TABLE_PREFIX=prefix)
+    # The queue names the polls' clean environment uses (the defaults), whatever this process's environment says.
+    settings = Settings(AzureWebJobsStorage=azurite.connection_string, WHARF_TABLE_PREFIX=prefix,
+                        POLL_QUEUE=POLL_QUEUE, LANDED_QUEUE=LANDED_QUEUE, TRANSFER_QUEUE=TRANSFER_BATCHES_QUEUE,
+                        WHARF_EVENTS_QUEUE=EVENTS_QUEUE)
     svc: Services = build_services(settings)
     svc.ensure_resources()
     partner = f"p{uuid.uuid4().hex[:12]}"

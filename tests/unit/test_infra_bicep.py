@@ -60,7 +60,8 @@ def test_the_code_and_the_bicep_agree_on_every_queue_the_app_creates() -> None:
     """What `wharf resources ensure` creates under the Bicep's settings is what the Bicep declares."""
     settings = app_settings()
     configured = Settings(POLL_QUEUE=settings["POLL_QUEUE"], LANDED_QUEUE=settings["LANDED_QUEUE"],
-                          WHARF_EVENTS_QUEUE=settings["WHARF_EVENTS_QUEUE"], AzureWebJobsStorage="x")
+                          TRANSFER_QUEUE=settings["TRANSFER_QUEUE"], WHARF_EVENTS_QUEUE=settings["WHARF_EVENTS_QUEUE"],
+                          AzureWebJobsStorage="x")
     from shared.bootstrap import build_services
 
     assert sorted(build_services(configured).queue_names()) == sorted(module_params("storage")["queues"])

@@ -52,7 +52,8 @@ class World:
         self.blobs, self.jobs, self.ledger = FakeBlobStore(), FakeJobStore(), FakeLedger()
         self.queues, self.breakers = FakeMessageQueue(), FakeBreakers()
         self.sources = FakeFileSources(self.server)
-        settings = Settings(POLL_QUEUE="poll-requests", LANDED_QUEUE="file-landed", WHARF_EVENTS_QUEUE="events")
+        settings = Settings(POLL_QUEUE="poll-requests", LANDED_QUEUE="file-landed", WHARF_EVENTS_QUEUE="events",
+                            TRANSFER_QUEUE="transfer-batches")
         self.services: Services = build_services(
             settings, blobs=self.blobs, jobs=self.jobs, queues=self.queues, ledger=self.ledger,
             breakers=self.breakers, file_sources=self.sources, catalog=make_catalog(**sftp),

@@ -27,6 +27,7 @@ class Backlog(World):
         self.slots = InProcessSlots()
         self.services.overrides["slots"] = self.slots
         self.services.settings = Settings(POLL_QUEUE="poll-requests", LANDED_QUEUE="file-landed",
+                                          TRANSFER_QUEUE=TRANSFERS,
                                           WHARF_EVENTS_QUEUE="events", WHARF_SFTP_SESSION_WAIT_SECONDS=0)
         self.names = [f"/out/f{i:03d}.csv" for i in range(files)]
         for name in self.names:
@@ -171,7 +172,7 @@ def test_the_queue_worker_splits_and_the_cli_and_api_wait_do_not() -> None:
     from shared.services.scheduling import run_poll_request
 
     world = Backlog(8)
-    world.services.settings = Settings(POLL_QUEUE="poll-requests", LANDED_QUEUE="file-landed",
+    world.services.settings = Settings(POLL_QUEUE="poll-requests", LANDED_QUEUE="file-landed", TRANSFER_QUEUE=TRANSFERS,
                                        WHARF_EVENTS_QUEUE="events", WHARF_TRANSFER_BATCH_FILES=3)
     summary = run_poll_request(world.services, PollRequest(partner=PARTNER), scale_out=True)
     assert (summary.queued, summary.batches) == (8, 3)
