@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from shared.adapters.sftp import MAX_WRITE_REQUEST
 from shared.domain.delivery import (
     DEFAULT_REMOTE_NAME,
     DEFAULT_SFTP_ON_EXISTS,
@@ -56,6 +57,7 @@ from shared.metrics import record_failure, record_transfer
 from shared.observability.redaction import redact
 from shared.observability.tracing import current_trace_id, log_fields, span
 from shared.services.breaker import CircuitBreaker
+from shared.services.read_ahead import read_ahead
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -66,8 +68,11 @@ log = logging.getLogger(__name__)
 #: The breaker channel of outbound SFTP: its own records, so a broken inbound poll of a partner does not stop
 #: deliveries to it, nor the other way round.
 CHANNEL = "sftp-out"
-#: Bytes handed to one pipelined write call (the adapter splits them into the server's write request size).
-WRITE_CHUNK = 256 * 1024
+#: Bytes handed to one pipelined write call (the adapter splits them into the server's write request size):
+#: OpenSSH's largest write request, so a chunk is one request, not 255 KiB and a 1 KiB runt.
+WRITE_CHUNK = MAX_WRITE_REQUEST
+#: Blob chunks fetched ahead of the SFTP writes (read_ahead): the download overlaps the upload.
+READ_AHEAD = 2
 #: Failures of the connection itself (not of one file): they count against the breaker.
 CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
     SourceUnavailableError, SourceAuthError, HostKeyMismatchError, SourceConfigurationError)
@@ -323,8 +328,9 @@ class _Run:
         plan = self.plan
         digest = hashlib.sha256()
         with span("deliver.sftp.upload", {"wharf.job_id": self.job.job_id, "file.size": plan.size}) as s:
-            written = sink.write_chunks(plan.temp, _hashed(
-                self._s.blobs.open_read(plan.container, plan.blob_path), digest, self.opts.chunk_size))
+            chunks = read_ahead(self._s.blobs.open_read(plan.container, plan.blob_path), READ_AHEAD,
+                                name=f"read-ahead-{self.job.job_id}")
+            written = sink.write_chunks(plan.temp, _hashed(chunks, digest, self.opts.chunk_size))
             s.set_attribute("wharf.bytes_written", written)
         sha = digest.hexdigest()
         if plan.sha256 and sha != plan.sha256:
