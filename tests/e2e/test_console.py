@@ -55,9 +55,16 @@ def _sign_in(driver: Any, base: str, role: str) -> None:
     driver.get(f"{base}/console/signin")
     assert "Development sign-in" in driver.page_source
     Select(driver.find_element(By.ID, "role")).select_by_value(role)
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
     driver.find_element(By.ID, "signin-button").click()
-    assert driver.find_element(By.ID, "dev-banner").text.startswith("DEVELOPMENT SIGN-IN")
-    assert ("Wharf.Operate" in driver.find_element(By.ID, "who").text) == (role == "operator")
+    # The form posts and redirects: read the page it lands on, not the sign-in page going away (its elements
+    # go stale under the reader).
+    wait = WebDriverWait(driver, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    who = wait.until(lambda d: "/console/signin" not in d.current_url and d.find_element(By.ID, "who").text)
+    assert wait.until(lambda d: d.find_element(By.ID, "dev-banner").text).startswith("DEVELOPMENT SIGN-IN")
+    assert ("Wharf.Operate" in who) == (role == "operator")
 
 
 def test_console_in_chromium(e2e: E2E, browser: Any) -> None:
