@@ -211,7 +211,8 @@ class Services:
         from shared.adapters.graph_mail import GraphMailboxes
 
         s = self.settings
-        return GraphMailboxes(self.secrets, base_url=s.graph_base_url, local_token=s.graph_local_token)
+        return GraphMailboxes(self.secrets, base_url=s.graph_base_url, local_token=s.graph_local_token,
+                              authority=s.graph_authority)
 
     @cached_property
     def mail_senders(self) -> MailSenderFactory:
@@ -221,7 +222,8 @@ class Services:
         from shared.adapters.graph_mail import GraphMailSenders
 
         s = self.settings
-        return GraphMailSenders(self.secrets, base_url=s.graph_base_url, local_token=s.graph_local_token)
+        return GraphMailSenders(self.secrets, base_url=s.graph_base_url, local_token=s.graph_local_token,
+                              authority=s.graph_authority)
 
     @property
     def catalog(self) -> Catalog:

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     graph_base_url: str = Field(default="https://graph.microsoft.com/v1.0",
                                 validation_alias=AliasChoices("GRAPH_BASE_URL"))
     graph_local_token: str | None = Field(default=None, validation_alias=AliasChoices("WHARF_GRAPH_LOCAL_TOKEN"))
+    # The Entra ID authority the app credentials log in at (a national cloud, e.g. https://login.microsoftonline.us);
+    # unset: azure-identity's default (login.microsoftonline.com, or AZURE_AUTHORITY_HOST).
+    graph_authority: str | None = Field(default=None, validation_alias=AliasChoices("WHARF_GRAPH_AUTHORITY"))
 
     # Telemetry.
     appinsights_connection: str | None = Field(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import random
 import threading
 import warnings
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from azure.core.exceptions import ClientAuthenticationError
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.authentication import (
     AccessTokenProvider,
@@ -37,7 +39,7 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 from kiota_http.kiota_client_factory import KiotaClientFactory
-from kiota_http.middleware import RetryHandler
+from kiota_http.middleware import BaseMiddleware, RetryHandler
 from kiota_http.middleware.options import RetryHandlerOption
 from opentelemetry.trace import SpanKind
 
@@ -71,6 +73,7 @@ with warnings.catch_warnings():
     from msgraph_core.middleware import GraphTelemetryHandler
     from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
+from shared.adapters.secrets import fresh_secret
 from shared.domain.errors import ConfigurationError, DependencyUnavailableError, NotFoundError, WharfError
 from shared.observability.redaction import register_secret
 from shared.observability.tracing import span
@@ -94,6 +97,7 @@ UPLOAD_CHUNK = 10 * 320 * 1024
 _RETRY_STATUSES = frozenset({429, 503, 504})
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class GraphRequestError(WharfError):
@@ -150,6 +154,100 @@ class CappedRetryHandler(RetryHandler):
         return min(backoff, self.max_wait)
 
 
+class RotatingCredential:
+    """An azure-identity TokenCredential built from one Key Vault secret (client secret or certificate) that
+    follows the secret's rotation without a restart.
+
+    `read(fresh)` returns the secret (`fresh=True`: bypassing any cache). When Entra ID refuses the credential
+    (a token request fails with ClientAuthenticationError) or Graph answers 401 (ReauthenticateHandler), the
+    secret is read again once, bypassing the cache; when it changed, a new credential is built from it (its own
+    token cache) and the call is tried again, before anything counts as a failure. When it did not change, the
+    original refusal stands and is not tried twice. The secret's value is never logged; only a digest is kept
+    to compare it.
+    """
+
+    def __init__(self, build: Callable[[str], Any], read: Callable[[bool], str], *, name: str = "") -> None:
+        self._build, self._read, self.name = build, read, name
+        self._lock = threading.Lock()
+        value = read(False)
+        self._digest = _digest(value)
+        self._inner = build(value)
+        self.rotations = 0  # how many times a changed secret replaced the credential (for tests and logs)
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        inner = self._inner
+        try:
+            return inner.get_token(*scopes, **kwargs)
+        except ClientAuthenticationError:
+            if not self.reread(stale=inner):
+                raise
+        return self._inner.get_token(*scopes, **kwargs)
+
+    @property
+    def current(self) -> Any:
+        return self._inner
+
+    def update(self, value: str) -> None:
+        """Take a value read elsewhere (the cached secret changed): a new credential when it differs."""
+        with self._lock:
+            if _digest(value) != self._digest:
+                self._replace(value)
+
+    def reread(self, *, stale: Any = None) -> bool:
+        """Read the secret again, bypassing the cache. True when the credential now differs from `stale` (the
+        one that was refused; default the current one): the secret changed, here or in another thread."""
+        with self._lock:
+            if stale is not None and self._inner is not stale:
+                return True  # another call already replaced it
+            value = self._read(True)
+            if _digest(value) == self._digest:
+                return False
+            self._replace(value)
+            return True
+
+    def _replace(self, value: str) -> None:
+        old, self._inner, self._digest = self._inner, self._build(value), _digest(value)
+        self.rotations += 1
+        close = getattr(old, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - closing the replaced credential's transport is best effort
+                log.debug("closing the replaced Graph credential failed: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        close = getattr(self._inner, "close", None)
+        if callable(close):
+            close()
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class ReauthenticateHandler(BaseMiddleware):
+    """On a 401 from Graph: the credential re-reads its secret once (bypassing the cache); when it changed, the
+    request is sent again with a token from the new credential. Otherwise the 401 is returned as it was."""
+
+    def __init__(self, credential: RotatingCredential, tokens: AccessTokenProvider) -> None:
+        super().__init__()
+        self._credential, self._tokens = credential, tokens  # the auth provider's: same scopes, CAE, hosts
+
+    async def send(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
+        used = self._credential.current
+        response = await super().send(request, transport)
+        if response.status_code != 401 or "authorization" not in request.headers:
+            return response
+        if not await asyncio.to_thread(self._credential.reread, stale=used):
+            return response
+        await response.aread()
+        await response.aclose()
+        token = await self._tokens.get_authorization_token(str(request.url))
+        request.headers["Authorization"] = f"Bearer {token}"
+        with span("graph.reauthenticate", {"wharf.secret.name": self._credential.name}):
+            return await super().send(request, transport)
+
+
 class _LoopThread:
     """One asyncio loop on a daemon thread; sync callers submit coroutines to it."""
 
@@ -200,6 +298,11 @@ def _map_error(exc: BaseException, what: str) -> WharfError:
         headers = exc.response_headers or {}
         retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
         return _map_status(exc.response_status_code or 0, _error_code(exc), retry_after, what)
+    if isinstance(exc, ClientAuthenticationError):
+        # Entra ID refused the app's credential (after one fresh read of the secret): say which AADSTS code only.
+        code = next((w.rstrip(":") for w in str(exc.message or "").split() if w.startswith("AADSTS")), "")
+        return ConfigurationError(f"{what}: Entra ID refused the app's credential{f' ({code})' if code else ''}; "
+                                  "check the client secret or certificate in Key Vault and the app registration")
     if isinstance(exc, httpx.HTTPError):
         return DependencyUnavailableError("graph", f"{what}: {type(exc).__name__}")
     if isinstance(exc, TimeoutError):
@@ -224,6 +327,30 @@ def _attachment_kind(odata_type: str | None) -> str:
     return "file"
 
 
+def app_credential(tenant_id: str, client_id: str, *, client_secret: str | None = None,
+                   certificate: str | bytes | None = None, password: str | None = None,
+                   authority: str | None = None) -> Any:
+    """azure-identity's ClientSecretCredential or CertificateCredential for an app registration. `authority`: the
+    Entra ID host (WHARF_GRAPH_AUTHORITY, e.g. https://login.microsoftonline.us; default azure-identity's, which
+    also honours AZURE_AUTHORITY_HOST). A loopback authority (the tests' Entra stand-in) skips instance discovery."""
+    from azure.identity import CertificateCredential, ClientSecretCredential
+
+    kwargs: dict[str, Any] = {}
+    if authority:
+        kwargs["authority"] = authority
+        if _is_loopback(authority):
+            kwargs["disable_instance_discovery"] = True
+    if certificate is None:
+        return ClientSecretCredential(tenant_id, client_id, client_secret or "", **kwargs)
+    data = certificate.encode() if isinstance(certificate, str) else certificate
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            data = base64.b64decode(data, validate=True)
+        except ValueError as exc:
+            raise ConfigurationError("the mailbox certificate secret is neither PEM nor base64 PKCS#12") from exc
+    return CertificateCredential(tenant_id, client_id, certificate_data=data, password=password, **kwargs)
+
+
 class GraphMailClient:
     """Mailbox over Microsoft Graph (msgraph-sdk), sync facade over the async SDK.
 
@@ -238,8 +365,10 @@ class GraphMailClient:
     def __init__(self, auth_provider: AuthenticationProvider, *, base_url: str = GRAPH_V1,
                  max_retries: int = 3, retry_delay: float = 3.0, max_retry_wait: float = 60.0,
                  backoff_factor: float = 0.5, jitter: float = 1.0, timeout: float = 60.0,
-                 chunk_size: int = DEFAULT_CHUNK) -> None:
+                 chunk_size: int = DEFAULT_CHUNK,
+                 reauthenticate: tuple[RotatingCredential, AccessTokenProvider] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.credential = reauthenticate[0] if reauthenticate else None
         self._chunk_size = chunk_size
         self._timeout = timeout
         self._max_retries, self._retry_delay, self._max_retry_wait = max_retries, retry_delay, max_retry_wait
@@ -253,6 +382,8 @@ class GraphMailClient:
         retry = CappedRetryHandler(RetryHandlerOption(delay=retry_delay, max_retries=max_retries),
                                    max_wait=max_retry_wait, backoff_factor=backoff_factor, jitter=jitter)
         handlers = [retry if isinstance(h, RetryHandler) else h for h in handlers]
+        if reauthenticate is not None:  # outermost: a request refused with 401 goes through the whole chain again
+            handlers.insert(0, ReauthenticateHandler(*reauthenticate))
         handlers.append(GraphTelemetryHandler(GraphTelemetryHandlerOption()))
         self._http = GraphClientFactory.create_with_custom_middleware(handlers, client=http)
         self._adapter = GraphRequestAdapter(auth_provider, client=self._http)
@@ -263,7 +394,8 @@ class GraphMailClient:
 
     @classmethod
     def with_credential(cls, credential: Any, *, base_url: str = GRAPH_V1, **options: Any) -> GraphMailClient:
-        """Any azure-identity TokenCredential; the scope is `<graph host>/.default`."""
+        """Any azure-identity TokenCredential; the scope is `<graph host>/.default`. A RotatingCredential also
+        re-reads its secret on a 401 from Graph (ReauthenticateHandler)."""
         from kiota_authentication_azure.azure_identity_authentication_provider import (
             AzureIdentityAuthenticationProvider,
         )
@@ -274,30 +406,37 @@ class GraphMailClient:
         host = parts.hostname or ""
         provider = AzureIdentityAuthenticationProvider(credential, scopes=[f"https://{host}/.default"],
                                                        allowed_hosts=[host])
+        if isinstance(credential, RotatingCredential):
+            options["reauthenticate"] = (credential, provider.access_token_provider)
         return cls(provider, base_url=base_url, **options)
 
     @classmethod
     def with_client_secret(cls, tenant_id: str, client_id: str, client_secret: str, *, base_url: str = GRAPH_V1,
-                           **options: Any) -> GraphMailClient:
-        from azure.identity import ClientSecretCredential
-
-        return cls.with_credential(ClientSecretCredential(tenant_id, client_id, client_secret),
-                                   base_url=base_url, **options)
+                           authority: str | None = None, **options: Any) -> GraphMailClient:
+        return cls.with_credential(app_credential(tenant_id, client_id, client_secret=client_secret,
+                                                  authority=authority), base_url=base_url, **options)
 
     @classmethod
     def with_certificate(cls, tenant_id: str, client_id: str, certificate: str | bytes, *,
-                         password: str | None = None, base_url: str = GRAPH_V1, **options: Any) -> GraphMailClient:
+                         password: str | None = None, base_url: str = GRAPH_V1, authority: str | None = None,
+                         **options: Any) -> GraphMailClient:
         """`certificate`: PEM (certificate and private key) or base64 PKCS#12, as Key Vault stores them."""
-        from azure.identity import CertificateCredential
+        return cls.with_credential(app_credential(tenant_id, client_id, certificate=certificate, password=password,
+                                                  authority=authority), base_url=base_url, **options)
 
-        data = certificate.encode() if isinstance(certificate, str) else certificate
-        if not data.lstrip().startswith(b"-----BEGIN"):
-            try:
-                data = base64.b64decode(data, validate=True)
-            except ValueError as exc:
-                raise ConfigurationError("the mailbox certificate secret is neither PEM nor base64 PKCS#12") from exc
-        credential = CertificateCredential(tenant_id, client_id, certificate_data=data, password=password)
-        return cls.with_credential(credential, base_url=base_url, **options)
+    @classmethod
+    def with_app_secret(cls, tenant_id: str, client_id: str, read_secret: Callable[[bool], str], *,
+                        certificate: bool = False, authority: str | None = None, base_url: str = GRAPH_V1,
+                        secret_name: str = "", **options: Any) -> GraphMailClient:
+        """The app's client secret (or certificate, `certificate=True`) read through `read_secret(fresh)`, so an
+        authentication failure re-reads it once, bypassing the cache (RotatingCredential)."""
+        def build(value: str) -> Any:
+            if certificate:
+                return app_credential(tenant_id, client_id, certificate=value, authority=authority)
+            return app_credential(tenant_id, client_id, client_secret=value, authority=authority)
+
+        return cls.with_credential(RotatingCredential(build, read_secret, name=secret_name), base_url=base_url,
+                                   **options)
 
     @classmethod
     def with_static_token(cls, base_url: str, token: str, **options: Any) -> GraphMailClient:
@@ -333,7 +472,7 @@ class GraphMailClient:
         with span("graph.request", attrs, kind=SpanKind.CLIENT):
             try:
                 return self._loop.run(coro)
-            except (APIError, httpx.HTTPError, TimeoutError) as exc:
+            except (APIError, httpx.HTTPError, TimeoutError, ClientAuthenticationError) as exc:
                 raise _map_error(exc, what) from exc
 
     # --- Mailbox ---------------------------------------------------------------------------------
@@ -435,7 +574,7 @@ class GraphMailClient:
         request_info.headers.try_add("Accept", accept)
 
         async def start() -> httpx.Response:
-            self._adapter.set_base_url_for_request_information(request_info)
+            self._adapter.set_base_url_for_request_information(request_info)  # a 401 is re-authenticated below
             request = await self._adapter.convert_to_native_async(request_info)
             response = await self._http.send(request, stream=True)
             if response.status_code >= 400:
@@ -618,61 +757,67 @@ _CLIENTS_LOCK = threading.Lock()
 
 
 def mailbox_client(auth: Any, secrets: Any, *, base_url: str = GRAPH_V1, local_token: str | None = None,
-                   **options: Any) -> GraphMailClient:
+                   authority: str | None = None, **options: Any) -> GraphMailClient:
     """The client for a partner's app registration (the catalogue's `mailbox.auth`), cached per
     process so tokens and connections are reused across polls.
 
     A loopback `base_url` (the Graph test server) takes `local_token` instead and never calls
-    Entra ID. Secret values are read from `secrets` and never logged; a rotated secret gets a new client.
+    Entra ID, unless an `authority` is given (the tests' Entra stand-in). Secret values are read from
+    `secrets` and never logged. Rotation: the client's RotatingCredential takes a changed cached value
+    here, and re-reads the secret bypassing the cache when Entra ID or Graph refuses it (once, before the
+    call counts as failed).
     """
-    build: Callable[[], GraphMailClient]
-    if _is_loopback(base_url):
+    if _is_loopback(base_url) and not authority:
         if not local_token:
             raise ConfigurationError("GRAPH_BASE_URL is a local test server: set WHARF_GRAPH_LOCAL_TOKEN to its token")
         token = local_token
         key: tuple[str, ...] = ("static", base_url, hashlib.sha256(token.encode()).hexdigest())
+        with _CLIENTS_LOCK:
+            if key not in _CLIENTS:
+                _CLIENTS[key] = GraphMailClient.with_static_token(base_url, token, **options)
+            return _CLIENTS[key]
+    name = auth.certificate_secret or auth.client_secret_secret
+    key = ("app", base_url, authority or "", auth.tenant_id, auth.client_id, name)
 
-        def build() -> GraphMailClient:
-            return GraphMailClient.with_static_token(base_url, token, **options)
-    else:
-        name = auth.certificate_secret or auth.client_secret_secret
-        secret = secrets.get(name)
-        key = ("app", base_url, auth.tenant_id, auth.client_id, name, hashlib.sha256(secret.encode()).hexdigest())
+    def read(fresh: bool) -> str:
+        return fresh_secret(secrets, name) if fresh else str(secrets.get(name))
 
-        def build() -> GraphMailClient:
-            if auth.certificate_secret:
-                return GraphMailClient.with_certificate(auth.tenant_id, auth.client_id, secret, base_url=base_url,
-                                                        **options)
-            return GraphMailClient.with_client_secret(auth.tenant_id, auth.client_id, secret, base_url=base_url,
-                                                      **options)
     with _CLIENTS_LOCK:
-        if key not in _CLIENTS:
-            _CLIENTS[key] = build()
-        return _CLIENTS[key]
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = GraphMailClient.with_app_secret(
+                auth.tenant_id, auth.client_id, read, certificate=bool(auth.certificate_secret), authority=authority,
+                base_url=base_url, secret_name=name, **options)
+            return client
+    if client.credential is not None:
+        client.credential.update(read(False))  # the cached value changed (its ttl ran out): use it now
+    return client
 
 
 class GraphMailSenders:
     """MailSenderFactory: the GraphMailClient that sends from a mailbox with an app registration (`auth`)."""
 
     def __init__(self, secrets: Any, *, base_url: str = GRAPH_V1, local_token: str | None = None,
-                 **options: Any) -> None:
+                 authority: str | None = None, **options: Any) -> None:
         self._secrets, self._base_url, self._local_token, self._options = secrets, base_url, local_token, options
+        self._authority = authority
 
     def open(self, mailbox: str, auth: Any) -> GraphMailClient:
         return mailbox_client(auth, self._secrets, base_url=self._base_url, local_token=self._local_token,
-                              **self._options)
+                              authority=self._authority, **self._options)
 
 
 class GraphMailboxes:
     """MailboxFactory: the GraphMailClient for a partner's `mailbox` catalogue block."""
 
     def __init__(self, secrets: Any, *, base_url: str = GRAPH_V1, local_token: str | None = None,
-                 **options: Any) -> None:
+                 authority: str | None = None, **options: Any) -> None:
         self._secrets = secrets
         self._base_url = base_url
         self._local_token = local_token
+        self._authority = authority
         self._options = options
 
     def open(self, partner_id: str, config: Any) -> GraphMailClient:
         return mailbox_client(config.auth, self._secrets, base_url=self._base_url, local_token=self._local_token,
-                              **self._options)
+                              authority=self._authority, **self._options)

@@ -151,6 +151,15 @@ def _json_path(value: str) -> str:
     return value
 
 
+_XML_NAME = re.compile(r"(?:[A-Za-z_][\w.\-]*)?(?:@[A-Za-z_][\w.\-]*)?")
+
+
+def _xml_name(value: str) -> str:
+    if not value or not _XML_NAME.fullmatch(value):
+        raise ValueError("must be an XML element's local name (IBAN), an attribute (@Acct) or both (Amt@Acct)")
+    return value
+
+
 class PgpInbound(_Model):
     """OpenPGP on a landed file: decrypt it before detection and validation, and check its signature.
 
@@ -195,6 +204,8 @@ class FileRule(_Model):
     #: JSON paths whose values are masked like sensitive columns (`$.payer.iban`, `$[*].iban`, `$.items[*].pan`)
     sensitive_paths: list[Annotated[str, AfterValidator(_json_path)]] = Field(default_factory=list)
     mask_style: Literal["last4", "hash", "redact"] = "last4"
+    #: XML element (`IBAN`) and attribute (`@Acct`, `Amt@Acct`) local names whose values XSD messages must not show
+    sensitive_elements: list[Annotated[str, AfterValidator(_xml_name)]] = Field(default_factory=list)
 
     @field_validator("json_schema", mode="before")
     @classmethod

@@ -152,6 +152,10 @@ class ReportBuilder:
         self.errors.append(ValidationIssue(code=code, message=truncate(message, 500) or "", row=row, line=line,
                                            column=column, field=field, value=text))
 
+    def xsd_error(self, message: str, *, line: int | None = None) -> None:
+        """An XSD validity issue; its message is scrubbed of sensitive elements' values first (scrub_xsd)."""
+        self.error("xsd", self.sensitivity.scrub_xsd(message), line=line)
+
     def count(self, n: int) -> None:
         """Count `n` more errors that are not described (the cap was reached)."""
         self.error_count += n
@@ -391,12 +395,14 @@ class RuleSpec:
     transform_options: Mapping[str, Any] = field(default_factory=dict)
     sensitive_paths: tuple[str, ...] = ()
     mask_style: str = "last4"
+    sensitive_elements: tuple[str, ...] = ()
 
     @property
     def sensitivity(self) -> Sensitivity:
-        """Which report fields are sensitive (columns marked `sensitive`, `sensitive_paths`) and their mask."""
+        """Which report fields are sensitive (columns marked `sensitive`, `sensitive_paths`,
+        `sensitive_elements`) and their mask."""
         return Sensitivity(frozenset(c.name for c in self.csv.columns if c.sensitive), self.sensitive_paths,
-                           self.mask_style)
+                           self.mask_style, frozenset(self.sensitive_elements))
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -448,6 +454,7 @@ def rule_spec(rule: Any) -> RuleSpec:
         transform_options=dict(_get(transform, "options", {}) or {}),
         sensitive_paths=tuple(str(p) for p in _get(rule, "sensitive_paths", ()) or ()),
         mask_style=str(_get(rule, "mask_style", "last4") or "last4"),
+        sensitive_elements=tuple(str(e) for e in _get(rule, "sensitive_elements", ()) or ()),
     )
 
 

@@ -652,6 +652,10 @@ class FileValidation:
         from lxml import etree
 
         report = self.report
+        # libxml2's schema errors reach XMLSyntaxError.error_log through lxml's per-thread global log, which
+        # is not cleared between parses: without this, a report carried the errors (and values) of every file
+        # validated before it on the same thread, another partner's included.
+        etree.clear_error_log()
         parser = etree.XMLPullParser(events=("start", "end"), schema=schema, encoding="utf-8",
                                      resolve_entities=False, no_network=True, load_dtd=False)
         depth = 0
@@ -681,10 +685,12 @@ class FileValidation:
             entries = [e for e in exc.error_log if e.domain_name != "SCHEMASV"]
             schema_errors = [e for e in exc.error_log if e.domain_name == "SCHEMASV"]
             for entry in schema_errors:
-                report.error("xsd", entry.message, line=entry.line or None, field=entry.path or None)
+                report.xsd_error(entry.message, line=entry.line or None)
             if entries or not schema_errors:
+                # exc.msg may be a schema message (quoting a value): the syntax error's own message, scrubbed too
                 line, column = exc.position if exc.position != (0, 0) else (None, None)
-                report.error("xml", f"not well-formed XML: {exc.msg}", line=line,
+                text = entries[0].message if entries else exc.msg
+                report.error("xml", f"not well-formed XML: {report.sensitivity.scrub_xsd(text)}", line=line,
                              column=column + 1 if column is not None else None)
         report.rows = records
 

@@ -311,12 +311,14 @@ def _select(obj: dict[str, Any], select: str | None, keep: tuple[str, ...]) -> d
 class GraphTestServer:
     """Start with `with GraphTestServer() as server:`; `server.base_url` ends in /v1.0.
 
-    `token`: when set, Graph routes require `Authorization: Bearer <token>` (401 otherwise).
+    `token`: when set, Graph routes require `Authorization: Bearer <token>` or a token issued by an
+    EntraTestAuthority for this server (`app_tokens`); 401 otherwise.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = TEST_TOKEN) -> None:
         self.model = GraphModel()
         self.token = token
+        self.app_tokens: set[str] = set()  # tokens issued by an EntraTestAuthority (tests/graph_server/authority.py)
         self.faults: list[Fault] = []
         self.requests: list[RequestRecord] = []
         self.sessions: dict[str, UploadSession] = {}
@@ -446,7 +448,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._upload(method, path, query, body)
                 return
             auth = self.headers.get("Authorization", "")
-            record.authorized = self.graph.token is None or auth == f"Bearer {self.graph.token}"
+            bearer = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+            with self.graph._lock:
+                issued = bearer in self.graph.app_tokens
+            record.authorized = self.graph.token is None or bearer == self.graph.token or issued
             fault = self.graph._fault_for(record.line)
             if fault is not None and fault.truncate_after is None:
                 record.fault = f"{fault.status}"

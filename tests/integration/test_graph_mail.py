@@ -462,18 +462,24 @@ def test_over_size_attachment_is_refused_once(mail_env: MailEnv) -> None:
 # --- construction: credentials, the local-only static token, the retry cap -----------------------------
 
 
-def test_mailbox_client_uses_the_app_secret_and_caches_per_secret() -> None:
+def test_mailbox_client_uses_the_app_secret_and_follows_its_rotation() -> None:
+    from azure.identity import ClientSecretCredential
+
     from shared.adapters import graph_mail
 
     secrets = LocalSecrets(env={"WHARF_SECRET_ACME_GRAPH_SECRET": "s3cret-value-1"})
     auth = type("Auth", (), {"tenant_id": "contoso.onmicrosoft.com", "client_id": AUTH["client_id"],
                              "client_secret_secret": "acme-graph-secret", "certificate_secret": None})()
     first = graph_mail.mailbox_client(auth, secrets)  # builds a ClientSecretCredential; no network yet
-    assert graph_mail.mailbox_client(auth, secrets) is first
+    assert first.credential is not None
+    credential = first.credential.current
+    assert isinstance(credential, ClientSecretCredential)
+    assert graph_mail.mailbox_client(auth, secrets) is first and first.credential.current is credential
+    # A changed (cached) value: the same client, a new credential from the new secret (tokens, connections kept).
     rotated = graph_mail.mailbox_client(auth, LocalSecrets(env={"WHARF_SECRET_ACME_GRAPH_SECRET": "s3cret-value-2"}))
-    assert rotated is not first
+    assert rotated is first and first.credential.current is not credential and first.credential.rotations == 1
     assert first.base_url == "https://graph.microsoft.com/v1.0"
-    assert all("s3cret" not in "".join(map(str, key)) for key in graph_mail._CLIENTS)  # only a digest is kept
+    assert all("s3cret" not in "".join(map(str, key)) for key in graph_mail._CLIENTS)  # no value in the key
     with pytest.raises(ConfigurationError, match="WHARF_GRAPH_LOCAL_TOKEN"):
         graph_mail.mailbox_client(auth, secrets, base_url="http://127.0.0.1:1/v1.0")
     with pytest.raises(ConfigurationError, match="https"):

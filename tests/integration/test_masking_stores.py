@@ -1,8 +1,9 @@
-"""A planted sensitive value (an IBAN in a column marked `sensitive`, one under a sensitive JSON path) and a
+"""A planted sensitive value (an IBAN in a column marked `sensitive`, one under a sensitive JSON path, one in a
+sensitive XML element and one in a sensitive XML attribute, both violating the XSD) and a
 planted secret (the PGP passphrase) are found nowhere: not in any table (Azurite), blob, published event, log
 record or exported span, after the files failed validation, were quarantined and their jobs FAILED. The raw
 inputs are the only exception: the CSV arrives encrypted (its raw copies hold ciphertext only), the JSON raw
-copies (inbound/quarantine) are the partner's own file and are left out of the search."""
+copies (inbound/quarantine) are the partner's own files and are left out of the search, as are the XML's."""
 
 from __future__ import annotations
 
@@ -31,11 +32,22 @@ pytestmark = [pytest.mark.azurite, pytest.mark.timeout(300)]
 
 IBAN = "DE44500105175407324931"  # planted: must never be stored or logged as it is
 JSON_IBAN = "FR7630006000011234567890189"
+XML_IBAN = "nl91 abna 0417 1643 00"  # violates the XSD's IBAN pattern: libxml2's message quotes it
+XML_REF = "GB82WEST12345698765432"  # in an xs:int attribute: quoted too
+XSD = """<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">
+  <xs:element name="Doc"><xs:complexType><xs:sequence>
+    <xs:element name="IBAN" maxOccurs="unbounded"><xs:complexType><xs:simpleContent>
+      <xs:extension base="iban"><xs:attribute name="Ref" type="xs:int"/></xs:extension>
+    </xs:simpleContent></xs:complexType></xs:element>
+  </xs:sequence></xs:complexType></xs:element>
+  <xs:simpleType name="iban"><xs:restriction base="xs:string">
+    <xs:pattern value="[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}"/></xs:restriction></xs:simpleType>
+</xs:schema>"""
 SECRET = PASSPHRASE  # the PGP passphrase, through the secrets adapter (registered for redaction there)
 CONTAINERS = ("inbound", "staging", "reports", "processed", "archive", "quarantine")
 
 
-def catalog(partner: str) -> Any:
+def catalog(partner: str, xsd: Path) -> Any:
     pgp = {"decrypt": True, "verify": "off", "private_key_secret": "mask-pgp-key",
            "passphrase_secret": "mask-pgp-pass"}
     return parse_catalog({"partners": [{
@@ -46,6 +58,7 @@ def catalog(partner: str) -> Any:
             {"match": "*.json", "type": "json", "sensitive_paths": ["$[*].iban"], "mask_style": "hash",
              "json_schema": {"type": "array", "items": {"type": "object", "properties": {
                  "iban": {"type": "string", "maxLength": 10}}}}},
+            {"match": "*.xml", "type": "xml", "xsd": str(xsd), "sensitive_elements": ["IBAN", "IBAN@Ref"]},
         ]},
         "routes": [{"name": "r", "default": True, "destinations": [{"kind": "blob"}]}],
     }]}, env={})
@@ -63,7 +76,7 @@ def stored(services: Services, prefix: str, partner: str) -> list[tuple[str, str
     for name in CONTAINERS:
         container = blobs.get_container_client(name)
         for item in container.list_blobs(name_starts_with=f"{partner}/", include=["metadata"]):
-            if item.name.endswith("/data.json") and name in ("inbound", "quarantine"):
+            if item.name.endswith(("/data.json", "/pay.xml")) and name in ("inbound", "quarantine"):
                 continue  # the partner's own JSON file, as it came (see the module docstring)
             content = container.download_blob(item.name).readall().decode("utf-8", "replace")
             docs.append((f"blob {name}/{item.name}", f"{item.name}\n{json.dumps(item.metadata or {})}\n{content}"))
@@ -91,7 +104,8 @@ def test_no_sensitive_value_or_secret_is_stored_logged_or_exported(
         services: Services, table_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     partner = f"mask-{uuid.uuid4().hex[:10]}"
     wharf = stored_key("wharf-ed25519")
-    services.overrides["catalog"] = catalog(partner)
+    (tmp_path / "pay.xsd").write_text(XSD)
+    services.overrides["catalog"] = catalog(partner, tmp_path / "pay.xsd")
     services.overrides["secrets"] = LocalSecrets(env={env_name("mask-pgp-key"): wharf.secret,
                                                       env_name("mask-pgp-pass"): SECRET})
     capture = for_tests()
@@ -104,11 +118,15 @@ def test_no_sensitive_value_or_secret_is_stored_logged_or_exported(
         csv_result = _run_failing(services, partner, "pay.csv.pgp", (tmp_path / "pay.csv.pgp").read_bytes())
         json_result = _run_failing(services, partner, "data.json",
                                    json.dumps([{"iban": "short"}, {"iban": JSON_IBAN}]).encode())
+        xml_result = _run_failing(services, partner, "pay.xml", (
+            f'<?xml version="1.0"?>\n<Doc><IBAN>{XML_IBAN}</IBAN><IBAN Ref="{XML_REF}">DE89370400440532013000</IBAN>'
+            "</Doc>\n").encode())
     finally:
         home.close()
     # The failures are reported, with the masked value in their place.
     assert "****4931" in csv_result["reason"] and "iban" in csv_result["reason"]
     assert "sha256:" in json_result["reason"]
+    assert "'****3 00' is not accepted by the pattern" in xml_result["reason"], xml_result["reason"]
     docs = stored(services, table_prefix, partner)
     assert any(where.startswith("table ") for where, _ in docs) and any("reports/" in w for w, _ in docs)
     assert any("****4931" in text for where, text in docs if where.startswith("blob reports/"))
@@ -121,6 +139,7 @@ def test_no_sensitive_value_or_secret_is_stored_logged_or_exported(
         "status": str(s.status.description)}, default=str)) for s in spans]
     docs += [("otel log", json.dumps({"body": str(r.log_record.body), "attrs": dict(r.log_record.attributes or {})},
                                      default=str)) for r in capture.logs.get_finished_logs()]
-    for planted in (IBAN, JSON_IBAN, SECRET, IBAN[-12:], JSON_IBAN[-12:]):
+    for planted in (IBAN, JSON_IBAN, SECRET, IBAN[-12:], JSON_IBAN[-12:], XML_IBAN, XML_IBAN[-12:], XML_REF,
+                    XML_REF[-12:]):
         leaks = [where for where, text in docs if planted in text]
         assert not leaks, f"{planted[:4]}... found in {leaks}"
