@@ -77,6 +77,13 @@ def parse_host_key(text: str) -> HostKey:
             "or a known_hosts line"
         )
     parts = value.split(" ")
+    if parts[0] == "@cert-authority":
+        raise ValueError(
+            "is a @cert-authority line: host certificates cannot be verified (paramiko, Wharf's SSH library, "
+            "checks neither a host certificate's CA signature nor its validity or principals), so a CA is not "
+            "accepted as trust. Pin the server's host key itself (ssh-keyscan -p PORT HOST, or its SHA256 "
+            "fingerprint); see README 'SSH user certificates'"
+        )
     if parts[0].startswith("@"):
         raise ValueError(f"known_hosts markers such as {parts[0]} are not supported; pin the host key itself")
     if parts[0] in _KEY_TYPES:
