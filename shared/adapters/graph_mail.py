@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.authentication import (
     AccessTokenProvider,
@@ -298,11 +298,15 @@ def _map_error(exc: BaseException, what: str) -> WharfError:
         headers = exc.response_headers or {}
         retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
         return _map_status(exc.response_status_code or 0, _error_code(exc), retry_after, what)
-    if isinstance(exc, ClientAuthenticationError):
+    code = next((w.rstrip(":") for w in str(getattr(exc, "message", "") or "").split() if w.startswith("AADSTS")),
+                "") if isinstance(exc, AzureError) else ""
+    if isinstance(exc, ClientAuthenticationError) and code:
         # Entra ID refused the app's credential (after one fresh read of the secret): say which AADSTS code only.
-        code = next((w.rstrip(":") for w in str(exc.message or "").split() if w.startswith("AADSTS")), "")
-        return ConfigurationError(f"{what}: Entra ID refused the app's credential{f' ({code})' if code else ''}; "
+        # (azure-identity also raises ClientAuthenticationError when Entra ID could not be reached: no code.)
+        return ConfigurationError(f"{what}: Entra ID refused the app's credential ({code}); "
                                   "check the client secret or certificate in Key Vault and the app registration")
+    if isinstance(exc, AzureError):  # the token request did not get an answer (Entra ID unreachable, 5xx)
+        return DependencyUnavailableError("graph", f"{what}: token request failed ({type(exc).__name__})")
     if isinstance(exc, httpx.HTTPError):
         return DependencyUnavailableError("graph", f"{what}: {type(exc).__name__}")
     if isinstance(exc, TimeoutError):
@@ -472,7 +476,7 @@ class GraphMailClient:
         with span("graph.request", attrs, kind=SpanKind.CLIENT):
             try:
                 return self._loop.run(coro)
-            except (APIError, httpx.HTTPError, TimeoutError, ClientAuthenticationError) as exc:
+            except (APIError, httpx.HTTPError, TimeoutError, AzureError) as exc:
                 raise _map_error(exc, what) from exc
 
     # --- Mailbox ---------------------------------------------------------------------------------

@@ -233,3 +233,20 @@ def test_outbound_email_reauthenticates_through_the_same_layer(
         senders.open(sender, auth).send_mail(sender, third)
     assert graph.sent_by(third.internet_message_id) == []
 
+
+
+def test_an_unreachable_authority_is_an_outage_not_a_crash(graph: GraphTestServer) -> None:
+    """A token request that gets no answer (Entra ID down) is DependencyUnavailableError, as a Graph outage is:
+    the poll reports it and the breaker counts it (before, azure-core's error escaped the poll's mapping)."""
+    from shared.adapters.graph_mail import GraphMailClient
+    from shared.domain.errors import DependencyUnavailableError
+    from tests.integration.sshd_server import free_port
+
+    client = GraphMailClient.with_app_secret(TENANT, str(uuid.uuid4()), lambda fresh: "some-secret",
+                                             authority=f"https://127.0.0.1:{free_port()}", base_url=graph.base_url,
+                                             max_retries=0)
+    try:
+        with pytest.raises(DependencyUnavailableError, match="token request failed"):
+            client.resolve_folder("nobody@wharf.test", "Inbox")
+    finally:
+        client.close()
