@@ -52,22 +52,6 @@ class RouteMatch(_Model):
     type: FileType | None = None
 
 
-class BlobDestination(_Model):
-    """A blob path template in a container. `on_exists` when the path holds another job's blob: fail (the
-    default: the job fails naming the blob and its job), overwrite (the earlier job gets a file.superseded
-    event) or unique (`name.2.ext`, `name.3.ext`, ...). A retry of the same job reuses its own blob."""
-
-    kind: Literal["blob"] = "blob"
-    container: Annotated[str, AfterValidator(_container)] = "processed"
-    path: Annotated[str, AfterValidator(_blob_path)] = DEFAULT_BLOB_PATH
-    on_exists: Literal["fail", "overwrite", "unique"] = "fail"
-
-
-def _remote_name(value: str) -> str:
-    _template(value)
-    return check_remote_name(value)
-
-
 def _temp_part(value: str) -> str:
     if "/" in value or "\\" in value:
         raise ValueError("must not contain / or \\: the temporary file stays in the destination folder")
@@ -84,6 +68,23 @@ class PgpOutbound(_Model):
     armor: bool = False
     compress: bool = True
     suffix: Annotated[str, AfterValidator(_temp_part)] = ".pgp"
+
+
+class BlobDestination(_Model):
+    """A blob path template in a container. `on_exists` when the path holds another job's blob: fail (the
+    default: the job fails naming the blob and its job), overwrite (the earlier job gets a file.superseded
+    event) or unique (`name.2.ext`, `name.3.ext`, ...). A retry of the same job reuses its own blob."""
+
+    kind: Literal["blob"] = "blob"
+    container: Annotated[str, AfterValidator(_container)] = "processed"
+    path: Annotated[str, AfterValidator(_blob_path)] = DEFAULT_BLOB_PATH
+    on_exists: Literal["fail", "overwrite", "unique"] = "fail"
+    pgp: PgpOutbound | None = None  # trust (#18): the blob written is the encrypted (and signed) output
+
+
+def _remote_name(value: str) -> str:
+    _template(value)
+    return check_remote_name(value)
 
 
 class SftpDestination(_Model):

@@ -244,6 +244,12 @@ def _deliver_blob(services: Services, job: Job, ref: Mapping[str, Any], output: 
     Another job's blob: `on_exists` fail raises BlobExistsError naming the blob and that job; unique tries
     `name.2.ext`, `name.3.ext`, ... (each create-if-absent); overwrite first records `file.superseded` on that
     job. So every ROUTED sha256 is what is at its path, or the earlier job says by which job it was replaced."""
+    pgp_info: dict[str, Any] = {}
+    if dest.get("pgp"):  # trust (#18): encrypt (and sign) first; the ciphertext (name + suffix) is what is placed
+        from shared.services.pgp import encrypted_output
+
+        output = encrypted_output(services, job, ref, output, dest["pgp"])
+        pgp_info = {"pgp": output["pgp"]}
     container = str(dest.get("container") or "processed")
     template = str(dest.get("path") or DEFAULT_BLOB_PATH)
     on_exists = str(dest.get("on_exists") or DEFAULT_ON_EXISTS)
@@ -266,7 +272,7 @@ def _deliver_blob(services: Services, job: Job, ref: Mapping[str, Any], output: 
             s.set_attribute("wharf.blob_path", candidate)
             s.set_attribute("wharf.renamed", candidate != path)
             return {"kind": "blob", "target": f"{container}/{candidate}", "url": info.url, "sha256": info.sha256,
-                    "bytes": info.size, **extra}
+                    "bytes": info.size, **extra, **pgp_info}
     raise BlobExistsError(f"blob {container}/{path} and its numbered names up to {UNIQUE_LIMIT} are taken by "
                           "other jobs (on_exists: unique); put {job_id} in the destination's path")
 

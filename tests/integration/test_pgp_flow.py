@@ -4,6 +4,7 @@ rotated passphrase is re-read once; an SFTP destination's `pgp` uploads what the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -234,3 +235,31 @@ def test_an_sftp_destination_with_pgp_uploads_what_the_partners_gpg_decrypts_and
     assert again["pgp"]["recipients"] == [BANK.fingerprint]
     (cipher_again,) = [i for i in w.blobs.list_blobs("staging") if "/pgp/" in i.path]
     assert cipher_again.sha256 == cipher.sha256 and cipher_again.etag == cipher.etag
+
+
+def test_a_blob_destination_with_pgp_writes_what_the_partners_gpg_decrypts_and_verifies(
+        bank: GpgHome, tmp_path: Path) -> None:
+    env = secrets_env(**{env_name("wharf-sign-key"): WHARF.secret})
+    w = World(secrets=LocalSecrets(env=env))
+    staged = w.blobs.upload_stream("staging", f"bank/{w.job_id}/pay.csv", [CSV])
+    output = {"container": "staging", "path": staged.path, "name": "pay.csv", "bytes": staged.size,
+              "sha256": staged.sha256}
+    dest = {"kind": "blob", "container": "processed", "path": "{partner}/{job_id}/{name}", "on_exists": "fail",
+            "pgp": {"encrypt_to_secret": "bank-pgp-pub", "sign_with_secret": "wharf-sign-key",
+                    "sign_passphrase_secret": "wharf-pgp-pass", "armor": False, "compress": True, "suffix": ".gpg"}}
+    ref = {"job_id": w.job_id, "partner": "bank", "route": "back", "index": 0}
+    result = process._deliver_blob(w.services, w.jobs.get_job(w.job_id), ref, output, dest)
+    assert result["target"] == f"processed/bank/{w.job_id}/pay.csv.gpg"
+    assert result["pgp"] == {"recipients": [BANK.fingerprint], "signer": WHARF.fingerprint,
+                             "plain_sha256": staged.sha256}
+    written = w.blobs.read("processed", f"bank/{w.job_id}/pay.csv.gpg")
+    assert CSV[:20] not in written and result["sha256"] == hashlib.sha256(written).hexdigest()
+    (tmp_path / "got.gpg").write_bytes(written)
+    done = bank.gpg("--passphrase", PASSPHRASE, "--status-fd", "2", "--decrypt", str(tmp_path / "got.gpg"))
+    assert done.stdout == CSV and "[GNUPG:] GOODSIG" in done.stderr.decode()
+    # A retry reuses the staged ciphertext, so the blob already there is this delivery's own: not "taken".
+    again = process._deliver_blob(w.services, w.jobs.get_job(w.job_id), ref, output, dest)
+    assert again["sha256"] == result["sha256"]
+    # The catalogue takes pgp on a blob destination.
+    parse_catalog({"partners": [{"id": "b2", "name": "B", "routes": [{"name": "r", "default": True,
+                   "destinations": [{"kind": "blob", "pgp": {"encrypt_to_secret": "bank-pgp-pub"}}]}]}]}, env={})

@@ -131,7 +131,7 @@ def test_example_catalogue_loads_with_the_dev_stack_environment() -> None:
     assert route.match.file_glob == "*.csv"
     assert [d.model_dump() for d in route.destinations] == [
         {"kind": "blob", "container": "processed", "path": "{partner}/{yyyy}/{MM}/{dd}/{job_id}/{stem}.jsonl",
-         "on_exists": "fail"},
+         "on_exists": "fail", "pgp": None},
         {"kind": "event", "type": "file.processed"},
     ]
     assert catalog.secret_names() == ["demo-sftp-key"]
