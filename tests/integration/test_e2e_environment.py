@@ -40,7 +40,7 @@ def test_a_test_after_the_e2e_tests_sees_the_environment_from_before_them(azurit
     probe = tmp_path / "test_after_e2e_probe.py"
     probe.write_text(PROBE.format(expected=str(expected)))
     e2e_test = "tests/e2e/test_health_api.py::test_an_unknown_partner_is_404_without_the_list_of_partners"
-    run = subprocess.run(  # noqa: S603 - this interpreter, this repository's tests
+    run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", str(ROOT),
          "-c", str(ROOT / "pyproject.toml"), e2e_test, str(probe)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
