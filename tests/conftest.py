@@ -110,7 +110,7 @@ def services(test_settings: Settings) -> Iterator[Services]:
     from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueServiceClient
 
-    from shared.adapters.tables import TABLE_NAMES
+    from shared.resources import TABLES
 
     conn = test_settings.storage_connection_string or ""
     queues = QueueServiceClient.from_connection_string(conn)
@@ -118,7 +118,7 @@ def services(test_settings: Settings) -> Iterator[Services]:
     try:  # best effort: cleanup must not hide the test's own outcome
         for name in svc.queue_names():
             queues.delete_queue(name)
-        for name in TABLE_NAMES:
+        for name in TABLES:
             tables.delete_table(f"{test_settings.table_prefix}{name}")
     except AzureError:
         pass

@@ -23,7 +23,7 @@ from shared.adapters.blobs import BlobStoreClient
 from shared.adapters.deliveries import DeliveriesClient
 from shared.adapters.ledger import BreakersClient, LedgerClient, _TablesAdapter
 from shared.adapters.queues import QueueClientAdapter
-from shared.adapters.tables import TABLE_NAMES, JobStoreClient, _job_to_entity
+from shared.adapters.tables import JobStoreClient, _job_to_entity
 from shared.domain.delivery import Delivery, DeliveryState, DeliveryStep
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ids import job_partition, new_job_id, new_transfer_id
@@ -31,6 +31,7 @@ from shared.domain.jobs import EventType, FileTransfer, JobStatus, LogLevel, New
 from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState, ledger_key
 from shared.domain.remote import RemoteFileError
 from shared.ports import BlobStore, Breakers, Deliveries, FileSink, FileSource, JobStore, Ledger, MessageQueue
+from shared.resources import TABLES
 from tests.fakes import (
     FakeBlobStore,
     FakeBreakers,
@@ -100,7 +101,7 @@ def jobs(request: pytest.FixtureRequest) -> Iterator[JobStore]:
     store.ensure_tables()
     yield store
     service = TableServiceClient.from_connection_string(conn)
-    for name in TABLE_NAMES:
+    for name in TABLES:
         service.delete_table(f"{prefix}{name}")
 
 

@@ -14,9 +14,10 @@ from azure.storage.blob import Services as SasServices
 from shared.adapters.blobs import BlobStoreClient
 from shared.adapters.ledger import LedgerClient
 from shared.adapters.queues import QueueClientAdapter
-from shared.adapters.tables import TABLE_NAMES, JobStoreClient
+from shared.adapters.tables import JobStoreClient
 from shared.domain.ids import new_job_id
 from shared.domain.jobs import EventType
+from shared.resources import TABLES
 from shared.settings import AZURITE_ACCOUNT, AZURITE_KEY
 from tests.integration.test_contracts import entry
 
@@ -76,6 +77,6 @@ def test_tables_and_queues_through_a_sas(azurite: str) -> None:
         assert queues.peek(queue)[0]["job_id"] == job_id
     finally:
         tables = TableServiceClient.from_connection_string(conn)
-        for name in TABLE_NAMES:
+        for name in TABLES:
             tables.delete_table(f"{prefix}{name}")
         queues._service.delete_queue(queue)

@@ -14,12 +14,13 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.adapters.sla import SlaWindowsClient
-from shared.adapters.tables import TABLE_NAMES, JobStoreClient
+from shared.adapters.tables import JobStoreClient
 from shared.bootstrap import build_services
 from shared.catalog import parse_catalog
 from shared.domain.ids import new_job_id
 from shared.domain.sla import SlaWindow, WindowState
 from shared.ports import JobStore, SlaWindows
+from shared.resources import TABLES
 from shared.services.sla import check_expectations
 from shared.settings import Settings
 from tests.fakes import FakeJobStore, FakePublisher, FakeSlaWindows
@@ -56,7 +57,7 @@ def jobs(request: pytest.FixtureRequest) -> Iterator[JobStore]:
     store.ensure_tables()
     yield store
     service = TableServiceClient.from_connection_string(conn)
-    for name in TABLE_NAMES:
+    for name in TABLES:
         service.delete_table(f"{prefix}{name}")
 
 
