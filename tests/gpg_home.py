@@ -34,17 +34,23 @@ def stored_key(name: str) -> Key:
 
 
 class GpgHome:
-    """`gpg` with its own keyring; `close()` stops its agent and removes it."""
+    """`gpg` with its own keyring; `close()` stops its agent and removes it. `secret_keys`: keys whose secret
+    material it holds from the start (the other party of an exchange: signs what it sends, reads what it gets)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *secret_keys: Key) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="wharf-test-gpg-"))
         self.home.chmod(0o700)
         (self.home / "gpg-agent.conf").write_text("allow-loopback-pinentry\n")
+        for key in secret_keys:
+            self.import_secret(key)
+
+    def argv(self, *args: str) -> list[str]:
+        """The gpg command line on this keyring (e.g. to time it in a process of its own)."""
+        return ["gpg", "--homedir", str(self.home), "--batch", "--yes", "--no-tty", "--pinentry-mode", "loopback",
+                "--trust-model", "always", *args]
 
     def gpg(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        cmd = ["gpg", "--homedir", str(self.home), "--batch", "--yes", "--no-tty", "--pinentry-mode", "loopback",
-               "--trust-model", "always", *args]
-        done = subprocess.run(cmd, input=input, capture_output=True, check=False, timeout=120)
+        done = subprocess.run(self.argv(*args), input=input, capture_output=True, check=False, timeout=120)
         if check and done.returncode != 0:
             raise AssertionError(f"gpg {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
         return done
@@ -65,6 +71,15 @@ class GpgHome:
 
     def import_key(self, material: str) -> None:
         self.gpg("--import", input=material.encode())
+
+    def import_secret(self, key: Key) -> None:
+        """The key's secret material (gpg asks for its passphrase on import)."""
+        self.gpg("--passphrase", key.passphrase, "--import", input=key.secret.encode())
+
+    def sign_encrypt(self, src: Path, out: Path, *, signer: Key, recipient: Key, options: tuple[str, ...] = ()) -> None:
+        """What a partner sends: `src` signed by `signer` (its secret key held here), encrypted to `recipient`."""
+        self.gpg("--passphrase", signer.passphrase, "-u", signer.fingerprint, "-r", recipient.fingerprint, *options,
+                 "-o", str(out), "--sign", "--encrypt", str(src))
 
     def close(self) -> None:
         if shutil.which("gpgconf"):

@@ -63,8 +63,7 @@ class RotatingSecrets(LocalSecrets):
 
 @pytest.fixture(scope="module")
 def bank() -> Iterator[GpgHome]:
-    home = GpgHome()
-    home.gpg("--passphrase", PASSPHRASE, "--import", input=BANK.secret.encode())
+    home = GpgHome(BANK)
     home.import_key(WHARF.public)
     yield home
     home.close()

@@ -21,7 +21,7 @@ from shared.adapters.pgp import (
     file_chunks,
     inspect_key,
 )
-from tests.gpg_home import PASSPHRASE, GpgHome, stored_key
+from tests.gpg_home import GpgHome, stored_key
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,7 +37,7 @@ class World:
         self.wharf = {kind: stored_key(f"wharf-{kind}") for kind in KINDS}
         self.them = {kind: stored_key(f"bank-{kind}") for kind in KINDS}
         for kind in KINDS:
-            self.partner.gpg("--passphrase", PASSPHRASE, "--import", input=self.them[kind].secret.encode())
+            self.partner.import_secret(self.them[kind])
             self.partner.import_key(self.wharf[kind].public)
         self.stranger = stored_key("stranger-ed25519")
 
