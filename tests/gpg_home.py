@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 #: Test keys made by tests/data/pgp/make_keys.sh with gpg (no expiry; passphrase below).
 KEYS = Path(__file__).parent / "data" / "pgp"
@@ -31,6 +37,21 @@ def stored_key(name: str) -> Key:
     fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
     return Key(name, fpr.lower(), public, secret, PASSPHRASE)
 
+
+
+def own_pgp_temp_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """For an autouse fixture (`yield from`): the keyrings Wharf's PGP adapter makes go to a temporary directory
+    of this test's own (WHARF_PGP_TEMP_DIR; short, gpg-agent's socket lives there), so other processes'
+    keyrings (a benchmark, another test run) do not show in `wharf_keyrings()`."""
+    path = Path(tempfile.mkdtemp(prefix="wt-", dir="/tmp"))
+    monkeypatch.setenv("WHARF_PGP_TEMP_DIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def wharf_keyrings() -> set[str]:
+    """The keyring directories Wharf's PGP adapter has in WHARF_PGP_TEMP_DIR now."""
+    return {p for p in os.listdir(os.environ["WHARF_PGP_TEMP_DIR"]) if p.startswith("wharf-gpg-")}
 
 
 class GpgHome:
