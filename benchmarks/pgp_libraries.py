@@ -125,11 +125,9 @@ def main() -> None:
     from tests.gpg_home import PASSPHRASE, GpgHome, stored_key
 
     wharf, bank = stored_key("wharf-rsa3072"), stored_key("bank-rsa3072")
-    home = GpgHome()
+    home = GpgHome(wharf, bank)
     work = Path(tempfile.mkdtemp(prefix="wharf-bench-pgplib-"))
     try:
-        for key in (wharf, bank):
-            home.gpg("--passphrase", PASSPHRASE, "--import", input=key.secret.encode())
         plain = work / "plain.csv"
         row = b"".join(b"%08d,DE89370400440532013000,%d.50,some text here\n" % (i, i) for i in range(16384))
         with plain.open("wb") as fh:
@@ -138,8 +136,7 @@ def main() -> None:
             fh.truncate(a.mib * 2**20)
         expected = _sha256(plain)
         message = work / "from-bank.pgp"
-        home.gpg("--passphrase", PASSPHRASE, "-u", bank.fingerprint, "-r", wharf.fingerprint, "-z", str(a.z),
-                 "-o", str(message), "--sign", "--encrypt", str(plain))
+        home.sign_encrypt(plain, message, signer=bank, recipient=wharf, options=("-z", str(a.z)))
         runs: dict[str, list[dict[str, object]]] = {f"{lib} {op}": [] for lib in LIBS for op in ("decrypt",
                                                                                                "encrypt")}
         interop: dict[str, str] = {}

@@ -82,11 +82,9 @@ def main() -> None:
     from tests.gpg_home import PASSPHRASE, GpgHome, stored_key
 
     wharf, bank = stored_key(f"wharf-{a.kind}"), stored_key(f"bank-{a.kind}")
-    home = GpgHome()  # the baseline gpg: holds both secret keys
+    home = GpgHome(wharf, bank)  # the baseline gpg: holds both secret keys
     work = Path(tempfile.mkdtemp(prefix="wharf-bench-pgp-"))
     try:
-        for key in (wharf, bank):
-            home.gpg("--passphrase", PASSPHRASE, "--import", input=key.secret.encode())
         plain = work / "plain.bin"
         with plain.open("wb") as fh:  # compressible-ish CSV-like rows, not all zeros
             row = b"".join(b"%08d,DE89370400440532013000,%d.50,some text here\n" % (i, i) for i in range(16384))

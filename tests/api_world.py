@@ -53,8 +53,7 @@ class ApiWorld:
             breakers=self.breakers, deliveries=self.deliveries, partner_keys=self.keys,
             catalog=parse_catalog(CATALOG, env={}))
         self.queues.ensure_queues(self.services.queue_names())
-        # Sign-in switches off unless a test turns them on, whatever this process's environment says (the e2e
-        # devhost of the same test session sets WHARF_CONSOLE_DEV_SIGNIN=true in it).
+        # Sign-in switches off unless a test turns them on, whatever the shell running the tests has set.
         api = {"WHARF_CONSOLE_DEV_SIGNIN": False, "WHARF_EASYAUTH_ENABLED": False, **api}
         self.cfg = ApiSettings(WHARF_FUNCTION_KEY=KEY, **api)
 

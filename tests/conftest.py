@@ -107,18 +107,15 @@ def services(test_settings: Settings) -> Iterator[Services]:
     svc.ensure_resources()
     yield svc
     from azure.core.exceptions import AzureError
-    from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueServiceClient
 
-    from shared.adapters.tables import TABLE_NAMES
+    from tests.table_stores import drop_tables
 
     conn = test_settings.storage_connection_string or ""
     queues = QueueServiceClient.from_connection_string(conn)
-    tables = TableServiceClient.from_connection_string(conn)
     try:  # best effort: cleanup must not hide the test's own outcome
         for name in svc.queue_names():
             queues.delete_queue(name)
-        for name in TABLE_NAMES:
-            tables.delete_table(f"{test_settings.table_prefix}{name}")
+        drop_tables(conn, test_settings.table_prefix)
     except AzureError:
         pass

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 #: Test keys made by tests/data/pgp/make_keys.sh with gpg (no expiry; passphrase below).
 KEYS = Path(__file__).parent / "data" / "pgp"
@@ -33,18 +39,39 @@ def stored_key(name: str) -> Key:
 
 
 
-class GpgHome:
-    """`gpg` with its own keyring; `close()` stops its agent and removes it."""
+def own_pgp_temp_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """For an autouse fixture (`yield from`): the keyrings Wharf's PGP adapter makes go to a temporary directory
+    of this test's own (WHARF_PGP_TEMP_DIR; short, gpg-agent's socket lives there), so other processes'
+    keyrings (a benchmark, another test run) do not show in `wharf_keyrings()`."""
+    path = Path(tempfile.mkdtemp(prefix="wt-", dir="/tmp"))
+    monkeypatch.setenv("WHARF_PGP_TEMP_DIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
-    def __init__(self) -> None:
+
+def wharf_keyrings() -> set[str]:
+    """The keyring directories Wharf's PGP adapter has in WHARF_PGP_TEMP_DIR now."""
+    return {p for p in os.listdir(os.environ["WHARF_PGP_TEMP_DIR"]) if p.startswith("wharf-gpg-")}
+
+
+class GpgHome:
+    """`gpg` with its own keyring; `close()` stops its agent and removes it. `secret_keys`: keys whose secret
+    material it holds from the start (the other party of an exchange: signs what it sends, reads what it gets)."""
+
+    def __init__(self, *secret_keys: Key) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="wharf-test-gpg-"))
         self.home.chmod(0o700)
         (self.home / "gpg-agent.conf").write_text("allow-loopback-pinentry\n")
+        for key in secret_keys:
+            self.import_secret(key)
+
+    def argv(self, *args: str) -> list[str]:
+        """The gpg command line on this keyring (e.g. to time it in a process of its own)."""
+        return ["gpg", "--homedir", str(self.home), "--batch", "--yes", "--no-tty", "--pinentry-mode", "loopback",
+                "--trust-model", "always", *args]
 
     def gpg(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        cmd = ["gpg", "--homedir", str(self.home), "--batch", "--yes", "--no-tty", "--pinentry-mode", "loopback",
-               "--trust-model", "always", *args]
-        done = subprocess.run(cmd, input=input, capture_output=True, check=False, timeout=120)
+        done = subprocess.run(self.argv(*args), input=input, capture_output=True, check=False, timeout=120)
         if check and done.returncode != 0:
             raise AssertionError(f"gpg {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
         return done
@@ -65,6 +92,15 @@ class GpgHome:
 
     def import_key(self, material: str) -> None:
         self.gpg("--import", input=material.encode())
+
+    def import_secret(self, key: Key) -> None:
+        """The key's secret material (gpg asks for its passphrase on import)."""
+        self.gpg("--passphrase", key.passphrase, "--import", input=key.secret.encode())
+
+    def sign_encrypt(self, src: Path, out: Path, *, signer: Key, recipient: Key, options: tuple[str, ...] = ()) -> None:
+        """What a partner sends: `src` signed by `signer` (its secret key held here), encrypted to `recipient`."""
+        self.gpg("--passphrase", signer.passphrase, "-u", signer.fingerprint, "-r", recipient.fingerprint, *options,
+                 "-o", str(out), "--sign", "--encrypt", str(src))
 
     def close(self) -> None:
         if shutil.which("gpgconf"):

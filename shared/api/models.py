@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain.jobs import JobStatus, JobType
+from shared.domain.delivery import DeliveryState
+from shared.domain.jobs import JobStatus, JobType, Transfer
+from shared.domain.ledger import LedgerState
 
 
 class _Query(BaseModel):
@@ -73,15 +75,8 @@ class JobEventOut(BaseModel):
     data: dict[str, Any]
 
 
-class TransferOut(BaseModel):
-    transfer_id: str
-    file_name: str
-    source: str
-    destination: str
-    status: str
-    transfer_date: datetime
-    bytes: int
-    sha256: str = ""
+class TransferOut(Transfer):
+    """One of the job's file transfers (shared/domain/jobs.py's fields)."""
 
 
 class LogOut(BaseModel):
@@ -192,7 +187,7 @@ class PollAccepted(BaseModel):
 
 
 class LedgerQuery(_Query):
-    state: Literal["FAILED", "SKIPPED", "CLAIMED", "LANDED", "DONE", "GONE", "REJECTED"] | None = None
+    state: LedgerState | None = None
     limit: int = Field(default=100, ge=1, le=1000)
 
 
@@ -234,7 +229,7 @@ class PrepareUpload(BaseModel):
 
 
 class DeliveriesQuery(_Query):
-    state: Literal["PENDING", "SENDING", "SENT", "FAILED"] | None = None
+    state: DeliveryState | None = None
     limit: int = Field(default=100, ge=1, le=1000)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from shared.cli.common import Subparsers, print_json, services
+from shared.domain.jobs import JobStatus
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
@@ -55,7 +56,7 @@ def register(sub: Subparsers) -> None:
     jobs = sub.add_parser("jobs", help="integration jobs").add_subparsers(dest="action", required=True)
     lst = jobs.add_parser("list", help="newest jobs first")
     lst.add_argument("--partner")
-    lst.add_argument("--status", choices=["PENDING", "RUNNING", "COMPLETED", "FAILED"])
+    lst.add_argument("--status", choices=[s.value for s in JobStatus])
     lst.add_argument("--limit", type=int, default=50)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_jobs_list)

@@ -150,10 +150,9 @@ def project(events: Iterable[JobEvent]) -> Job:
     return job
 
 
-class FileTransfer(BaseModel):
-    """A FileTransfer row: one file moved from a source to a destination for a job."""
+class Transfer(BaseModel):
+    """One file moved from a source to a destination: a FileTransfer row but its job (the API's TransferOut)."""
 
-    job_id: str
     transfer_id: str
     file_name: str
     source: str
@@ -162,6 +161,12 @@ class FileTransfer(BaseModel):
     transfer_date: datetime
     bytes: int = 0
     sha256: str = ""
+
+
+class FileTransfer(Transfer):
+    """A FileTransfer row: one file moved from a source to a destination for a job."""
+
+    job_id: str
 
 
 class LogLevel(StrEnum):

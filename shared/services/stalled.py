@@ -6,6 +6,7 @@ orchestrations on a restart, an instance was purged), and the activities skip th
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from opentelemetry import metrics
 
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.job_index import JobQuery
-from shared.domain.jobs import EventType, Job, JobStatus
+from shared.domain.jobs import EventType, Job, JobEvent, JobStatus
 from shared.domain.messages import FileLanded
 from shared.metrics import METER_NAME
 from shared.observability.tracing import log_fields, span
@@ -39,15 +40,19 @@ def is_stalled(job: Job, now: datetime, minutes: float) -> bool:
     return job.status in _OPEN and now - job.created_at >= timedelta(minutes=minutes)
 
 
-def mark_stalled(services: Services, *, now: datetime) -> list[str]:
-    """Record job.stalled on every stalled job that does not have it yet; their ids."""
+def mark_stalled(services: Services, *, now: datetime,
+                 events: Mapping[str, Sequence[JobEvent]] | None = None) -> list[str]:
+    """Record job.stalled on every stalled job that does not have it yet; their ids. `events`: job events the
+    caller read already, by job id (the sweep's, shared/services/sweep.py); the other jobs' are read here."""
+    known = events or {}
     minutes = services.settings.stalled_minutes
     marked: list[str] = []
     with span("jobs.stalled", {"wharf.stalled_minutes": minutes}) as s:
         for status in _OPEN:
             query = JobQuery(status=status.value, since=now - _WINDOW, until=now - timedelta(minutes=minutes))
             for job in services.jobs.query_jobs(query, limit=_MAX, now=now).jobs:
-                if any(e.type is EventType.STALLED for e in services.jobs.events(job.job_id)):
+                read = known[job.job_id] if job.job_id in known else services.jobs.events(job.job_id)
+                if any(e.type is EventType.STALLED for e in read):
                     continue
                 age = round((now - job.created_at).total_seconds() / 60)
                 steps = job.steps_completed or []

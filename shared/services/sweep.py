@@ -53,6 +53,22 @@ class SweepSummary:
         return len(self.resent) + len(self.completed) + len(self.failed) + len(self.errors)
 
 
+class EventsRead:
+    """The events of each job one sweep run looks at, read once (`services.jobs.events` per job at most once a
+    run); `read` holds them by job id, for the stalled-job marking that follows (shared/services/stalled.py).
+    What the run appends after reading a job's events is not in them: nothing that reads them looks for it (the
+    sweep never records job.stalled before the marking does)."""
+
+    def __init__(self, services: Services) -> None:
+        self._jobs = services.jobs
+        self.read: dict[str, list[JobEvent]] = {}
+
+    def __call__(self, job_id: str) -> list[JobEvent]:
+        if job_id not in self.read:
+            self.read[job_id] = self._jobs.events(job_id)
+        return self.read[job_id]
+
+
 async def sweep_jobs(services: Services, client: Any, *, now: datetime) -> SweepSummary:
     """Finish what no orchestration will finish. `client` is the durable client (instance id = job id).
 
@@ -67,6 +83,7 @@ async def sweep_jobs(services: Services, client: Any, *, now: datetime) -> Sweep
     CHECKS_PER_ACTION times as many orchestrations. Idempotent: terminal jobs are never touched."""
     settings = services.settings
     summary = SweepSummary()
+    events = EventsRead(services)
     with span("jobs.sweep", {"wharf.sweep.max_jobs": settings.sweep_max_jobs}) as s:
         try:
             summary.repaired = repair_recent_jobs(services, now=now)
@@ -80,13 +97,13 @@ async def sweep_jobs(services: Services, client: Any, *, now: datetime) -> Sweep
                 break
             summary.examined += 1
             try:
-                await _sweep_job(services, client, job, now, summary)
+                await _sweep_job(services, client, job, now, summary, events)
             except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others; logged, counted
                 summary.errors.append(job.job_id)
                 log.warning("sweep could not finish job: %s", redact(failure_reason(exc)),
                             extra=log_fields(job.job_id, partner=job.partner, status=job.status.value))
         try:
-            summary.stalled = mark_stalled(services, now=now)
+            summary.stalled = mark_stalled(services, now=now, events=events.read)
         except Exception as exc:  # noqa: BLE001 - marking is a report; the sweep's own work is done
             log.warning("sweep could not mark stalled jobs: %s", redact(failure_reason(exc)))
         for key in ("due", "examined", "alive"):
@@ -110,7 +127,8 @@ def _due(services: Services, now: datetime) -> list[Job]:
     return sorted(due, key=lambda j: (j.updated_at, j.job_id))
 
 
-async def _sweep_job(services: Services, client: Any, listed: Job, now: datetime, summary: SweepSummary) -> None:
+async def _sweep_job(services: Services, client: Any, listed: Job, now: datetime, summary: SweepSummary,
+                     events: EventsRead) -> None:
     with span("jobs.sweep.job", {"wharf.job_id": listed.job_id, "wharf.partner": listed.partner,
                                  "wharf.job.status": listed.status.value}) as s:
         status = await client.get_status(listed.job_id)
@@ -125,12 +143,12 @@ async def _sweep_job(services: Services, client: Any, listed: Job, now: datetime
             return
         if runtime is None:
             if job.status is JobStatus.PENDING:
-                _resend_or_fail(services, job, now, summary)
+                _resend_or_fail(services, job, now, summary, events)
             else:
                 _fail(services, job, f"orchestration lost: the task hub has no instance {job.job_id} for this "
-                                     "RUNNING job", _step(status), summary)
+                                     "RUNNING job", _step(status), summary, events)
             return
-        _finish(services, job, runtime, status, summary)
+        _finish(services, job, runtime, status, summary, events)
 
 
 def _runtime(status: Any) -> str | None:
@@ -146,11 +164,12 @@ def _step(status: Any) -> str:
     return str(custom.get("step") or "") if isinstance(custom, Mapping) else ""
 
 
-def _finish(services: Services, job: Job, runtime: str, status: Any, summary: SweepSummary) -> None:
+def _finish(services: Services, job: Job, runtime: str, status: Any, summary: SweepSummary,
+            events: EventsRead) -> None:
     output = getattr(status, "output", None)
     if runtime == "Completed" and isinstance(output, Mapping) and output.get("status") == "COMPLETED":
         routes = list(output.get("routes") or [])
-        routed = {e.data.get("index") for e in services.jobs.events(job.job_id) if e.type is EventType.ROUTED}
+        routed = {e.data.get("index") for e in events(job.job_id) if e.type is EventType.ROUTED}
         archived = "archive" in job.steps_completed
         if len(routed) >= len(routes) and archived:
             note = "the orchestration delivered to every destination and archived the file"
@@ -164,27 +183,28 @@ def _finish(services: Services, job: Job, runtime: str, status: Any, summary: Sw
             return
         reason = (f"orchestration ended as Completed but the job's events record {len(routed)} of {len(routes)} "
                   "deliveries" + ("" if archived else " and no archive"))
-        _fail(services, job, reason, "complete", summary)
+        _fail(services, job, reason, "complete", summary, events)
     elif runtime == "Completed" and isinstance(output, Mapping) and output.get("status") == "FAILED":
         # The orchestration failed the job but could not record it (fail_job failed after its retries).
         _fail(services, job, str(output.get("reason") or "orchestration ended as Completed: FAILED"),
-              str(output.get("step") or _step(status)), summary)
+              str(output.get("step") or _step(status)), summary, events)
     else:
-        _fail(services, job, f"orchestration ended as {runtime}: {_text(output)}", _step(status), summary)
+        _fail(services, job, f"orchestration ended as {runtime}: {_text(output)}", _step(status), summary, events)
 
 
-def _resend_or_fail(services: Services, job: Job, now: datetime, summary: SweepSummary) -> None:
+def _resend_or_fail(services: Services, job: Job, now: datetime, summary: SweepSummary, events: EventsRead) -> None:
     settings = services.settings
     queue = settings.landed_queue
     if not job.blob_path:
         _fail(services, job, "no landed file recorded (no file.landed event): there is nothing to process",
-              "start", summary)
+              "start", summary, events)
         return
-    resends = [e for e in services.jobs.events(job.job_id) if _is_resend(e)]
+    resends = [e for e in events(job.job_id) if _is_resend(e)]
     minutes = max(0, round((now - job.updated_at).total_seconds() / 60))
     if len(resends) >= settings.pending_resend_max:
         _fail(services, job, f"not started: re-sent to the {queue} queue {len(resends)} time(s), and no "
-                             f"orchestration started in the {minutes} minute(s) since the last", "start", summary)
+                             f"orchestration started in the {minutes} minute(s) since the last", "start", summary,
+              events)
         return
     container, _, path = job.blob_path.partition("/")
     transfers = services.jobs.transfers(job.job_id)
@@ -207,12 +227,12 @@ def _is_resend(event: JobEvent) -> bool:
     return event.type is EventType.NOTE and event.data.get("sweep") == "resend"
 
 
-def _fail(services: Services, job: Job, reason: str, step: str, summary: SweepSummary) -> None:
+def _fail(services: Services, job: Job, reason: str, step: str, summary: SweepSummary, events: EventsRead) -> None:
     """FAILED as the orchestration would have: quarantine the raw file (unless already done), every reason kept."""
     reason = _clip(reason)
     ref = {**_ref(job), "step": step or "sweep", "reason": reason, "recorded_by": RECORDED_BY}
     reasons = [reason]
-    already = any(e.type is EventType.STEP_FAILED for e in services.jobs.events(job.job_id))
+    already = any(e.type is EventType.STEP_FAILED for e in events(job.job_id))
     if job.blob_path and not already:
         container, _, path = job.blob_path.partition("/")
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -82,8 +83,12 @@ class E2E:
         return result
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    """One devhost for the tests of tests/e2e. Package-scoped: its app settings are in os.environ (app settings are
+    process-wide, as in a Functions worker) only while these tests run, and the tests that run after them in the
+    same session (tests/integration, tests/unit) see the environment from before it
+    (tests/integration/test_e2e_environment.py)."""
     from devhost.host import DevHost
     from shared import bootstrap
     from tests.graph_server import TEST_TOKEN, GraphTestServer
@@ -108,6 +113,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         "GRAPH_BASE_URL": graph.base_url,
         "WHARF_GRAPH_LOCAL_TOKEN": TEST_TOKEN,
     }
+    environment = dict(os.environ)
     # A fresh function_app module: the functions library lets an app be indexed only once per process.
     sys.modules.pop("function_app", None)
     app = importlib.import_module("function_app").app
@@ -130,11 +136,30 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         host.stop()
         graph.stop()
         bootstrap.get_services.cache_clear()
+        problems = []
+        changed = _restore_environment(environment)
+        if changed:
+            problems.append(f"the e2e tests changed the environment (restored now): {', '.join(changed)}")
         for name in (drop, outbound):
             left = _remove_container(name)
             if left:
-                pytest.fail(f"the e2e tests left {len(left)} blob(s) in their container {name} (removed now): "
-                            + ", ".join(left[:10]))
+                problems.append(f"the e2e tests left {len(left)} blob(s) in their container {name} (removed now): "
+                                + ", ".join(left[:10]))
+        if problems:
+            pytest.fail("; ".join(problems))
+
+
+def _restore_environment(before: dict[str, str]) -> list[str]:
+    """Put os.environ back as it was; the names (never the values: some are secrets) of the variables that were
+    not. pytest's own PYTEST_* variables change from one test to the next and are left alone."""
+    names = {k for k in set(before) | set(os.environ) if not k.startswith("PYTEST_")}
+    changed = sorted(k for k in names if before.get(k) != os.environ.get(k))
+    for name in changed:
+        if name in before:
+            os.environ[name] = before[name]
+        else:
+            os.environ.pop(name)
+    return changed
 
 
 def _remove_container(name: str) -> list[str]:

@@ -3,7 +3,6 @@ error messages, through devhost, then every table, blob, published event and orc
 
 from __future__ import annotations
 
-import base64
 import importlib
 import json
 import sys
@@ -25,6 +24,7 @@ from shared.adapters.secrets import env_name
 from shared.domain.errors import DependencyUnavailableError
 from shared.domain.remote import RemoteFileError, SftpAuthError
 from shared.workflows import RetryPolicy
+from tests import planted
 from tests.e2e.conftest import E2E, FUNCTION_KEY
 from tests.e2e.test_processing import GOOD, processing_yaml
 from tests.integration.sshd_server import SshdServer
@@ -33,7 +33,6 @@ from tests.integration.test_sas_storage import sas_connection_string
 pytestmark = [pytest.mark.e2e, pytest.mark.azurite, pytest.mark.sshd]
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTAINERS = ("inbound", "staging", "reports", "processed", "archive", "quarantine")
 
 
 class LeakySources:
@@ -124,26 +123,9 @@ def sas_host(env: dict[str, str], drop_container: str) -> Iterator[Any]:
 
 def stored_documents(conn: str, prefix: str, partners: list[str], events_queue: str,
                      host: Any) -> list[tuple[str, str]]:
-    """(where, text) for everything the run persisted or published: every entity of every table with the
-    prefix, every blob of the partners (name, metadata, content), every published event, every orchestration
-    status with its history, input and output."""
-    docs: list[tuple[str, str]] = []
-    tables = TableServiceClient.from_connection_string(conn)
-    for table in tables.list_tables():
-        if table.name.startswith(prefix):
-            for entity in tables.get_table_client(table.name).list_entities():
-                docs.append((f"table {table.name}", json.dumps(dict(entity), default=str)))
-    blobs = BlobServiceClient.from_connection_string(conn)
-    for name in CONTAINERS:
-        container = blobs.get_container_client(name)
-        for partner in partners:
-            for item in container.list_blobs(name_starts_with=f"{partner}/", include=["metadata"]):
-                content = container.download_blob(item.name).readall().decode("utf-8", "replace")
-                docs.append((f"blob {name}/{item.name}",
-                             f"{item.name}\n{json.dumps(item.metadata or {})}\n{content}"))
-    queue = QueueServiceClient.from_connection_string(conn).get_queue_client(events_queue)
-    for message in queue.peek_messages(max_messages=32):
-        docs.append((f"event {message.id}", base64.b64decode(message.content).decode()))
+    """(where, text) for everything the run persisted or published (tests/planted.py: tables, the partners'
+    blobs, published events), and every orchestration status with its history, input and output."""
+    docs = planted.stored_documents(conn, prefix, partners, events_queue)
     hub = host.task_hub
     for status in hub.list_status():
         doc = hub.status(status["instanceId"], show_history=True, show_input=True)
@@ -162,7 +144,7 @@ def cleanup(conn: str, prefix: str, partners: list[str], queues: list[str], drop
             queue_service.delete_queue(name)
         blobs = BlobServiceClient.from_connection_string(conn)
         blobs.delete_container(drop_container)
-        for name in CONTAINERS:
+        for name in planted.CONTAINERS:
             container = blobs.get_container_client(name)
             for partner in partners:
                 for item in list(container.list_blobs(name_starts_with=f"{partner}/")):
@@ -187,7 +169,8 @@ def test_no_secret_or_sas_is_persisted_published_or_kept_in_orchestration_histor
     catalog_path.write_text(catalog(partner, down, sshd_server, outbound, key_secret, password_secret))
     env = {
         "AzureWebJobsStorage": conn, "WHARF_TABLE_PREFIX": f"red{run}", "POLL_QUEUE": f"poll-red{run}",
-        "LANDED_QUEUE": f"landed-red{run}", "WHARF_EVENTS_QUEUE": f"events-red{run}",
+        "LANDED_QUEUE": f"landed-red{run}", "TRANSFER_QUEUE": f"transfer-red{run}",
+        "WHARF_EVENTS_QUEUE": f"events-red{run}",
         "WHARF_CATALOG_PATH": str(catalog_path), "WHARF_FUNCTION_KEY": FUNCTION_KEY, "WHARF_PUBLISHER": "queue",
         "AzureFunctionsWebHost__hostid": f"red-{run}",
     }
@@ -259,6 +242,5 @@ def test_no_secret_or_sas_is_persisted_published_or_kept_in_orchestration_histor
     needles = {"the planted secret": password, "the SAS": sas, "sig=": "sig=", "the signature": sig,
                "the signature (decoded)": unquote(sig), "the connection string": conn,
                **{f"private key line {i}": line for i, line in enumerate(private_key_lines)}}
-    leaks = [f"{what} in {where}: ...{text[max(0, text.find(needle) - 80):text.find(needle) + 40]}..."
-             for where, text in documents for what, needle in needles.items() if needle in text]
+    leaks = planted.found(documents, needles)
     assert not leaks, "\n".join(leaks)

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient, UpdateMode
+from azure.data.tables import UpdateMode
 from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared.adapters.blobs import BlobStoreClient
 from shared.adapters.deliveries import DeliveriesClient
-from shared.adapters.ledger import BreakersClient, LedgerClient, _TablesAdapter
+from shared.adapters.ledger import BreakersClient, LedgerClient
 from shared.adapters.queues import QueueClientAdapter
-from shared.adapters.tables import TABLE_NAMES, JobStoreClient, _job_to_entity
+from shared.adapters.tables import JobStoreClient, _job_to_entity
 from shared.domain.delivery import Delivery, DeliveryState, DeliveryStep
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.ids import job_partition, new_job_id, new_transfer_id
@@ -41,37 +41,21 @@ from tests.fakes import (
     FakeMessageQueue,
     FakeSftpServer,
 )
+from tests.table_stores import job_store, table_store
 
 KINDS = ["fake", "azurite"]
 GIB = 1024**3
 BLOB_BLOCK = 64 * 1024  # small blocks: the adapter's multi-block path runs on small test data
 
 
-def _prefix() -> str:
-    return f"t{uuid.uuid4().hex}"
-
-
-def _table_store(request: pytest.FixtureRequest, fake: Callable[[], Any],
-                 adapter: type[_TablesAdapter]) -> Iterator[Any]:
-    """The fake, or the adapter over a table of its own in Azurite (deleted afterwards)."""
-    if request.param == "fake":
-        yield fake()
-        return
-    conn = request.getfixturevalue("azurite")
-    client = adapter.from_connection_string(conn, prefix=_prefix())
-    client.ensure_table()
-    yield client
-    TableServiceClient.from_connection_string(conn).delete_table(client.table_name)
-
-
 @pytest.fixture(params=KINDS)
 def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    yield from _table_store(request, FakeLedger, LedgerClient)
+    yield from table_store(request, FakeLedger, LedgerClient)
 
 
 @pytest.fixture(params=KINDS)
 def breakers(request: pytest.FixtureRequest) -> Iterator[Breakers]:
-    yield from _table_store(request, FakeBreakers, BreakersClient)
+    yield from table_store(request, FakeBreakers, BreakersClient)
 
 
 @pytest.fixture(params=KINDS)
@@ -91,17 +75,7 @@ def blobs(request: pytest.FixtureRequest) -> Iterator[tuple[BlobStore, str]]:
 
 @pytest.fixture(params=KINDS)
 def jobs(request: pytest.FixtureRequest) -> Iterator[JobStore]:
-    if request.param == "fake":
-        yield FakeJobStore()
-        return
-    conn = request.getfixturevalue("azurite")
-    prefix = _prefix()
-    store = JobStoreClient.from_connection_string(conn, prefix=prefix)
-    store.ensure_tables()
-    yield store
-    service = TableServiceClient.from_connection_string(conn)
-    for name in TABLE_NAMES:
-        service.delete_table(f"{prefix}{name}")
+    yield from job_store(request)
 
 
 @pytest.fixture(params=KINDS)
@@ -885,7 +859,7 @@ def test_file_sink_checksums_only_what_the_server_offers(
 
 @pytest.fixture(params=KINDS)
 def deliveries(request: pytest.FixtureRequest) -> Iterator[Deliveries]:
-    yield from _table_store(request, FakeDeliveries, DeliveriesClient)
+    yield from table_store(request, FakeDeliveries, DeliveriesClient)
 
 
 def _delivery(job_id: str, index: int = 0, **kw: Any) -> Delivery:

@@ -7,7 +7,6 @@ copies (inbound/quarantine) are the partner's own files and are left out of the 
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import uuid
@@ -15,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient
-from azure.storage.blob import BlobServiceClient
-from azure.storage.queue import QueueServiceClient
 
 from shared.adapters.secrets import LocalSecrets, env_name
 from shared.bootstrap import Services
@@ -27,6 +23,7 @@ from shared.domain.jobs import EventType, utcnow
 from shared.observability.setup import for_tests
 from shared.services import process
 from tests.gpg_home import PASSPHRASE, GpgHome, stored_key
+from tests.planted import found, stored_documents
 
 pytestmark = [pytest.mark.azurite, pytest.mark.timeout(300)]
 
@@ -44,7 +41,6 @@ XSD = """<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">
     <xs:pattern value="[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}"/></xs:restriction></xs:simpleType>
 </xs:schema>"""
 SECRET = PASSPHRASE  # the PGP passphrase, through the secrets adapter (registered for redaction there)
-CONTAINERS = ("inbound", "staging", "reports", "processed", "archive", "quarantine")
 
 
 def catalog(partner: str, xsd: Path) -> Any:
@@ -65,25 +61,11 @@ def catalog(partner: str, xsd: Path) -> Any:
 
 
 def stored(services: Services, prefix: str, partner: str) -> list[tuple[str, str]]:
-    conn = services.settings.storage_connection_string or ""
-    docs: list[tuple[str, str]] = []
-    tables = TableServiceClient.from_connection_string(conn)
-    for table in tables.list_tables():
-        if table.name.startswith(prefix):
-            for entity in tables.get_table_client(table.name).list_entities():
-                docs.append((f"table {table.name}", json.dumps(dict(entity), default=str)))
-    blobs = BlobServiceClient.from_connection_string(conn)
-    for name in CONTAINERS:
-        container = blobs.get_container_client(name)
-        for item in container.list_blobs(name_starts_with=f"{partner}/", include=["metadata"]):
-            if item.name.endswith(("/data.json", "/pay.xml")) and name in ("inbound", "quarantine"):
-                continue  # the partner's own JSON file, as it came (see the module docstring)
-            content = container.download_blob(item.name).readall().decode("utf-8", "replace")
-            docs.append((f"blob {name}/{item.name}", f"{item.name}\n{json.dumps(item.metadata or {})}\n{content}"))
-    queue = QueueServiceClient.from_connection_string(conn).get_queue_client(services.settings.events_queue)
-    for message in queue.peek_messages(max_messages=32):
-        docs.append((f"event {message.id}", base64.b64decode(message.content).decode()))
-    return docs
+    def partners_own_json(container: str, name: str) -> bool:  # as it came (see the module docstring)
+        return name.endswith(("/data.json", "/pay.xml")) and container in ("inbound", "quarantine")
+
+    return stored_documents(services.settings.storage_connection_string or "", prefix, [partner],
+                            services.settings.events_queue, skip=partners_own_json)
 
 
 def _run_failing(services: Services, partner: str, name: str, data: bytes) -> dict[str, Any]:
@@ -139,7 +121,9 @@ def test_no_sensitive_value_or_secret_is_stored_logged_or_exported(
         "status": str(s.status.description)}, default=str)) for s in spans]
     docs += [("otel log", json.dumps({"body": str(r.log_record.body), "attrs": dict(r.log_record.attributes or {})},
                                      default=str)) for r in capture.logs.get_finished_logs()]
-    for planted in (IBAN, JSON_IBAN, SECRET, IBAN[-12:], JSON_IBAN[-12:], XML_IBAN, XML_IBAN[-12:], XML_REF,
-                    XML_REF[-12:]):
-        leaks = [where for where, text in docs if planted in text]
-        assert not leaks, f"{planted[:4]}... found in {leaks}"
+    planted = {"the IBAN": IBAN, "the JSON IBAN": JSON_IBAN, "the passphrase": SECRET,
+               "the IBAN's last 12": IBAN[-12:], "the JSON IBAN's last 12": JSON_IBAN[-12:],
+               "the XML IBAN": XML_IBAN, "the XML IBAN's last 12": XML_IBAN[-12:], "the XML Ref": XML_REF,
+               "the XML Ref's last 12": XML_REF[-12:]}
+    leaks = found(docs, planted)
+    assert not leaks, "\n".join(leaks)

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +30,7 @@ from tests.fakes import (
     FakePublisher,
     FakeSftpServer,
 )
-from tests.gpg_home import PASSPHRASE, GpgHome, stored_key
+from tests.gpg_home import PASSPHRASE, GpgHome, own_pgp_temp_dir, stored_key, wharf_keyrings
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -64,8 +61,7 @@ class RotatingSecrets(LocalSecrets):
 
 @pytest.fixture(scope="module")
 def bank() -> Iterator[GpgHome]:
-    home = GpgHome()
-    home.gpg("--passphrase", PASSPHRASE, "--import", input=BANK.secret.encode())
+    home = GpgHome(BANK)
     home.import_key(WHARF.public)
     yield home
     home.close()
@@ -127,22 +123,13 @@ def everything_stored(w: World) -> str:
 
 @pytest.fixture(autouse=True)
 def own_tempdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Keyrings of this test in a temporary directory of its own (short: gpg-agent's socket lives there), so
-    other processes' keyrings (a benchmark, another test run) do not show in the listings."""
-    path = Path(tempfile.mkdtemp(prefix="wt-", dir="/tmp"))
-    monkeypatch.setenv("WHARF_PGP_TEMP_DIR", str(path))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _rings() -> set[str]:
-    return {p for p in os.listdir(os.environ["WHARF_PGP_TEMP_DIR"]) if p.startswith("wharf-gpg-")}
+    yield from own_pgp_temp_dir(monkeypatch)
 
 
 def test_a_signed_message_is_decrypted_before_validation_and_the_events_name_fingerprints(
         bank: GpgHome, tmp_path: Path) -> None:
     w = World()
-    before = _rings()
+    before = wharf_keyrings()
     result = process.validate_and_transform(w.services, w.land(from_bank(bank, tmp_path)))
     assert result["valid"] and result["file_type"] == "csv"
     out = result["output"]
@@ -156,7 +143,7 @@ def test_a_signed_message_is_decrypted_before_validation_and_the_events_name_fin
         for line in material.splitlines()[2:6]:  # any line of the armoured key body
             assert line not in stored
     assert PASSPHRASE not in stored
-    assert _rings() <= before  # no keyring directory (and no plaintext file) left
+    assert wharf_keyrings() <= before  # no keyring directory (and no plaintext file) left
 
 
 @pytest.mark.parametrize(("verify", "sign", "kind"), [("required", False, "missing signature")])
@@ -164,11 +151,11 @@ def test_a_refused_message_fails_the_job_and_quarantines_the_encrypted_file(
         bank: GpgHome, tmp_path: Path, verify: str, sign: bool, kind: str) -> None:
     w = World(verify)
     ref = w.land(from_bank(bank, tmp_path, sign=sign))
-    before = _rings()
+    before = wharf_keyrings()
     result = process.validate_and_transform(w.services, ref)
     assert result == {"valid": False, "reason": f"pgp {kind}: the message is not signed; pgp verify is required"}
     assert not w.blobs.list_blobs("staging") and not w.blobs.list_blobs("reports")  # no plaintext anywhere
-    assert _rings() <= before
+    assert wharf_keyrings() <= before
     process.quarantine_file(w.services, {**ref, "reason": result["reason"], "step": "validate"})
     process.fail_job(w.services, {**ref, "reason": result["reason"], "step": "validate"})
     (quarantined,) = w.blobs.list_blobs("quarantine")

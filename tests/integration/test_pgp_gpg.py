@@ -3,9 +3,6 @@ compressed and not; and every way a message can be refused, with no plaintext le
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +18,7 @@ from shared.adapters.pgp import (
     file_chunks,
     inspect_key,
 )
-from tests.gpg_home import PASSPHRASE, GpgHome, stored_key
+from tests.gpg_home import GpgHome, own_pgp_temp_dir, stored_key, wharf_keyrings
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,7 +34,7 @@ class World:
         self.wharf = {kind: stored_key(f"wharf-{kind}") for kind in KINDS}
         self.them = {kind: stored_key(f"bank-{kind}") for kind in KINDS}
         for kind in KINDS:
-            self.partner.gpg("--passphrase", PASSPHRASE, "--import", input=self.them[kind].secret.encode())
+            self.partner.import_secret(self.them[kind])
             self.partner.import_key(self.wharf[kind].public)
         self.stranger = stored_key("stranger-ed25519")
 
@@ -54,16 +51,7 @@ def world() -> Iterator[World]:
 
 @pytest.fixture(autouse=True)
 def own_tempdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Keyrings of this test in a temporary directory of its own (short: gpg-agent's socket lives there), so
-    other processes' keyrings (a benchmark, another test run) do not show in the listings."""
-    path = Path(tempfile.mkdtemp(prefix="wt-", dir="/tmp"))
-    monkeypatch.setenv("WHARF_PGP_TEMP_DIR", str(path))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _leftover_rings() -> set[str]:
-    return {p for p in os.listdir(os.environ["WHARF_PGP_TEMP_DIR"]) if p.startswith("wharf-gpg-")}
+    yield from own_pgp_temp_dir(monkeypatch)
 
 
 def _from_partner(world: World, tmp_path: Path, kind: str, *, compress: bool = True, sign: bool = True,
@@ -95,13 +83,13 @@ def _decrypt(world: World, path: Path, kind: str, **kw: object) -> tuple[bytes, 
 def test_wharf_decrypts_and_verifies_what_gpg_encrypted_and_signed(world: World, tmp_path: Path, kind: str,
                                                                    compress: bool) -> None:
     message = _from_partner(world, tmp_path, kind, compress=compress)
-    before = _leftover_rings()
+    before = wharf_keyrings()
     plain, result = _decrypt(world, message, kind)
     assert plain == DATA
     assert result.signature == "valid" and result.signer == world.them[kind].fingerprint  # type: ignore[attr-defined]
     assert result.decrypted_with == world.wharf[kind].fingerprint  # type: ignore[attr-defined]
     assert result.encrypted_to and all(len(k) == 16 for k in result.encrypted_to)  # type: ignore[attr-defined]
-    assert _leftover_rings() <= before  # the keyring directory (and the plaintext in it) is gone
+    assert wharf_keyrings() <= before  # the keyring directory (and the plaintext in it) is gone
 
 
 def test_armoured_input_and_optional_verification_of_an_unsigned_message(world: World, tmp_path: Path) -> None:
@@ -152,7 +140,7 @@ def test_encrypt_without_signing_and_to_several_recipients(world: World, tmp_pat
 
 
 def _refused(world: World, message: Path, kind: str = "ed25519", **kw: object) -> PgpError:
-    before = _leftover_rings()
+    before = wharf_keyrings()
     me = world.wharf[kind]
     args: dict[str, object] = {"private_key": me.secret, "passphrase": me.passphrase,
                                "signer_keys": world.them[kind].public, "verify": "required", **kw}
@@ -161,7 +149,7 @@ def _refused(world: World, message: Path, kind: str = "ed25519", **kw: object) -
             decrypt_to_file(file_chunks(message, 4096), ring, **args)  # type: ignore[arg-type]
         finally:
             assert not (ring.home / "plaintext").exists()  # removed before the error left
-    assert _leftover_rings() <= before
+    assert wharf_keyrings() <= before
     assert me.secret not in str(caught.value) and me.passphrase not in str(caught.value)
     return caught.value
 

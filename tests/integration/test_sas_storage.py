@@ -7,18 +7,18 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import AccountSasPermissions, BlobServiceClient, ResourceTypes, generate_account_sas
 from azure.storage.blob import Services as SasServices
 
 from shared.adapters.blobs import BlobStoreClient
 from shared.adapters.ledger import LedgerClient
 from shared.adapters.queues import QueueClientAdapter
-from shared.adapters.tables import TABLE_NAMES, JobStoreClient
+from shared.adapters.tables import JobStoreClient
 from shared.domain.ids import new_job_id
 from shared.domain.jobs import EventType
 from shared.settings import AZURITE_ACCOUNT, AZURITE_KEY
 from tests.integration.test_contracts import entry
+from tests.table_stores import drop_tables
 
 pytestmark = [pytest.mark.azurite]
 
@@ -75,7 +75,5 @@ def test_tables_and_queues_through_a_sas(azurite: str) -> None:
         queues.send(queue, {"job_id": job_id})
         assert queues.peek(queue)[0]["job_id"] == job_id
     finally:
-        tables = TableServiceClient.from_connection_string(conn)
-        for name in TABLE_NAMES:
-            tables.delete_table(f"{prefix}{name}")
+        drop_tables(conn, prefix)
         queues._service.delete_queue(queue)

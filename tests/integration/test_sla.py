@@ -4,60 +4,38 @@ partner's IntegrationJob ranges, and two instances racing on one window record a
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient
 
 from shared.adapters.sla import SlaWindowsClient
-from shared.adapters.tables import TABLE_NAMES, JobStoreClient
 from shared.bootstrap import build_services
 from shared.catalog import parse_catalog
 from shared.domain.ids import new_job_id
 from shared.domain.sla import SlaWindow, WindowState
 from shared.ports import JobStore, SlaWindows
+from shared.resources import SLA_TABLE
 from shared.services.sla import check_expectations
 from shared.settings import Settings
 from tests.fakes import FakeJobStore, FakePublisher, FakeSlaWindows
+from tests.table_stores import drop_tables, job_store, table_prefix, table_store
 
 pytestmark = pytest.mark.azurite
 
 OPENS = datetime(2026, 12, 1, 6, tzinfo=UTC)
 
 
-def _prefix() -> str:
-    return f"t{uuid.uuid4().hex}"
-
-
 @pytest.fixture(params=["fake", "azurite"])
 def windows(request: pytest.FixtureRequest) -> Iterator[SlaWindows]:
-    if request.param == "fake":
-        yield FakeSlaWindows()
-        return
-    conn = request.getfixturevalue("azurite")
-    client = SlaWindowsClient.from_connection_string(conn, prefix=_prefix())
-    client.ensure_table()
-    yield client
-    TableServiceClient.from_connection_string(conn).delete_table(client.table_name)
+    yield from table_store(request, FakeSlaWindows, SlaWindowsClient)
 
 
 @pytest.fixture(params=["fake", "azurite"])
 def jobs(request: pytest.FixtureRequest) -> Iterator[JobStore]:
-    if request.param == "fake":
-        yield FakeJobStore()
-        return
-    conn = request.getfixturevalue("azurite")
-    prefix = _prefix()
-    store = JobStoreClient.from_connection_string(conn, prefix=prefix)
-    store.ensure_tables()
-    yield store
-    service = TableServiceClient.from_connection_string(conn)
-    for name in TABLE_NAMES:
-        service.delete_table(f"{prefix}{name}")
+    yield from job_store(request)
 
 
 def window(expectation: str = "orders_*.csv", opens: datetime = OPENS, **kw: Any) -> SlaWindow:
@@ -130,7 +108,7 @@ class RacingClient(SlaWindowsClient):
 
 
 def test_two_instances_racing_on_azurite_record_and_alert_a_window_once(azurite: str) -> None:
-    prefix = _prefix()
+    prefix = table_prefix()
     RacingClient.barrier = threading.Barrier(2, timeout=20)
     catalog = parse_catalog('partners:\n  - id: acme\n    name: Acme\n    expect:\n'
                             '      - {name: "orders_*.csv", every: "0 0 7 * * 1-5", within: 2h, '
@@ -158,4 +136,4 @@ def test_two_instances_racing_on_azurite_record_and_alert_a_window_once(azurite:
                                                                                          since=OPENS)
         assert [(w.state, w.count) for w in stored] == [(WindowState.MISSED, 0)]
     finally:
-        TableServiceClient.from_connection_string(azurite).delete_table(f"{prefix}SlaWindows")
+        drop_tables(azurite, prefix, [SLA_TABLE])

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.api.legacy import legacy_jobs
+from shared.domain.delivery import Delivery, DeliveryState
+from shared.domain.jobs import FileTransfer
 from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState
 from shared.services.partner_keys import create_key, revoke_key
 from tests.api_world import ApiWorld
@@ -186,3 +188,27 @@ def test_upload_size_limit_is_a_clear_413(w: ApiWorld) -> None:
     assert r.status == 413
     assert not small.blobs.exists("drop", "acme/big.csv")
     assert small.call("POST", "/partners/acme/uploads", body=b"x").status == 400  # no name
+
+
+def test_the_job_detail_shows_each_transfer_with_the_domain_fields_but_the_job_id(w: ApiWorld) -> None:
+    job_id = w.job(status="RUNNING")
+    w.jobs.add_transfer(FileTransfer(job_id=job_id, transfer_id="tr-1", file_name="a.csv", source="sftp://h/out/a.csv",
+                                     destination="inbound/acme/a.csv", status="LANDED", bytes=3, sha256="ab",
+                                     transfer_date=datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)))
+    code, body = w.json("GET", f"/jobs/{job_id}")
+    assert code == 200
+    assert body["transfers"] == [{"transfer_id": "tr-1", "file_name": "a.csv", "source": "sftp://h/out/a.csv",
+                                  "destination": "inbound/acme/a.csv", "status": "LANDED",
+                                  "transfer_date": "2025-03-04T05:06:07Z", "bytes": 3, "sha256": "ab"}]
+
+
+def test_deliveries_filter_on_every_delivery_state(w: ApiWorld) -> None:
+    """The query's states are the domain's: an email delivery's BOUNCED (or DELIVERED, DELAYED) too."""
+    job_id = w.job(status="COMPLETED")
+    for index, state in enumerate(DeliveryState):
+        w.deliveries.create(Delivery(job_id=job_id, index=index, partner="acme", kind="email", target="ops",
+                                     route="r", state=state))
+    for state in DeliveryState:
+        code, body = w.json("GET", "/deliveries", {"state": state.value})
+        assert (code, [d["state"] for d in body["items"]]) == (200, [state.value])
+    assert w.json("GET", "/deliveries", {"state": "NOPE"})[1]["parameter"] == "state"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from azure.core.exceptions import ServiceRequestError
 from shared.bootstrap import Services, build_services
 from shared.domain.errors import DependencyUnavailableError
 from shared.domain.ids import new_job_id
-from shared.domain.jobs import EventType, JobStatus, utcnow
+from shared.domain.jobs import EventType, JobEvent, JobStatus, utcnow
 from shared.domain.messages import FileLanded
 from shared.services.intake import replay
 from shared.services.sweep import SweepSummary, sweep_jobs
@@ -249,3 +250,26 @@ def test_sweep_makes_a_job_a_crash_left_out_of_the_lists_visible_again() -> None
     assert summary.repaired == [job_id]
     assert [j.job_id for j in world.jobs.list_jobs()] == [job_id]
     assert world.status(job_id) is JobStatus.PENDING
+
+
+def test_a_sweep_run_reads_each_jobs_events_once_the_stalled_marking_included(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stalled-job marking after the sweep's own work takes the events the sweep read (a PENDING job re-sent
+    and still open is stalled too), and reads only the others' (an orchestration still running)."""
+    w = World()
+    resent, alive = w.job(), w.job(JobStatus.RUNNING)
+    w.client.set(alive, "Running")
+    reads: Counter[str] = Counter()
+    read_events = w.jobs.events
+
+    def counted(job_id: str) -> list[JobEvent]:
+        reads[job_id] += 1
+        return read_events(job_id)
+
+    monkeypatch.setattr(w.jobs, "events", counted)
+    summary = w.sweep(minutes=31)  # older than WHARF_PENDING_RESEND_MINUTES and WHARF_STALLED_MINUTES
+    assert summary.resent == [resent] and summary.alive == 1
+    assert sorted(summary.stalled) == sorted([resent, alive])
+    assert reads == {resent: 1, alive: 1}
+    monkeypatch.undo()
+    assert [e.type for e in w.jobs.events(resent)][-2:] == [EventType.NOTE, EventType.STALLED]
