@@ -200,6 +200,7 @@ class BlobStoreClient:
         total = int(content_range.rpartition("/")[2]) if "/" in content_range else int(first.properties.size)
         etag = first.properties.etag
         data = first.readall()
+        del first  # the downloader keeps its range's bytes: not held while the later ranges are read
         offset = len(data)
         yield data
         while offset < total:

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -38,13 +38,17 @@ from shared.metrics import record_failure, record_transfer
 from shared.observability.redaction import redact
 from shared.observability.tracing import current_trace_id, log_fields, span
 from shared.ports import FileToAttach, MailSender, OutgoingMail
-from shared.services.deliver import DeliveryFailedError, DeliveryRefusedError
+from shared.services.breaker import CircuitBreaker
+from shared.services.deliver import DeliveryFailedError, DeliveryRefusedError, DeliveryUnavailableError
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
+#: The breaker channel of outbound email, per sender mailbox: its own records, so a failing inbound mail poll of a
+#: mailbox does not stop deliveries from it, nor the other way round (as `sftp-out` for SFTP).
+CHANNEL = "email-out"
 #: What a Deliveries row says about how the message carried the file (`Verified` column of SFTP rows).
 INLINE, UPLOAD_SESSION, LINK = "sendMail inline", "draft + upload session", "download link"
 _CONTENT_TYPES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson",
@@ -59,6 +63,9 @@ class EmailOptions:
     sent_lookups: int = 3
     sent_lookup_wait: float = 2.0
     chunk_size: int = UPLOAD_CHUNK
+    breaker_threshold: int = 5  # the inbound poll's and SFTP delivery's defaults
+    breaker_cooldown: timedelta = timedelta(minutes=5)
+    clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
 
 
@@ -164,10 +171,23 @@ def deliver_email(services: Services, job: Job, ref: Mapping[str, Any], output: 
             s.set_attribute("wharf.delivery.already_sent", True)
             log.info("email delivery already sent; not sent again", extra=run.fields())
             return run.result(already_sent=True)
+        breaker = CircuitBreaker(services.breakers, CHANNEL, threshold=opts.breaker_threshold,
+                                 cooldown=opts.breaker_cooldown, clock=opts.clock)
+        decision = breaker.allow(plan.dest.mailbox)
+        if not decision.allowed:
+            reason = (f"circuit {CHANNEL} is open for sender {plan.dest.mailbox} after repeated failures (last: "
+                      f"{redact(decision.last_error) or 'unknown'}); next try after {decision.retry_at}")
+            unavailable = DeliveryUnavailableError(f"email delivery from {plan.dest.mailbox}", reason)
+            run.failed(reason, unavailable)
+            raise unavailable
         started = time.monotonic()
         try:
             run.attempt()
-        except (DependencyUnavailableError, ConfigurationError, DeliveryFailedError) as exc:
+        except DependencyUnavailableError as exc:  # Graph unreachable, 5xx or throttled past the retries
+            breaker.record_failure(plan.dest.mailbox, redact(str(exc)))
+            run.failed(str(exc), exc)
+            raise
+        except (ConfigurationError, DeliveryFailedError) as exc:
             run.failed(str(exc), exc)
             raise
         except GraphRequestError as exc:
@@ -180,6 +200,7 @@ def deliver_email(services: Services, job: Job, ref: Mapping[str, Any], output: 
                                        "mailbox and that the app may use it)")
             run.failed(str(missing), missing)
             raise missing from exc
+        breaker.record_success(plan.dest.mailbox)
         record_transfer(job.partner, "email", time.monotonic() - started)
         s.set_attribute("wharf.email.method", run.record.verified)
         s.set_attribute("wharf.attempts", run.record.attempts)

@@ -421,3 +421,38 @@ def test_a_report_gone_before_it_is_read_is_recorded_gone_and_not_read_again(ser
     second = check_mailbox(services, out.sender, None)
     assert second.already_seen == 1 and out.record().state is DeliveryState.SENT
     graph.clear_faults()
+
+
+def test_repeated_graph_outages_open_the_outbound_email_breaker_and_not_the_inbound_poll_s(
+        services: Services, graph: GraphTestServer) -> None:
+    from datetime import timedelta
+
+    from shared.domain.errors import DependencyUnavailableError
+    from shared.domain.jobs import utcnow
+    from shared.domain.ledger import BreakerState
+    from shared.services import poll_mailbox
+    from shared.services.deliver import DeliveryUnavailableError
+    from shared.services.deliver_email import CHANNEL
+
+    out = EmailOut(services, graph)
+    out.stage(b"a,b\n1,2\n")
+    route = rf"POST /v1.0/users/{out.sender}/sendMail$"
+    graph.fail(route, 503, times=1000)
+    now = [utcnow()]
+    opts = {"breaker_threshold": 2, "breaker_cooldown": timedelta(minutes=5), "clock": lambda: now[0]}
+    for _ in range(2):
+        with pytest.raises(DependencyUnavailableError, match="503"):
+            out.deliver(**opts)
+    tried = len(graph.log(route))
+    assert services.breakers.get(CHANNEL, out.sender).state is BreakerState.OPEN
+    with pytest.raises(DeliveryUnavailableError, match=r"circuit email-out is open for sender .*503"):
+        out.deliver(**opts)
+    assert len(graph.log(route)) == tried  # nothing sent while open
+    assert out.record().state is DeliveryState.FAILED and "circuit email-out is open" in out.record().error
+    assert services.breakers.get(poll_mailbox.CHANNEL, out.partner).state is BreakerState.CLOSED
+    assert services.breakers.get(poll_mailbox.CHANNEL, out.sender).state is BreakerState.CLOSED
+
+    graph.clear_faults()
+    now[0] += timedelta(minutes=6)  # after the cooldown one probe goes through and closes it
+    assert out.deliver(**opts)["delivery"] == "SENT" and len(out.sent()) == 1
+    assert services.breakers.get(CHANNEL, out.sender).state is BreakerState.CLOSED
