@@ -11,6 +11,7 @@ QUICK = [
     ["-m", "benchmarks.validate_transform", "--size-mb", "100"],
     ["-m", "benchmarks.mail_attachment", "--size-mb", "50"],
     ["-m", "benchmarks.sftp_ingest", "--only", "large"],
+    ["-m", "benchmarks.sftp_delivery", "--mib", "128"],
 ]
 
 

@@ -56,6 +56,7 @@ from shared.domain.sanitize import display_name
 from shared.metrics import record_failure, record_transfer
 from shared.observability.redaction import redact
 from shared.observability.tracing import current_trace_id, log_fields, span
+from shared.ports import Slot, SlotsBusyError
 from shared.services.breaker import CircuitBreaker
 from shared.services.read_ahead import read_ahead
 
@@ -108,6 +109,11 @@ class DeliveryRefusedError(DeliveryFailedError, PermanentError):
 
 class DeliveryUnavailableError(DeliveryError, DependencyUnavailableError):
     """The receiving server's outbound circuit is open: nothing was tried."""
+
+
+class DeliverySessionsBusyError(DeliveryError, DependencyUnavailableError):
+    """Every SFTP session the receiving partner allows (sftp.max_sessions or WHARF_SFTP_MAX_SESSIONS) stayed in
+    use by polls and other deliveries for the whole wait: nothing was tried, and its breaker does not count it."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,9 @@ def deliver_sftp(services: Services, job: Job, ref: Mapping[str, Any], output: M
         started = time.monotonic()
         try:
             run.attempt_all()
+        except DeliverySessionsBusyError as exc:  # the server is not at fault: no breaker record either way
+            run.failed(str(exc), exc)
+            raise
         except CONNECTION_FAILURES as exc:
             breaker.record_failure(plan.target, redact(str(exc)))
             run.failed(str(exc), exc)
@@ -296,11 +305,31 @@ class _Run:
         for attempt in self._retrying():
             with attempt:
                 self.save(attempts=self.record.attempts + 1)
-                sink = self._s.file_sinks.open(self.plan.target, self.plan.config)
+                slot = self._session_slot()
                 try:
-                    self._attempt(sink)
+                    sink = self._s.file_sinks.open(self.plan.target, self.plan.config)
+                    try:
+                        self._attempt(sink)
+                    finally:
+                        sink.close()
                 finally:
-                    sink.close()
+                    slot.release()
+
+    def _session_slot(self) -> Slot:
+        """One of the receiving partner's session slots, the same ones its inbound polls take (`sftp-{partner}`,
+        sftp.max_sessions or WHARF_SFTP_MAX_SESSIONS): the partner's session limit holds across polls and
+        deliveries, on every worker and instance."""
+        settings = self._s.settings
+        limit = int(getattr(self.plan.config, "max_sessions", None) or settings.sftp_max_sessions)
+        wait = settings.sftp_session_wait_seconds
+        try:
+            return self._s.slots.acquire(f"sftp-{self.plan.target}", limit, wait_seconds=wait)
+        except SlotsBusyError as exc:
+            raise DeliverySessionsBusyError(
+                f"sftp delivery to {self.plan.target}",
+                f"all {limit} SFTP sessions partner {self.plan.target} allows (sftp.max_sessions or "
+                f"WHARF_SFTP_MAX_SESSIONS) stayed in use by polls and other deliveries for {wait:g} s; nothing "
+                "was sent") from exc
 
     def _attempt(self, sink: FileSink) -> None:
         plan, rec = self.plan, self.record
@@ -447,4 +476,4 @@ def _remove_quietly(sink: FileSink, path: str) -> None:
 
 
 __all__ = ["CHANNEL", "DeliveryError", "DeliveryFailedError", "DeliveryOptions", "DeliveryRefusedError",
-           "DeliveryUnavailableError", "SftpPlan", "deliver_sftp", "plan_sftp"]
+           "DeliverySessionsBusyError", "DeliveryUnavailableError", "SftpPlan", "deliver_sftp", "plan_sftp"]

@@ -20,7 +20,13 @@ from shared.domain.ids import new_job_id
 from shared.domain.jobs import EventType
 from shared.domain.remote import SourceUnavailableError
 from shared.ports import FileSink
-from shared.services.deliver import SHA256_UNAVAILABLE, DeliveryOptions, DeliveryRefusedError, deliver_sftp
+from shared.services.deliver import (
+    SHA256_UNAVAILABLE,
+    DeliveryOptions,
+    DeliveryRefusedError,
+    DeliverySessionsBusyError,
+    deliver_sftp,
+)
 from tests.fakes import Crash
 from tests.integration.sshd_server import SshdServer
 
@@ -212,3 +218,25 @@ def test_a_read_only_folder_fails_with_a_clear_reason(services: Services, sshd_s
     rec = out.record()
     assert rec.state is DeliveryState.FAILED and "permission denied" in rec.error and out.files() == []
     assert any("permission denied" in entry.message for entry in services.jobs.logs(out.job_id))
+
+
+def test_a_delivery_takes_one_of_the_partners_session_slots_on_azurite(
+        services: Services, sshd_server: SshdServer) -> None:
+    """The blob-lease slots the partner's polls take (`sftp-{partner}`): with all of them held elsewhere, the
+    delivery waits, then fails without connecting; with one free, it delivers and frees it again."""
+    services.settings = services.settings.model_copy(update={"sftp_max_sessions": 2,
+                                                             "sftp_session_wait_seconds": 0.5})
+    out = Outbound(services, sshd_server)
+    out.stage(b"a,b\n1,2\n")
+    held = [services.slots.acquire(f"sftp-{out.dst}", 2, wait_seconds=0) for _ in range(2)]  # two polls, say
+    try:
+        with pytest.raises(DeliverySessionsBusyError, match=f"all 2 SFTP sessions partner {out.dst} allows"):
+            out.deliver()
+        assert out.files() == [] and out.record().state is DeliveryState.FAILED
+        held.pop().release()
+        assert out.deliver()["delivery"] == "SENT" and out.files() == ["pay.csv"]
+        again = services.slots.acquire(f"sftp-{out.dst}", 2, wait_seconds=0)  # the delivery's slot was freed
+        again.release()
+    finally:
+        for slot in held:
+            slot.release()

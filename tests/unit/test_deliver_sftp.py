@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.slots import InProcessSlots
 from shared.bootstrap import Services, build_services
 from shared.catalog import Catalog, CatalogError, parse_catalog
 from shared.domain.delivery import (
@@ -35,6 +36,7 @@ from shared.services.deliver import (
     DeliveryFailedError,
     DeliveryOptions,
     DeliveryRefusedError,
+    DeliverySessionsBusyError,
     DeliveryUnavailableError,
     deliver_sftp,
 )
@@ -81,15 +83,16 @@ class CrashOnSent(FakeDeliveries):
 
 
 class World:
-    def __init__(self, deliveries: FakeDeliveries | None = None, **dest: Any) -> None:
+    def __init__(self, deliveries: FakeDeliveries | None = None, settings: Settings | None = None,
+                 **dest: Any) -> None:
         self.server = FakeSftpServer(host="bank.example")
         self.blobs, self.jobs, self.breakers = FakeBlobStore(), FakeJobStore(), FakeBreakers()
         self.deliveries = deliveries or FakeDeliveries()
         self.sinks = FakeFileSources(self.server)
         self.catalog = make_catalog(**dest)
         self.services: Services = build_services(
-            Settings(), blobs=self.blobs, jobs=self.jobs, breakers=self.breakers, deliveries=self.deliveries,
-            file_sinks=self.sinks, catalog=self.catalog, publisher=FakePublisher())
+            settings or Settings(), blobs=self.blobs, jobs=self.jobs, breakers=self.breakers,
+            deliveries=self.deliveries, file_sinks=self.sinks, catalog=self.catalog, publisher=FakePublisher())
         self.job_id = new_job_id(WHEN)
         self.jobs.append(self.job_id, EventType.CREATED, {"partner": "acme", "file_name": "pay.csv", "source": "t"})
         self.data = b"id,amount\n" + b"1,2.50\n" * 50_000
@@ -358,6 +361,66 @@ def test_repeated_connection_failures_open_the_outbound_circuit_only() -> None:
     later = datetime.now(UTC) + timedelta(minutes=6)
     w.deliver(breaker_threshold=2, clock=lambda: later)  # the probe after the cool-down closes it
     assert w.breakers.get(CHANNEL, "bank").state is BreakerState.CLOSED
+
+
+# --- the partner's session limit: deliveries take the slots its polls take ----------------------------------
+
+
+class SlotWatchingSinks(FakeFileSources):
+    """Records how many of the partner's session slots are held whenever a session is opened."""
+
+    def __init__(self, server: FakeSftpServer, slots: Any) -> None:
+        super().__init__(server)
+        self.slots, self.held_at_open = slots, list[int]()
+
+    def open(self, partner_id: str, config: Any) -> Any:
+        self.held_at_open.append(self.slots.held(f"sftp-{partner_id}"))
+        return super().open(partner_id, config)
+
+
+def test_a_delivery_holds_one_of_the_partners_session_slots_while_connected() -> None:
+    w = World()
+    slots = w.services.slots
+    assert isinstance(slots, InProcessSlots)
+    w.services.overrides["file_sinks"] = sinks = SlotWatchingSinks(w.server, slots)
+    w.services.__dict__.pop("file_sinks", None)
+    w.deliver()
+    assert sinks.held_at_open == [1] and slots.held("sftp-bank") == 0  # taken for the session, freed after
+    assert w.record().state is DeliveryState.SENT
+
+
+def test_a_delivery_waits_for_a_session_slot_and_fails_clearly_when_none_frees() -> None:
+    w = World(settings=Settings(WHARF_SFTP_MAX_SESSIONS=2, WHARF_SFTP_SESSION_WAIT_SECONDS=0))
+    taken = [w.services.slots.acquire("sftp-bank", 2, wait_seconds=0) for _ in range(2)]  # e.g. two polls
+    with pytest.raises(DeliverySessionsBusyError, match="all 2 SFTP sessions partner bank allows"):
+        w.deliver()
+    assert w.sinks.opened == 0  # no session beyond the limit was opened
+    rec = w.record()
+    assert rec.state is DeliveryState.FAILED and "stayed in use by polls and other deliveries" in rec.error
+    assert w.breakers.get(CHANNEL, "bank").failures == 0  # the server is not at fault
+    taken[0].release()
+    w.deliver()
+    slots = w.services.slots
+    assert isinstance(slots, InProcessSlots)
+    assert w.record().state is DeliveryState.SENT and slots.held("sftp-bank") == 1
+
+
+def test_a_partners_own_max_sessions_is_the_limit_for_deliveries() -> None:
+    w = World(settings=Settings(WHARF_SFTP_SESSION_WAIT_SECONDS=0))
+    bank = w.catalog.get("bank")
+    assert bank.sftp is not None
+    w.catalog = parse_catalog({"partners": [
+        {"id": "acme", "name": "Acme", "routes": [{"name": "pay", "default": True,
+                                                   "destinations": [{"kind": "sftp", "partner": "bank"}]}]},
+        {"id": "bank", "name": "Bank", "sftp": {**bank.sftp.model_dump(mode="json"), "max_sessions": 1}},
+    ]}, env={})
+    w.services.overrides["catalog"] = w.catalog
+    w.services.__dict__.pop("catalog", None)
+    held = w.services.slots.acquire("sftp-bank", 1, wait_seconds=0)
+    with pytest.raises(DeliverySessionsBusyError, match="all 1 SFTP sessions"):
+        w.deliver()
+    held.release()
+    assert w.deliver()["delivery"] == "SENT"
 
 
 # --- names ----------------------------------------------------------------------------------------------
