@@ -157,6 +157,7 @@ var tables = [
   'SlaWindows'
   'JobsByTime'
   'PartnerKeys'
+  'LastPolls'
 ]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         FileSinkFactory,
         FileSourceFactory,
         JobStore,
+        LastPolls,
         Ledger,
         MailboxFactory,
         MailSenderFactory,
@@ -139,6 +140,17 @@ class Services:
         from shared.adapters.ledger import BreakersClient
 
         return self._tables(BreakersClient)
+
+    @cached_property
+    def last_polls(self) -> LastPolls:
+        """The latest poll's summary per channel and partner (what GET /api/v1/partners shows as last_poll)."""
+        if "last_polls" in self.overrides:
+            return self.overrides["last_polls"]
+        from shared.adapters.ledger import InProcessLastPolls, LastPollsClient
+
+        if "breakers" in self.overrides:  # no table storage to share (a fake breakers store): within this process
+            return InProcessLastPolls()
+        return self._tables(LastPollsClient)
 
     @cached_property
     def sla_windows(self) -> SlaWindows:

@@ -49,8 +49,9 @@ DELIVERIES_TABLE = "Deliveries"
 SLA_TABLE = "SlaWindows"
 JOBS_BY_TIME_TABLE = "JobsByTime"  # the jobs list index (PK creation month, RK inverted time): API v1 paging
 PARTNER_KEYS_TABLE = "PartnerKeys"  # partner API keys (salted hashes) for uploads
+LAST_POLLS_TABLE = "LastPolls"  # the latest poll's summary per channel and partner (PK channel, RK partner)
 TABLES: tuple[str, ...] = (JOBS_TABLE, TRANSFERS_TABLE, LOGS_TABLE, EVENTS_TABLE, LEDGER_TABLE, BREAKERS_TABLE,
-                           DELIVERIES_TABLE, SLA_TABLE, JOBS_BY_TIME_TABLE, PARTNER_KEYS_TABLE)
+                           DELIVERIES_TABLE, SLA_TABLE, JOBS_BY_TIME_TABLE, PARTNER_KEYS_TABLE, LAST_POLLS_TABLE)
 
 # Service Bus (WHARF_PUBLISHER=servicebus): the topic events go to, and the subscription infra creates on it.
 EVENTS_TOPIC = "wharf-events"

@@ -251,8 +251,18 @@ def _channels(services: Services, partner: Any) -> list[m.ChannelOut]:
             due = None
         out.append(m.ChannelOut(channel=channel, schedule=source.schedule, next_due=due, breaker=m.BreakerOut(
             channel=channel, state=rec.state.value, failures=rec.failures, opened_at=rec.opened_at,
-            last_error=rec.last_error)))
+            last_error=rec.last_error), last_poll=_last_poll(services, channel, partner.id)))
     return out
+
+
+def _last_poll(services: Services, channel: str, partner: str) -> m.LastPollOut | None:
+    found = services.last_polls.get(channel, partner)
+    if found is None:
+        return None
+    return m.LastPollOut(channel=channel, status=found.status, started_at=found.started_at,
+                         finished_at=found.finished_at, requested_by=found.requested_by, listed=found.listed,
+                         landed=found.landed, skipped=found.skipped, failed=found.failed, queued=found.queued,
+                         bytes=found.bytes, error=found.error, files=list(found.files))
 
 
 @route("GET", "/partners", role=READ, summary="Every catalogue partner with its channels and breakers",
@@ -286,8 +296,10 @@ def get_partner(services: Services, partner: str, **_: Any) -> Any:
         last = older[0] if older else None
     last_file = (m.LastFile(job_id=last.job_id, file_name=last.file_name, status=last.status,
                             created_at=last.created_at) if last else None)
-    return m.PartnerDetail(id=p.id, name=p.name, enabled=p.enabled, channels=_channels(services, p),
-                           jobs_24h=counts, last_file=last_file, last_poll=None)
+    channels = _channels(services, p)
+    polls = [c.last_poll for c in channels if c.last_poll is not None]
+    return m.PartnerDetail(id=p.id, name=p.name, enabled=p.enabled, channels=channels, jobs_24h=counts,
+                           last_file=last_file, last_poll=max(polls, key=lambda lp: lp.finished_at, default=None))
 
 
 @route("POST", "/partners/{partner}/poll", role=OPERATE, summary="Queue a poll of the partner now",
