@@ -259,7 +259,7 @@ class Services:
 
         s = self.settings
         return queue_names(poll=s.poll_queue, landed=s.landed_queue, events=s.events_queue,
-                           transfer_batches=s.transfer_queue)
+                           transfer_batches=s.transfer_queue, redeliveries=s.redelivery_queue)
 
     def ensure_resources(self) -> None:
         """Create every container, queue and table; safe to call any number of times."""

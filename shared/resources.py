@@ -35,8 +35,9 @@ POLL_QUEUE = "poll-requests"
 LANDED_QUEUE = "file-landed"
 EVENTS_QUEUE = "wharf-events"
 TRANSFER_BATCHES_QUEUE = "transfer-batches"
+REDELIVERY_QUEUE = "redeliveries"  # redeliveries an operator asked for (wharf redeliver, the API), one per record
 #: Queues that triggers read, so each has a `-poison` twin.
-TRIGGER_QUEUES: tuple[str, ...] = (POLL_QUEUE, LANDED_QUEUE, TRANSFER_BATCHES_QUEUE)
+TRIGGER_QUEUES: tuple[str, ...] = (POLL_QUEUE, LANDED_QUEUE, TRANSFER_BATCHES_QUEUE, REDELIVERY_QUEUE)
 
 # Tables.
 JOBS_TABLE = "IntegrationJob"
@@ -64,9 +65,9 @@ def poison(queue: str) -> str:
 
 
 def queue_names(*, poll: str = POLL_QUEUE, landed: str = LANDED_QUEUE, events: str = EVENTS_QUEUE,
-                transfer_batches: str = TRANSFER_BATCHES_QUEUE) -> list[str]:
+                transfer_batches: str = TRANSFER_BATCHES_QUEUE, redeliveries: str = REDELIVERY_QUEUE) -> list[str]:
     """Every queue, poison twins included, for the given (configured) names."""
-    triggers = [poll, landed, transfer_batches]
+    triggers = [poll, landed, transfer_batches, redeliveries]
     return [*triggers, events, *(poison(n) for n in triggers)]
 
 

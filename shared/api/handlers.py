@@ -152,7 +152,7 @@ def _delivery_out(d: Any) -> m.DeliveryOut:
     return m.DeliveryOut(job_id=d.job_id, index=d.index, partner=d.partner, kind=d.kind, target=d.target,
                          route=d.route, state=d.state.value, remote_path=d.remote_path, bytes=d.bytes,
                          attempts=d.attempts, error=d.error, created_at=d.created_at, updated_at=d.updated_at,
-                         sent_at=d.sent_at)
+                         sent_at=d.sent_at, redelivery_of=d.redelivery_of)
 
 
 def job_detail(services: Services, job_id: str) -> m.JobDetail:
@@ -459,6 +459,47 @@ def list_deliveries(services: Services, q: m.DeliveriesQuery, **_: Any) -> Any:
 def job_deliveries(services: Services, job_id: str, **_: Any) -> Any:
     _job(services, job_id)
     return m.DeliveryList(items=[_delivery_out(d) for d in services.deliveries.for_job(job_id)])
+
+
+def _destination_index(destination: str) -> int:
+    if not destination.isdigit() or len(destination) > 6:
+        raise bad_param("destination", "is not a delivery index (0, 1, ... as GET /jobs/{job_id}/deliveries lists)")
+    return int(destination)
+
+
+@route("GET", "/jobs/{job_id}/deliveries/{destination}", role=READ,
+       summary="One delivery of a job: where it went, its state, attempts and error", response=m.DeliveryOut)
+def get_delivery(services: Services, job_id: str, destination: str, **_: Any) -> Any:
+    _job(services, job_id)
+    index = _destination_index(destination)
+    try:
+        return _delivery_out(services.deliveries.get(job_id, index))
+    except NotFoundError:
+        raise Problem(404, f"job {job_id} has no delivery {index}", param="destination", code="not-found") from None
+
+
+@route("POST", "/jobs/{job_id}/deliveries/{destination}/redeliver", role=OPERATE,
+       summary="Send a delivery again (queued: a new delivery record linked to it)", response=m.DeliveryList,
+       status=202)
+def redeliver_delivery(services: Services, job_id: str, destination: str, principal: Principal, **_: Any) -> Any:
+    from shared.domain.errors import WharfError
+    from shared.services.deliveries_view import request_redelivery
+
+    _job(services, job_id)
+    index = _destination_index(destination)
+    try:
+        services.deliveries.get(job_id, index)
+    except NotFoundError:
+        raise Problem(404, f"job {job_id} has no delivery {index}", param="destination", code="not-found") from None
+    try:
+        rows = request_redelivery(services, job_id, destination=index, by=f"api:{principal.name}")
+    except NotFoundError as exc:
+        raise Problem(409, str(exc), param="destination", code="not-redeliverable") from None
+    except DependencyUnavailableError:
+        raise
+    except WharfError as exc:
+        raise Problem(409, str(exc), param="destination", code="not-redeliverable") from None
+    return m.DeliveryList(items=[_delivery_out(services.deliveries.get(job_id, r["index"])) for r in rows])
 
 
 # --- the document -------------------------------------------------------------------------------------

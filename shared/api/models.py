@@ -114,6 +114,7 @@ class DeliveryOut(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     sent_at: datetime | None
+    redelivery_of: int | None = Field(default=None, description="the delivery index this one re-sends on purpose")
 
 
 class JobDetail(BaseModel):

@@ -128,6 +128,19 @@ class FileLanded(_Message):
     traceparent: TraceHeader | None = None
 
 
+class RedeliveryRequest(_Message):
+    """`redeliveries` queue: send one redelivery record (already PENDING in Deliveries) of a job.
+
+    Delivered at least once: the (job, index) record is the idempotency key (a SENT record is not sent again,
+    a SENDING one is taken over where its step says). Written by `wharf redeliver`, the API and the sweep."""
+
+    job_id: Identifier
+    index: int = Field(ge=0, le=100_000)
+    requested_by: str = Field(default="", max_length=200)
+    requested_at: datetime = Field(default_factory=utcnow)
+    traceparent: TraceHeader | None = None
+
+
 #: At most this many files in one FileLandedBatch (a recorded batch is at most 100 files).
 MAX_BATCH_FILES = 100
 
