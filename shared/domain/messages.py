@@ -125,6 +125,9 @@ class FileLanded(_Message):
     sha256: Sha256 = ""
     transfer_id: OptionalIdentifier = ""
     source: str = ""  # informative (where the file came from, as received): never used as a path
+    #: Set by a resume (`wharf jobs resume`): an orchestration of this job created before this time is terminated
+    #: and started again (a hung one included); one created after it is the restart already.
+    restart_before: datetime | None = None
     traceparent: TraceHeader | None = None
 
 
