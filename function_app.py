@@ -11,6 +11,7 @@ from functions import (
     mail,
     orchestrators,
     polling,
+    redelivery,
     scheduling,
     sla,
     sweep,
@@ -32,3 +33,4 @@ app.register_functions(sla.bp)
 app.register_functions(trust.bp)  # secrets_expiry (#18)
 app.register_functions(delivery_status.bp)
 app.register_functions(transfers.bp)
+app.register_functions(redelivery.bp)  # redeliveries queue (#16)

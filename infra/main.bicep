@@ -137,14 +137,17 @@ var pollQueue = 'poll-requests'
 var landedQueue = 'file-landed'
 var eventsQueue = 'wharf-events'
 var transferBatchesQueue = 'transfer-batches'
+var redeliveryQueue = 'redeliveries'
 var queues = [
   pollQueue
   landedQueue
   transferBatchesQueue
+  redeliveryQueue
   eventsQueue
   '${pollQueue}-poison'
   '${landedQueue}-poison'
   '${transferBatchesQueue}-poison'
+  '${redeliveryQueue}-poison'
 ]
 var tables = [
   'IntegrationJob'
@@ -157,6 +160,7 @@ var tables = [
   'SlaWindows'
   'JobsByTime'
   'PartnerKeys'
+  'LastPolls'
 ]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -267,6 +271,7 @@ module api 'app/api.bicep' = {
       LANDED_QUEUE: landedQueue
       WHARF_EVENTS_QUEUE: eventsQueue
       TRANSFER_QUEUE: transferBatchesQueue
+      REDELIVERY_QUEUE: redeliveryQueue
       // no OTEL_SERVICE_NAME: the exporter's cloud_RoleName is then WEBSITE_SITE_NAME, the app's own name
     }
   }

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         FileSinkFactory,
         FileSourceFactory,
         JobStore,
+        LastPolls,
         Ledger,
         MailboxFactory,
         MailSenderFactory,
@@ -141,6 +142,17 @@ class Services:
         return self._tables(BreakersClient)
 
     @cached_property
+    def last_polls(self) -> LastPolls:
+        """The latest poll's summary per channel and partner (what GET /api/v1/partners shows as last_poll)."""
+        if "last_polls" in self.overrides:
+            return self.overrides["last_polls"]
+        from shared.adapters.ledger import InProcessLastPolls, LastPollsClient
+
+        if "breakers" in self.overrides:  # no table storage to share (a fake breakers store): within this process
+            return InProcessLastPolls()
+        return self._tables(LastPollsClient)
+
+    @cached_property
     def sla_windows(self) -> SlaWindows:
         """Evaluated SLA windows, one row each: the insert-if-absent that makes each window alert once."""
         if "sla_windows" in self.overrides:
@@ -249,7 +261,7 @@ class Services:
 
         s = self.settings
         return queue_names(poll=s.poll_queue, landed=s.landed_queue, events=s.events_queue,
-                           transfer_batches=s.transfer_queue)
+                           transfer_batches=s.transfer_queue, redeliveries=s.redelivery_queue)
 
     def ensure_resources(self) -> None:
         """Create every container, queue and table; safe to call any number of times."""

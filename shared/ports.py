@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 from shared.domain.delivery import Delivery
 from shared.domain.job_index import JobPage, JobQuery
 from shared.domain.jobs import FileTransfer, Job, JobEvent, LogEntry, NewJob
-from shared.domain.ledger import BreakerRecord, LedgerEntry
+from shared.domain.ledger import BreakerRecord, LastPoll, LedgerEntry
 from shared.domain.remote import RemoteFile
 from shared.domain.sla import SlaWindow
 
@@ -438,6 +438,21 @@ class Breakers(Protocol):
     def save(self, record: BreakerRecord) -> BreakerRecord:
         """Insert when `record.etag` is empty, else replace if unchanged; ConflictError when another
         instance wrote first."""
+        ...
+
+
+@runtime_checkable
+class LastPolls(Protocol):
+    """The latest poll's summary per channel and partner (PK channel, RK partner), overwritten by each poll."""
+
+    def ensure_table(self) -> None: ...
+
+    def record(self, poll: LastPoll) -> None:
+        """Store `poll` as the latest of its channel and partner (replaces the previous one)."""
+        ...
+
+    def get(self, channel: str, partner: str) -> LastPoll | None:
+        """The latest recorded poll, None when none is."""
         ...
 
 

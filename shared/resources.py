@@ -35,8 +35,9 @@ POLL_QUEUE = "poll-requests"
 LANDED_QUEUE = "file-landed"
 EVENTS_QUEUE = "wharf-events"
 TRANSFER_BATCHES_QUEUE = "transfer-batches"
+REDELIVERY_QUEUE = "redeliveries"  # redeliveries an operator asked for (wharf redeliver, the API), one per record
 #: Queues that triggers read, so each has a `-poison` twin.
-TRIGGER_QUEUES: tuple[str, ...] = (POLL_QUEUE, LANDED_QUEUE, TRANSFER_BATCHES_QUEUE)
+TRIGGER_QUEUES: tuple[str, ...] = (POLL_QUEUE, LANDED_QUEUE, TRANSFER_BATCHES_QUEUE, REDELIVERY_QUEUE)
 
 # Tables.
 JOBS_TABLE = "IntegrationJob"
@@ -49,8 +50,9 @@ DELIVERIES_TABLE = "Deliveries"
 SLA_TABLE = "SlaWindows"
 JOBS_BY_TIME_TABLE = "JobsByTime"  # the jobs list index (PK creation month, RK inverted time): API v1 paging
 PARTNER_KEYS_TABLE = "PartnerKeys"  # partner API keys (salted hashes) for uploads
+LAST_POLLS_TABLE = "LastPolls"  # the latest poll's summary per channel and partner (PK channel, RK partner)
 TABLES: tuple[str, ...] = (JOBS_TABLE, TRANSFERS_TABLE, LOGS_TABLE, EVENTS_TABLE, LEDGER_TABLE, BREAKERS_TABLE,
-                           DELIVERIES_TABLE, SLA_TABLE, JOBS_BY_TIME_TABLE, PARTNER_KEYS_TABLE)
+                           DELIVERIES_TABLE, SLA_TABLE, JOBS_BY_TIME_TABLE, PARTNER_KEYS_TABLE, LAST_POLLS_TABLE)
 
 # Service Bus (WHARF_PUBLISHER=servicebus): the topic events go to, and the subscription infra creates on it.
 EVENTS_TOPIC = "wharf-events"
@@ -63,9 +65,9 @@ def poison(queue: str) -> str:
 
 
 def queue_names(*, poll: str = POLL_QUEUE, landed: str = LANDED_QUEUE, events: str = EVENTS_QUEUE,
-                transfer_batches: str = TRANSFER_BATCHES_QUEUE) -> list[str]:
+                transfer_batches: str = TRANSFER_BATCHES_QUEUE, redeliveries: str = REDELIVERY_QUEUE) -> list[str]:
     """Every queue, poison twins included, for the given (configured) names."""
-    triggers = [poll, landed, transfer_batches]
+    triggers = [poll, landed, transfer_batches, redeliveries]
     return [*triggers, events, *(poison(n) for n in triggers)]
 
 

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # instance's worker. A batch claim not adopted by a worker within WHARF_TRANSFER_BATCH_LEASE_MINUTES is taken
     # over by a later poll.
     transfer_queue: str = Field(default="transfer-batches", validation_alias=AliasChoices("TRANSFER_QUEUE"))
+    # Redeliveries an operator asks for (`wharf redeliver`, POST /api/v1/jobs/{id}/deliveries/{n}/redeliver) are
+    # queued on REDELIVERY_QUEUE (%REDELIVERY_QUEUE% in the binding) and sent by the function app's worker.
+    redelivery_queue: str = Field(default="redeliveries", validation_alias=AliasChoices("REDELIVERY_QUEUE"))
     transfer_batch_files: int = Field(default=200, ge=1, le=500,
                                       validation_alias=AliasChoices("WHARF_TRANSFER_BATCH_FILES"))
     transfer_batch_lease_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60,
@@ -111,6 +114,14 @@ class Settings(BaseSettings):
     stalled_minutes: float = Field(default=30, ge=1, le=7 * 24 * 60,
                                    validation_alias=AliasChoices("WHARF_STALLED_MINUTES"))
     sweep_max_jobs: int = Field(default=50, ge=1, le=5000, validation_alias=AliasChoices("WHARF_SWEEP_MAX_JOBS"))
+    # A Deliveries row PENDING or SENDING untouched this many minutes (more than functionTimeout, so no attempt
+    # can still be running) was left by a crash: the sweep re-queues a redelivery (at most
+    # WHARF_REDELIVERY_REQUEUE_MAX times, then FAILED with the reason) and marks a route's own delivery of a job
+    # that has ended FAILED with the reason (`wharf redeliver` sends it again).
+    delivery_stale_minutes: float = Field(default=30, ge=1, le=7 * 24 * 60,
+                                          validation_alias=AliasChoices("WHARF_DELIVERY_STALE_MINUTES"))
+    redelivery_requeue_max: int = Field(default=3, ge=0, le=100,
+                                        validation_alias=AliasChoices("WHARF_REDELIVERY_REQUEUE_MAX"))
 
     # SLA checks (timer sla_check, every 5 minutes; shared/services/sla.py): a window is evaluated once it has
     # been closed WHARF_SLA_GRACE_SECONDS (files claimed just before the close are recorded by then); windows

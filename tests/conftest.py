@@ -96,7 +96,7 @@ def test_settings(azurite: str, table_prefix: str) -> Settings:
     tag = uuid.uuid4().hex[:16]
     return Settings(AzureWebJobsStorage=azurite, WHARF_TABLE_PREFIX=table_prefix, POLL_QUEUE=f"poll-{tag}",
                     LANDED_QUEUE=f"landed-{tag}", WHARF_EVENTS_QUEUE=f"events-{tag}",
-                    TRANSFER_QUEUE=f"transfer-{tag}")
+                    TRANSFER_QUEUE=f"transfer-{tag}", REDELIVERY_QUEUE=f"redeliver-{tag}")
 
 
 @pytest.fixture

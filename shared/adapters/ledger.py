@@ -1,8 +1,10 @@
-"""Ledger and Breakers over Azure Tables: insert-if-absent claims, ETag-conditional updates, batches."""
+"""Ledger, Breakers and LastPolls over Azure Tables: insert-if-absent claims, ETag-conditional updates, batches."""
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -28,11 +30,11 @@ from azure.data.tables import (
 from shared.adapters import table_batch
 from shared.adapters.http import StorageLimits, storage_options
 from shared.domain.errors import ConflictError, NotFoundError
-from shared.domain.ledger import BreakerRecord, BreakerState, LedgerEntry, LedgerState
+from shared.domain.ledger import LAST_POLL_FILES, BreakerRecord, BreakerState, LastPoll, LedgerEntry, LedgerState
 from shared.domain.sanitize import decode_original, encode_original
 from shared.observability.redaction import redact
 from shared.observability.tracing import span
-from shared.resources import BREAKERS_TABLE, LEDGER_TABLE
+from shared.resources import BREAKERS_TABLE, LAST_POLLS_TABLE, LEDGER_TABLE
 
 MAX_BATCH = 100  # entity group transaction limit (one partition)
 _KEYS_PER_QUERY = 15  # a table $filter allows at most 15 discrete comparisons
@@ -289,3 +291,64 @@ class BreakersClient(_TablesAdapter):
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConflictError(f"breaker {record.channel}/{record.partner} was changed by another instance") from exc
         return replace(record, etag=_etag(meta), updated_at=_now())
+
+
+def _last_poll_entity(p: LastPoll) -> dict[str, Any]:
+    return {
+        "PartitionKey": p.channel, "RowKey": p.partner, "Status": p.status, "StartedAt": p.started_at,
+        "FinishedAt": p.finished_at, "RequestedBy": redact(p.requested_by)[:200], "Listed": p.listed,
+        "Landed": p.landed, "Skipped": p.skipped, "Failed": p.failed, "Queued": p.queued, "Bytes": _int64(p.bytes),
+        "Error": redact(p.error)[:_MAX_ERROR_CHARS],
+        "Files": json.dumps([encode_original(f)[:400] for f in p.files[:LAST_POLL_FILES]]),
+    }
+
+
+def _last_poll(row: Mapping[str, Any]) -> LastPoll:
+    started, finished = _when(row.get("StartedAt")), _when(row.get("FinishedAt"))
+    assert started is not None and finished is not None
+    try:
+        files = tuple(decode_original(str(f)) for f in json.loads(row.get("Files") or "[]"))
+    except ValueError:
+        files = ()
+    return LastPoll(
+        channel=row["PartitionKey"], partner=row["RowKey"], status=row.get("Status", ""), started_at=started,
+        finished_at=finished, requested_by=row.get("RequestedBy", ""), listed=_int(row.get("Listed", 0)),
+        landed=_int(row.get("Landed", 0)), skipped=_int(row.get("Skipped", 0)), failed=_int(row.get("Failed", 0)),
+        queued=_int(row.get("Queued", 0)), bytes=_int(row.get("Bytes", 0)), error=row.get("Error", ""), files=files)
+
+
+class LastPollsClient(_TablesAdapter):
+    """LastPolls over Azure Tables (PK channel, RK partner): one upsert per poll, one point read per channel."""
+
+    table = LAST_POLLS_TABLE
+
+    def record(self, poll: LastPoll) -> None:
+        with span("lastpolls.record", {"wharf.partner": poll.partner, "wharf.channel": poll.channel}):
+            self._client().upsert_entity(_last_poll_entity(poll), mode=UpdateMode.REPLACE)
+
+    def get(self, channel: str, partner: str) -> LastPoll | None:
+        try:
+            return _last_poll(self._client().get_entity(channel, partner))
+        except ResourceNotFoundError:
+            return None
+
+
+class InProcessLastPolls:
+    """LastPolls within this process: what Services uses when its breakers are an in-memory fake (tests, tools
+    without storage), as slots fall back to InProcessSlots; the same contract as LastPollsClient."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], LastPoll] = {}
+        self._lock = threading.Lock()
+
+    def ensure_table(self) -> None:
+        pass
+
+    def record(self, poll: LastPoll) -> None:
+        with self._lock:
+            self._rows[(poll.channel, poll.partner)] = replace(poll, files=poll.files[:LAST_POLL_FILES],
+                                                               error=redact(poll.error)[:_MAX_ERROR_CHARS])
+
+    def get(self, channel: str, partner: str) -> LastPoll | None:
+        with self._lock:
+            return self._rows.get((channel, partner))

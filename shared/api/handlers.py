@@ -152,7 +152,7 @@ def _delivery_out(d: Any) -> m.DeliveryOut:
     return m.DeliveryOut(job_id=d.job_id, index=d.index, partner=d.partner, kind=d.kind, target=d.target,
                          route=d.route, state=d.state.value, remote_path=d.remote_path, bytes=d.bytes,
                          attempts=d.attempts, error=d.error, created_at=d.created_at, updated_at=d.updated_at,
-                         sent_at=d.sent_at)
+                         sent_at=d.sent_at, redelivery_of=d.redelivery_of)
 
 
 def job_detail(services: Services, job_id: str) -> m.JobDetail:
@@ -251,8 +251,18 @@ def _channels(services: Services, partner: Any) -> list[m.ChannelOut]:
             due = None
         out.append(m.ChannelOut(channel=channel, schedule=source.schedule, next_due=due, breaker=m.BreakerOut(
             channel=channel, state=rec.state.value, failures=rec.failures, opened_at=rec.opened_at,
-            last_error=rec.last_error)))
+            last_error=rec.last_error), last_poll=_last_poll(services, channel, partner.id)))
     return out
+
+
+def _last_poll(services: Services, channel: str, partner: str) -> m.LastPollOut | None:
+    found = services.last_polls.get(channel, partner)
+    if found is None:
+        return None
+    return m.LastPollOut(channel=channel, status=found.status, started_at=found.started_at,
+                         finished_at=found.finished_at, requested_by=found.requested_by, listed=found.listed,
+                         landed=found.landed, skipped=found.skipped, failed=found.failed, queued=found.queued,
+                         bytes=found.bytes, error=found.error, files=list(found.files))
 
 
 @route("GET", "/partners", role=READ, summary="Every catalogue partner with its channels and breakers",
@@ -286,8 +296,10 @@ def get_partner(services: Services, partner: str, **_: Any) -> Any:
         last = older[0] if older else None
     last_file = (m.LastFile(job_id=last.job_id, file_name=last.file_name, status=last.status,
                             created_at=last.created_at) if last else None)
-    return m.PartnerDetail(id=p.id, name=p.name, enabled=p.enabled, channels=_channels(services, p),
-                           jobs_24h=counts, last_file=last_file, last_poll=None)
+    channels = _channels(services, p)
+    polls = [c.last_poll for c in channels if c.last_poll is not None]
+    return m.PartnerDetail(id=p.id, name=p.name, enabled=p.enabled, channels=channels, jobs_24h=counts,
+                           last_file=last_file, last_poll=max(polls, key=lambda lp: lp.finished_at, default=None))
 
 
 @route("POST", "/partners/{partner}/poll", role=OPERATE, summary="Queue a poll of the partner now",
@@ -447,6 +459,47 @@ def list_deliveries(services: Services, q: m.DeliveriesQuery, **_: Any) -> Any:
 def job_deliveries(services: Services, job_id: str, **_: Any) -> Any:
     _job(services, job_id)
     return m.DeliveryList(items=[_delivery_out(d) for d in services.deliveries.for_job(job_id)])
+
+
+def _destination_index(destination: str) -> int:
+    if not destination.isdigit() or len(destination) > 6:
+        raise bad_param("destination", "is not a delivery index (0, 1, ... as GET /jobs/{job_id}/deliveries lists)")
+    return int(destination)
+
+
+@route("GET", "/jobs/{job_id}/deliveries/{destination}", role=READ,
+       summary="One delivery of a job: where it went, its state, attempts and error", response=m.DeliveryOut)
+def get_delivery(services: Services, job_id: str, destination: str, **_: Any) -> Any:
+    _job(services, job_id)
+    index = _destination_index(destination)
+    try:
+        return _delivery_out(services.deliveries.get(job_id, index))
+    except NotFoundError:
+        raise Problem(404, f"job {job_id} has no delivery {index}", param="destination", code="not-found") from None
+
+
+@route("POST", "/jobs/{job_id}/deliveries/{destination}/redeliver", role=OPERATE,
+       summary="Send a delivery again (queued: a new delivery record linked to it)", response=m.DeliveryList,
+       status=202)
+def redeliver_delivery(services: Services, job_id: str, destination: str, principal: Principal, **_: Any) -> Any:
+    from shared.domain.errors import WharfError
+    from shared.services.deliveries_view import request_redelivery
+
+    _job(services, job_id)
+    index = _destination_index(destination)
+    try:
+        services.deliveries.get(job_id, index)
+    except NotFoundError:
+        raise Problem(404, f"job {job_id} has no delivery {index}", param="destination", code="not-found") from None
+    try:
+        rows = request_redelivery(services, job_id, destination=index, by=f"api:{principal.name}")
+    except NotFoundError as exc:
+        raise Problem(409, str(exc), param="destination", code="not-redeliverable") from None
+    except DependencyUnavailableError:
+        raise
+    except WharfError as exc:
+        raise Problem(409, str(exc), param="destination", code="not-redeliverable") from None
+    return m.DeliveryList(items=[_delivery_out(services.deliveries.get(job_id, r["index"])) for r in rows])
 
 
 # --- the document -------------------------------------------------------------------------------------

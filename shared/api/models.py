@@ -109,6 +109,7 @@ class DeliveryOut(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     sent_at: datetime | None
+    redelivery_of: int | None = Field(default=None, description="the delivery index this one re-sends on purpose")
 
 
 class JobDetail(BaseModel):
@@ -145,11 +146,30 @@ class BreakerOut(BaseModel):
     last_error: str
 
 
+class LastPollOut(BaseModel):
+    """The channel's latest poll (LastPolls), overwritten by each poll."""
+
+    channel: str
+    status: str = Field(description="ok, partial (some files failed), failed (the poll could not run), circuit_open")
+    started_at: datetime
+    finished_at: datetime
+    requested_by: str
+    listed: int
+    landed: int
+    skipped: int
+    failed: int
+    queued: int = Field(description="files claimed and put on the transfer-batches queue")
+    bytes: int
+    error: str
+    files: list[str] = Field(description="the landed files' remote paths (at most 10)")
+
+
 class ChannelOut(BaseModel):
     channel: Literal["sftp", "mail"]
     schedule: str
     next_due: datetime | None
     breaker: BreakerOut
+    last_poll: LastPollOut | None = Field(description="the channel's latest poll, None before the first")
 
 
 class PartnerSummary(BaseModel):
@@ -173,7 +193,7 @@ class LastFile(BaseModel):
 class PartnerDetail(PartnerSummary):
     jobs_24h: dict[str, int] = Field(description="jobs created in the last 24 hours, by status")
     last_file: LastFile | None
-    last_poll: dict[str, Any] | None = Field(description="the last poll's summary, when one is recorded")
+    last_poll: LastPollOut | None = Field(description="the latest poll of any of its channels, when one is recorded")
 
 
 class PollQuery(_Query):

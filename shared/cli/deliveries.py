@@ -1,4 +1,5 @@
-"""`wharf deliveries list|show` and `wharf redeliver JOB [--destination N]`: outbound deliveries per destination."""
+"""`wharf deliveries list|show` and `wharf redeliver JOB [--destination N] [--wait S]`: outbound deliveries per
+destination (a redelivery is queued for the function app's worker)."""
 
 from __future__ import annotations
 
@@ -47,16 +48,32 @@ def cmd_deliveries_show(args: argparse.Namespace) -> int:
 
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
-    from shared.services.deliveries_view import redeliver
+    import getpass
+    import time
 
-    rows = redeliver(services(), args.job_id, destination=args.destination)
+    from shared.services.deliveries_view import delivery_row, request_redelivery
+
+    s = services()
+    rows = request_redelivery(s, args.job_id, destination=args.destination, by=f"cli:{getpass.getuser()}")
+    deadline = time.monotonic() + max(0.0, args.wait)
+    while args.wait and time.monotonic() < deadline and any(r["state"] in _OPEN for r in rows):
+        time.sleep(0.5)
+        rows = [delivery_row(s.deliveries.get(r["job_id"], r["index"])) for r in rows]
     if args.json:
         print_json(rows)
-        return 0
-    for r in rows:
-        print(f"delivery {r['redelivery_of']} of {r['job_id']} re-sent as delivery {r['index']}: {r['state']} "
-              f"{r.get('remote_path') or r.get('target')}")
-    return 0
+    else:
+        for r in rows:
+            what = "queued" if r["state"] in _OPEN else r["state"]
+            print(f"delivery {r['redelivery_of']} of {r['job_id']} re-sent as delivery {r['index']}: {what} "
+                  f"{r.get('remote_path') or r.get('target')}")
+            if r["state"] == DeliveryState.FAILED.value:
+                print(f"  {r['error']}")
+    if any(r["state"] == DeliveryState.FAILED.value for r in rows):
+        return 1
+    return 3 if args.wait and any(r["state"] in _OPEN for r in rows) else 0
+
+
+_OPEN = (DeliveryState.PENDING.value, DeliveryState.SENDING.value)
 
 
 def register(sub: Subparsers) -> None:
@@ -74,10 +91,13 @@ def register(sub: Subparsers) -> None:
     show.add_argument("index", type=int, nargs="?", default=0, help="the destination index (default 0)")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_deliveries_show)
-    again = sub.add_parser("redeliver", help="re-send a job's failed deliveries (or the one --destination names) "
-                                             "as new, linked delivery records")
+    again = sub.add_parser("redeliver", help="queue the re-sending of a job's failed deliveries (or the one "
+                                             "--destination names) as new, linked delivery records; the function "
+                                             "app's redelivery worker sends them")
     again.add_argument("job_id")
     again.add_argument("--destination", type=int, help="the delivery index to send again (see wharf deliveries "
                                                        "list --job JOB)")
+    again.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                       help="wait up to SECONDS for the worker to finish (exit 1: it failed, 3: still queued)")
     again.add_argument("--json", action="store_true")
     again.set_defaults(func=cmd_redeliver)

@@ -88,3 +88,28 @@ class BreakerRecord:
     last_error: str = ""
     updated_at: datetime | None = None
     etag: str = ""
+
+
+#: At most this many file names in a LastPoll (the row stays small: one read per channel on the partners page).
+LAST_POLL_FILES = 10
+
+
+@dataclass(frozen=True)
+class LastPoll:
+    """One row of the LastPolls table (PK channel, RK partner): the summary of the channel's latest poll,
+    overwritten by each poll (last writer wins; it is a report, not a coordination record)."""
+
+    channel: str
+    partner: str
+    status: str  # PollSummary.status: ok, partial, failed, circuit_open
+    started_at: datetime
+    finished_at: datetime
+    requested_by: str = ""
+    listed: int = 0
+    landed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    queued: int = 0
+    bytes: int = 0
+    error: str = ""
+    files: tuple[str, ...] = ()  # the landed files' remote paths (at most LAST_POLL_FILES)

@@ -125,6 +125,22 @@ class FileLanded(_Message):
     sha256: Sha256 = ""
     transfer_id: OptionalIdentifier = ""
     source: str = ""  # informative (where the file came from, as received): never used as a path
+    #: Set by a resume (`wharf jobs resume`): an orchestration of this job created before this time is terminated
+    #: and started again (a hung one included); one created after it is the restart already.
+    restart_before: datetime | None = None
+    traceparent: TraceHeader | None = None
+
+
+class RedeliveryRequest(_Message):
+    """`redeliveries` queue: send one redelivery record (already PENDING in Deliveries) of a job.
+
+    Delivered at least once: the (job, index) record is the idempotency key (a SENT record is not sent again,
+    a SENDING one is taken over where its step says). Written by `wharf redeliver`, the API and the sweep."""
+
+    job_id: Identifier
+    index: int = Field(ge=0, le=100_000)
+    requested_by: str = Field(default="", max_length=200)
+    requested_at: datetime = Field(default_factory=utcnow)
     traceparent: TraceHeader | None = None
 
 

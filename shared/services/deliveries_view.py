@@ -1,9 +1,12 @@
 """Deliveries for operators: list, show, and redeliver (re-send one delivery of a job on purpose).
 
 A redelivery is a new Deliveries record of the job (the next free index, at least REDELIVERY_BASE) linked to
-the one it re-sends (`redelivery_of`), delivered now by the same destination kind from the job's processed
-output, with a `delivery.redelivered` event on the job saying how it went. The destination is the route's
-destination at that index in the catalogue as it is now (a route that is gone cannot be redelivered).
+the one it re-sends (`redelivery_of`). Asking (`request_redelivery`: `wharf redeliver`, the API) records it
+PENDING and queues a RedeliveryRequest; the function app's worker (`on_redelivery`) delivers it by the same
+destination kind from the job's processed output, with a `delivery.redelivered` event on the job saying how it
+went. A record a crash left PENDING or SENDING is found by the sweep (shared/services/delivery_sweep.py). The
+destination is the route's destination at that index in the catalogue as it is now (a route that is gone
+cannot be redelivered).
 """
 
 from __future__ import annotations
@@ -100,51 +103,148 @@ def _destination(services: Services, job: Any, record: Delivery, original: int) 
                         "in the catalogue: nothing to redeliver to")
 
 
-def redeliver(services: Services, job_id: str, *, destination: int | None = None,
-              by: str = "cli") -> list[dict[str, Any]]:
-    """Re-send the job's failed deliveries (or the one `destination` names) as new, linked delivery records.
-    Returns their rows; raises the delivery's error (after recording it) when one fails."""
-    from shared.services.process import route_file
+def request_redelivery(services: Services, job_id: str, *, destination: int | None = None,
+                       by: str = "cli") -> list[dict[str, Any]]:
+    """Queue the re-sending of the job's failed deliveries (or the one `destination` names): each a new PENDING
+    delivery record linked to the one it re-sends, and a RedeliveryRequest on the redeliveries queue that the
+    function app's worker sends (`run_redelivery`). Returns the new records' rows (PENDING).
 
-    with span("deliveries.redeliver", {"wharf.job_id": job_id}) as s:
+    NotFoundError / WharfError before anything is written when there is nothing (or nowhere) to re-send. When the
+    queue refuses the message the record stays PENDING and the sweep queues it (`sweep_deliveries`);
+    DependencyUnavailableError says so."""
+    from shared.domain.errors import DependencyUnavailableError
+    from shared.domain.messages import RedeliveryRequest
+
+    with span("deliveries.redeliver.request", {"wharf.job_id": job_id, "wharf.requested_by": by}) as s:
         job = services.jobs.get_job(job_id)
         s.set_attribute("wharf.partner", job.partner)
         records = services.deliveries.for_job(job_id)
         chosen = _chosen(records, destination)
+        for old in chosen:  # every destination is checked before anything is written
+            _destination(services, job, old, _original(records, old))
+        rows: list[dict[str, Any]] = []
+        unsent: list[int] = []
+        for old in chosen:
+            index = _new_record(services, job_id, old, max(d.index for d in services.deliveries.for_job(job_id)))
+            note = f"redelivery of delivery {old.index} requested by {by}: queued as delivery {index}"
+            services.jobs.append(job_id, EventType.NOTE, {"action": "redelivery.requested", "by": by,
+                                                          "index": index, "redelivery_of": old.index,
+                                                          "message": note})
+            services.jobs.log(job_id, "INFO", note, trace_id=current_trace_id())
+            try:
+                services.queues.send(services.settings.redelivery_queue,
+                                     RedeliveryRequest(job_id=job_id, index=index, requested_by=by).to_message())
+            except Exception as exc:  # noqa: BLE001 - the PENDING record is what the sweep queues again
+                log.warning("redelivery %s could not be queued: %s", index, redact(str(exc))[:300],
+                            extra=log_fields(job_id, index=index))
+                unsent.append(index)
+            log.info("redelivery queued", extra=log_fields(job_id, partner=job.partner, index=index,
+                                                            redelivery_of=old.index, by=by))
+            rows.append(delivery_row(services.deliveries.get(job_id, index)))
+        if unsent:
+            raise DependencyUnavailableError(
+                "the redeliveries queue", f"redelivery record(s) {unsent} of job {job_id} are recorded PENDING but "
+                "the queue refused them; the sweep queues them within WHARF_DELIVERY_STALE_MINUTES (do not ask again)")
+        return rows
+
+
+def run_redelivery(services: Services, job_id: str, index: int, *, by: str = "") -> dict[str, Any]:
+    """Send redelivery record `index` of the job (the worker of the redeliveries queue). Idempotent: a record
+    already SENT (or after) is left alone; a SENDING one left by a crash is taken over by the delivery (its step
+    says what to look for). A failed attempt is recorded (FAILED, a delivery.redelivered event) and not raised:
+    the delivery retried what was transient already, and the operator decides whether to send it again."""
+    from shared.domain.delivery import AFTER_SENT
+    from shared.services.process import route_file
+
+    with span("deliveries.redeliver", {"wharf.job_id": job_id, "wharf.destination.index": index}) as s:
+        job = services.jobs.get_job(job_id)
+        s.set_attribute("wharf.partner", job.partner)
+        record = services.deliveries.get(job_id, index)
+        fields = log_fields(job_id, partner=job.partner, index=index, redelivery_of=record.redelivery_of,
+                            kind=record.kind)
+        if record.redelivery_of is None:
+            raise NotFoundError(f"delivery {index} of job {job_id} is a route's own delivery, not a redelivery")
+        if record.state in AFTER_SENT or record.state is DeliveryState.FAILED:
+            # SENT: this message came again after the send. FAILED: an attempt of this request failed (recorded
+            # then) or the sweep gave up on it; the operator asks again for another attempt.
+            log.info("redelivery is %s already; not sent again", record.state.value, extra=fields)
+            s.set_attribute("wharf.already", record.state.value)
+            return delivery_row(record)
+        records = services.deliveries.for_job(job_id)
+        original = _original(records, record)
         output = job_output(services, job_id)
         delivered = [{k: v for k, v in e.data.items() if k not in ("route", "index")}
                      for e in services.jobs.events(job_id) if e.type is EventType.ROUTED]
         container, _, blob_path = job.blob_path.partition("/")
-        rows: list[dict[str, Any]] = []
-        failure: Exception | None = None
-        for old in chosen:
-            original = _original(records, old)
-            dest = _destination(services, job, old, original)
-            index = _new_record(services, job_id, old, max(d.index for d in services.deliveries.for_job(job_id)))
-            fields = log_fields(job_id, partner=job.partner, index=index, redelivery_of=old.index, kind=old.kind)
+        data: dict[str, Any] = {"index": index, "redelivery_of": record.redelivery_of, "kind": record.kind, "by": by}
+        try:
+            dest = _destination(services, job, record, original)
             log.info("redelivering", extra=fields)
             ref = {"job_id": job_id, "partner": job.partner, "container": container, "blob_path": blob_path,
-                   "file_name": job.file_name, "route": old.route, "index": index, "destination": dest,
-                   "output": output, "delivered": delivered, "redelivery_of": old.index}
-            data: dict[str, Any] = {"index": index, "redelivery_of": old.index, "kind": old.kind, "by": by}
-            try:
-                result = route_file(services, ref)
-            except Exception as exc:  # noqa: BLE001 - recorded on the job, then raised to the operator
-                reason = redact(str(exc) or type(exc).__name__)[:1000]
-                services.jobs.append(job_id, EventType.REDELIVERED, {**data, "state": "FAILED", "error": reason})
-                services.jobs.log(job_id, "WARNING", f"redelivery of delivery {old.index} (as {index}) failed: "
-                                                     f"{reason}", trace_id=current_trace_id())
-                log.warning("redelivery failed: %s", reason, extra=fields)
-                failure = failure or exc
-            else:
-                services.jobs.append(job_id, EventType.REDELIVERED, {**data, "state": "SENT",
-                                                                     "target": str(result.get("target", ""))})
-                services.jobs.log(job_id, "INFO", f"delivery {old.index} re-sent on purpose as delivery {index}: "
-                                                  f"{result.get('target', '')}", trace_id=current_trace_id())
-            rows.append(delivery_row(services.deliveries.get(job_id, index)))
-        if failure is not None:
-            raise failure
-        return rows
+                   "file_name": job.file_name, "route": record.route, "index": index, "destination": dest,
+                   "output": output, "delivered": delivered, "redelivery_of": record.redelivery_of}
+            result = route_file(services, ref)
+        except Exception as exc:  # noqa: BLE001 - recorded on the record and the job
+            reason = redact(str(exc) or type(exc).__name__)[:1000]
+            mark_failed(services, job_id, index, reason)
+            services.jobs.append(job_id, EventType.REDELIVERED, {**data, "state": "FAILED", "error": reason})
+            services.jobs.log(job_id, "WARNING", f"redelivery of delivery {record.redelivery_of} (as {index}) "
+                                                 f"failed: {reason}", trace_id=current_trace_id())
+            log.warning("redelivery failed: %s", reason, extra=fields)
+            s.set_attribute("wharf.error", type(exc).__name__)
+        else:
+            services.jobs.append(job_id, EventType.REDELIVERED, {**data, "state": "SENT",
+                                                                 "target": str(result.get("target", ""))})
+            services.jobs.log(job_id, "INFO", f"delivery {record.redelivery_of} re-sent on purpose as delivery "
+                                              f"{index}: {result.get('target', '')}", trace_id=current_trace_id())
+        return delivery_row(services.deliveries.get(job_id, index))
+
+
+def mark_failed(services: Services, job_id: str, index: int, reason: str) -> bool:
+    """The record FAILED with `reason` unless it is SENT (or after) or FAILED already; whether it changed."""
+    from dataclasses import replace
+
+    from shared.domain.delivery import AFTER_SENT
+
+    for _ in range(3):
+        current = services.deliveries.get(job_id, index)
+        if current.state in AFTER_SENT or current.state is DeliveryState.FAILED:
+            return False
+        try:
+            services.deliveries.update(replace(current, state=DeliveryState.FAILED, error=reason,
+                                               updated_at=utcnow()))
+            return True
+        except ConflictError:
+            continue  # written meanwhile: look again
+    return False
+
+
+def on_redelivery(services: Services, delivery: Any) -> dict[str, Any] | None:
+    """The redeliveries queue's worker: a RedeliveryRequest sent (`run_redelivery`), or a bad message
+    dead-lettered with its reason (not a request, no such job or record). Transient errors raise (retried)."""
+    from shared.domain.hostmessages import BadMessageError, BadMessageReason, decode_host_message, parse_message
+    from shared.domain.messages import RedeliveryRequest
+    from shared.observability.tracing import continued_from
+    from shared.services import poison
+
+    try:
+        data = decode_host_message(delivery.body)
+        request = parse_message(RedeliveryRequest, data)
+        try:
+            services.jobs.get_job(request.job_id)
+            services.deliveries.get(request.job_id, request.index)
+        except NotFoundError as exc:
+            raise BadMessageError(BadMessageReason.UNKNOWN_JOB, str(exc), job_id=request.job_id) from None
+    except BadMessageError as exc:
+        poison.dead_letter(services, delivery, exc)
+        return None
+    with continued_from({k: str(v) for k, v in data.items() if k in ("traceparent", "tracestate")}):
+        try:
+            return run_redelivery(services, request.job_id, request.index, by=request.requested_by)
+        except NotFoundError as exc:  # a route's own delivery named: never sendable this way
+            poison.dead_letter(services, delivery, BadMessageError(BadMessageReason.INVALID_FIELD, str(exc),
+                                                                   job_id=request.job_id))
+            return None
 
 
 def _new_record(services: Services, job_id: str, old: Delivery, highest: int) -> int:
@@ -161,4 +261,5 @@ def _new_record(services: Services, job_id: str, old: Delivery, highest: int) ->
     raise ConflictError(f"no free delivery index for job {job_id} after {index}")
 
 
-__all__ = ["REDELIVERY_BASE", "delivery_row", "list_deliveries", "redeliver", "show_delivery"]
+__all__ = ["REDELIVERY_BASE", "delivery_row", "list_deliveries", "on_redelivery", "request_redelivery",
+           "run_redelivery", "show_delivery"]

@@ -33,7 +33,57 @@ def orchestration_input(message: Mapping[str, Any]) -> dict[str, Any]:
     ref = {k: str(message[k]) for k in _REF_KEYS}
     if message.get("traceparent"):
         ref["traceparent"] = str(message["traceparent"])
+    if message.get("restart_before"):  # a resume: see start_processing
+        ref["restart_before"] = str(message["restart_before"])
     return ref
+
+
+#: How long start_processing waits for a terminated instance to end before the message is retried.
+TERMINATE_WAIT_SECONDS = 20.0
+_ENDED = ("Completed", "Failed", "Terminated", "Canceled")
+
+
+def _runtime(status: Any) -> str:
+    value = getattr(status, "runtime_status", None)
+    return str(getattr(value, "value", value or ""))
+
+
+def _created(status: Any) -> Any:
+    from datetime import UTC, datetime
+
+    created = getattr(status, "created_time", None)
+    if isinstance(created, datetime):
+        return created if created.tzinfo else created.replace(tzinfo=UTC)
+    return None
+
+
+async def _restart(client: Any, job_id: str, status: Any, restart_before: str, s: Any) -> bool:
+    """A resume (`wharf jobs resume`): an instance created before the request is terminated (a hung one would
+    otherwise never let the job go on) and started again; one created after it is the restart already (this
+    message came again), left alone. Whether a new instance was started."""
+    import asyncio
+    import time
+    from datetime import datetime
+
+    asked = datetime.fromisoformat(restart_before)
+    created = _created(status)
+    if created is not None and created >= asked.replace(microsecond=0):
+        s.set_attribute("wharf.duplicate", True)
+        log.info("orchestration already restarted after the resume; not restarted again", extra=log_fields(job_id))
+        return False
+    runtime = _runtime(status)
+    if runtime not in _ENDED:
+        await client.terminate(job_id, f"resume requested at {restart_before}: restarted from its last step")
+        log.warning("orchestration terminated for a resume", extra=log_fields(job_id, status=runtime))
+        deadline = time.monotonic() + TERMINATE_WAIT_SECONDS
+        while _runtime(status) not in _ENDED:
+            if time.monotonic() > deadline:
+                raise DependencyUnavailableError("the task hub", f"instance {job_id} did not end within "
+                                                 f"{TERMINATE_WAIT_SECONDS:.0f} s of its termination")
+            await asyncio.sleep(0.25)
+            status = await client.get_status(job_id)
+    s.set_attribute("wharf.restarted_from", runtime)
+    return True
 
 
 async def start_processing(client: Any, ref: Mapping[str, Any]) -> bool:
@@ -41,10 +91,14 @@ async def start_processing(client: Any, ref: Mapping[str, Any]) -> bool:
     The orchestration input carries the trace of this span, so every activity nests under it."""
     job_id = ref["job_id"]
     with continued_from(ref), span("intake.start", {"wharf.job_id": job_id, "wharf.partner": ref["partner"]}) as s:
-        payload = {k: v for k, v in ref.items() if k not in ("traceparent", "tracestate")}
+        payload = {k: v for k, v in ref.items() if k not in ("traceparent", "tracestate", "restart_before")}
         inject_traceparent(payload)
         status = await client.get_status(job_id)
-        if status is not None and getattr(status, "runtime_status", None) is not None:
+        exists = status is not None and getattr(status, "runtime_status", None) is not None
+        if exists and ref.get("restart_before"):
+            if not await _restart(client, job_id, status, str(ref["restart_before"]), s):
+                return False
+        elif exists:
             s.set_attribute("wharf.duplicate", True)
             log.info("orchestration already exists; not started again",
                      extra=log_fields(job_id, status=str(status.runtime_status)))

@@ -63,7 +63,7 @@ def source_queue(poison: str) -> str:
 def watched_queues(services: Services) -> list[str]:
     """The poison queues of the queues Wharf's triggers read (poll requests, landed files, transfer batches)."""
     s = services.settings
-    return [poison_queue(q) for q in (s.poll_queue, s.landed_queue, s.transfer_queue)]
+    return [poison_queue(q) for q in (s.poll_queue, s.landed_queue, s.transfer_queue, s.redelivery_queue)]
 
 
 # --------------------------------------------------------------------------------------------- arrival

@@ -211,6 +211,7 @@ def guarded_poll(
                              f"{redact(decision.last_error) or 'unknown'}); next try after {decision.retry_at}")
             summary.finished_at = opts.clock()
             s.set_attribute("wharf.status", summary.status)
+            record_last_poll(services, summary)
             return summary
         tally = PollTally(summary, progress)
         try:
@@ -236,4 +237,22 @@ def guarded_poll(
         log.info("%s poll of %s: %s, %d listed, %d landed, %d skipped, %d failed, %d queued, %d bytes", channel,
                  partner_id, summary.status, summary.listed, summary.landed, summary.skipped, summary.failed,
                  summary.queued, summary.bytes, extra=log_fields(partner=partner_id, requested_by=requested_by))
+        record_last_poll(services, summary)
         return summary
+
+
+def record_last_poll(services: Services, summary: PollSummary) -> None:
+    """Store the poll's outcome as its channel's last poll (LastPolls: one upsert). A report, so a storage
+    failure here is logged and never fails the poll (the breaker and the ledger already hold what matters)."""
+    from shared.domain.ledger import LAST_POLL_FILES, LastPoll
+
+    try:
+        services.last_polls.record(LastPoll(
+            channel=summary.channel, partner=summary.partner, status=summary.status, started_at=summary.started_at,
+            finished_at=summary.finished_at or summary.started_at, requested_by=summary.requested_by,
+            listed=summary.listed, landed=summary.landed, skipped=summary.skipped, failed=summary.failed,
+            queued=summary.queued, bytes=summary.bytes, error=summary.error,
+            files=tuple(f.path for f in summary.landed_files[:LAST_POLL_FILES])))
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.warning("could not record the last poll of %s (%s): %s", summary.partner, summary.channel,
+                    redact(str(exc))[:300], extra=log_fields(partner=summary.partner, channel=summary.channel))

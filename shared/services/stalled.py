@@ -1,7 +1,9 @@
 """Stuck jobs: a job neither COMPLETED nor FAILED WHARF_STALLED_MINUTES after its creation is stalled. The jobs
 sweep records `job.stalled` once per job (and counts wharf.jobs.stalled); `resume` sends the job's landed file
 to the file-landed queue again, so intake starts its orchestration when none exists (devhost lost its in-memory
-orchestrations on a restart, an instance was purged), and the activities skip the steps already completed."""
+orchestrations on a restart, an instance was purged), and the activities skip the steps already completed. The
+message carries `restart_before` (the request's time): an instance created before it, a hung one included, is
+terminated first (durable client terminate) and started again (shared/services/intake.py, start_processing)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from opentelemetry import metrics
 
 from shared.domain.errors import ConflictError, NotFoundError
 from shared.domain.job_index import JobQuery
-from shared.domain.jobs import EventType, Job, JobEvent, JobStatus
+from shared.domain.jobs import EventType, Job, JobEvent, JobStatus, utcnow
 from shared.domain.messages import FileLanded
 from shared.metrics import METER_NAME
 from shared.observability.tracing import log_fields, span
@@ -68,7 +70,8 @@ def mark_stalled(services: Services, *, now: datetime,
 
 
 def resume(services: Services, job_id: str, *, by: str) -> dict[str, Any]:
-    """Queue the job's landed file again (same job id): intake starts the orchestration unless one exists.
+    """Queue the job's landed file again (same job id, `restart_before` now): intake terminates the job's
+    orchestration if one created before now is still running, and starts it again.
     ConflictError for a finished job (replay it instead), NotFoundError for a job with no landed file."""
     with span("jobs.resume", {"wharf.job_id": job_id}):
         job = services.jobs.get_job(job_id)
@@ -80,7 +83,8 @@ def resume(services: Services, job_id: str, *, by: str) -> dict[str, Any]:
         transfers = services.jobs.transfers(job_id)
         message = FileLanded(job_id=job_id, partner=job.partner, container=container, blob_path=path,
                              file_name=job.file_name, bytes=job.bytes, sha256=job.sha256,
-                             transfer_id=transfers[0].transfer_id if transfers else "", source=job.source or "resume")
+                             transfer_id=transfers[0].transfer_id if transfers else "", source=job.source or "resume",
+                             restart_before=utcnow())
         services.queues.send(services.settings.landed_queue, message.to_message())
         from_step = job.steps_completed[-1] if job.steps_completed else "start"
         note = f"resume requested by {by}: re-queued; steps done so far: {', '.join(job.steps_completed) or 'none'}"

@@ -47,6 +47,9 @@ class SweepSummary:
     errors: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # jobs a crash had left out of the lists (projection)
     stalled: list[str] = field(default_factory=list)  # job.stalled recorded this run (shared/services/stalled.py)
+    # Deliveries a crash left PENDING/SENDING (shared/services/delivery_sweep.py), as "job_id/index".
+    deliveries_requeued: list[str] = field(default_factory=list)
+    deliveries_failed: list[str] = field(default_factory=list)
 
     @property
     def acted(self) -> int:
@@ -106,6 +109,13 @@ async def sweep_jobs(services: Services, client: Any, *, now: datetime) -> Sweep
             summary.stalled = mark_stalled(services, now=now, events=events.read)
         except Exception as exc:  # noqa: BLE001 - marking is a report; the sweep's own work is done
             log.warning("sweep could not mark stalled jobs: %s", redact(failure_reason(exc)))
+        try:
+            from shared.services.delivery_sweep import sweep_deliveries
+
+            swept = sweep_deliveries(services, now=now)
+            summary.deliveries_requeued, summary.deliveries_failed = swept.requeued, swept.failed
+        except Exception as exc:  # noqa: BLE001 - the jobs' sweep is done; the next run looks again
+            log.warning("sweep could not look at stale deliveries: %s", redact(failure_reason(exc)))
         for key in ("due", "examined", "alive"):
             s.set_attribute(f"wharf.sweep.{key}", getattr(summary, key))
         for key in ("resent", "completed", "failed", "errors", "repaired", "stalled"):

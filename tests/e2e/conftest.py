@@ -104,6 +104,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         "POLL_QUEUE": f"poll-{run}",
         "LANDED_QUEUE": f"landed-{run}",
         "TRANSFER_QUEUE": f"transfer-{run}",
+        "REDELIVERY_QUEUE": f"redeliver-{run}",
         "WHARF_EVENTS_QUEUE": f"events-{run}",
         "WHARF_CATALOG_PATH": str(catalog),
         "WHARF_FUNCTION_KEY": FUNCTION_KEY,

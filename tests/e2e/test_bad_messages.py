@@ -205,7 +205,7 @@ def test_poison_depths_are_in_the_keyed_health_details_only(e2e: E2E) -> None:
     assert code == 200, details
     section = details["poison"]
     assert set(section["depths"]) == {f"{queue}-poison", f"{e2e.env['POLL_QUEUE']}-poison",
-                                      f"{e2e.env['TRANSFER_QUEUE']}-poison"}
+                                      f"{e2e.env['TRANSFER_QUEUE']}-poison", f"{e2e.env['REDELIVERY_QUEUE']}-poison"}
     assert section["depths"][f"{queue}-poison"] >= 1 and section["state"] == "messages_waiting"
     assert section["total"] == sum(section["depths"].values()) and "wharf poison list" in section["detail"]
     code, body = e2e.request("GET", "/health", key=False)

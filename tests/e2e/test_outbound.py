@@ -139,13 +139,47 @@ def test_wharf_send_delivers_once_and_wharf_redeliver_sends_again_as_a_linked_de
     nothing_failed = _wharf(e2e, "redeliver", job_id)
     assert nothing_failed.returncode == 2 and "no delivery of this job failed" in nothing_failed.stderr
 
-    # On purpose: a new record linked to delivery 0; the name is taken, and on_exists unique numbers it.
-    redone = _wharf(e2e, "redeliver", job_id, "--destination", "0", "--json")
+    # On purpose: a new record linked to delivery 0, queued; devhost's redelivery worker sends it. The name is
+    # taken, and on_exists unique numbers it.
+    redone = _wharf(e2e, "redeliver", job_id, "--destination", "0", "--json", "--wait", "60")
     assert redone.returncode == 0, redone.stderr
     [row] = json.loads(redone.stdout)
     assert (row["index"], row["redelivery_of"], row["state"]) == (100, 0, "SENT")
     assert _arrived(demo) == sorted([local.name, f"{demo.stem}.2.csv"])
     shown = _wharf(e2e, "jobs", "show", job_id)
     assert "Deliveries:" in shown.stdout and "(re-sends 0)" in shown.stdout
-    assert "delivery.redelivered" in shown.stdout
+    assert "delivery.redelivered" in shown.stdout and "redelivery.requested" in shown.stdout
+
+    # The API's route queues the same way.
+    code, body = e2e.request("POST", f"/v1/jobs/{job_id}/deliveries/0/redeliver")
+    assert code == 202, body
+    [queued] = body["items"]
+    assert (queued["index"], queued["redelivery_of"]) == (101, 0)
+    sent = e2e.wait_for("the API's redelivery to be sent", lambda: e2e.services.deliveries.get(job_id, 101)
+                        if e2e.services.deliveries.get(job_id, 101).state is DeliveryState.SENT else None)
+    assert sent.remote_path.endswith(f"{demo.stem}.3.csv")
+
+    # A crash: a redelivery interrupted while uploading, its row left SENDING. The sweep (here with its clock
+    # past WHARF_DELIVERY_STALE_MINUTES) queues it again and the worker takes it over: sent once, not SENDING.
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from shared.domain.delivery import DeliveryStep
+    from shared.domain.jobs import utcnow
+    from shared.services.delivery_sweep import sweep_deliveries
+
+    again = _wharf(e2e, "redeliver", job_id, "--destination", "0", "--json")
+    assert again.returncode == 0, again.stderr
+    index = json.loads(again.stdout)[0]["index"]
+    record = e2e.wait_for("the worker to start the redelivery", lambda: e2e.services.deliveries.get(job_id, index)
+                          if e2e.services.deliveries.get(job_id, index).state is not DeliveryState.PENDING else None)
+    if record.state is DeliveryState.SENT:  # the worker was quicker: make it look interrupted, as a crash leaves it
+        record = e2e.services.deliveries.update(replace(record, state=DeliveryState.SENDING,
+                                                        step=DeliveryStep.UPLOADING, remote_path="", sent_at=None))
+    swept = sweep_deliveries(e2e.services, now=utcnow() + timedelta(hours=1))
+    assert f"{job_id}/{index}" in swept.requeued
+    done = e2e.wait_for("the swept redelivery to be sent", lambda: e2e.services.deliveries.get(job_id, index)
+                        if e2e.services.deliveries.get(job_id, index).state is DeliveryState.SENT else None)
+    assert done.error == "" and done.remote_path
+    assert not [p for p in demo.inbound.iterdir() if p.name.endswith(".part")]
 

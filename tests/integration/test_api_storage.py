@@ -110,3 +110,30 @@ def test_wharf_keys_cli(services: Services, tmp_path: Path) -> None:
     assert wharf("revoke", "acme", key_id).returncode == 0
     assert wharf("create", "acme").returncode == 0
     assert wharf("create", "nobody").returncode == 2
+
+
+@pytest.mark.parametrize("kind", ["azurite", "in-process"])
+def test_last_polls_contract(services: Services, kind: str) -> None:
+    """LastPolls: absent is None, each record replaces the channel's previous one, channels are separate, the
+    stored error is redacted and the file list capped; the in-process store keeps the same contract."""
+    from shared.adapters.ledger import InProcessLastPolls
+    from shared.domain.ledger import LAST_POLL_FILES, LastPoll
+    from shared.observability.redaction import register_secret
+
+    store = services.last_polls if kind == "azurite" else InProcessLastPolls()
+    store.ensure_table()
+    assert store.get("sftp", "acme") is None
+    at = utcnow().replace(microsecond=0)
+    first = LastPoll(channel="sftp", partner="acme", status="ok", started_at=at, finished_at=at, landed=1,
+                     files=("/in/ä b.csv",), bytes=2**40)
+    store.record(first)
+    assert store.get("sftp", "acme") == first
+    register_secret("s3cret-in-error-value")
+    many = tuple(f"/in/{i}.csv" for i in range(30))
+    store.record(LastPoll(channel="sftp", partner="acme", status="failed", started_at=at,
+                          finished_at=at + timedelta(seconds=3), error="login s3cret-in-error-value refused",
+                          files=many))
+    got = store.get("sftp", "acme")
+    assert got is not None and got.status == "failed" and got.files == many[:LAST_POLL_FILES]
+    assert "s3cret-in-error-value" not in got.error and got.finished_at == at + timedelta(seconds=3)
+    assert store.get("mail", "acme") is None and store.get("sftp", "globex") is None

@@ -40,7 +40,8 @@ def world(azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     catalog = tmp_path / "partners.yaml"
     catalog.write_text(CATALOG)
     env = {"AzureWebJobsStorage": azurite, "LANDED_QUEUE": f"pl{run}", "POLL_QUEUE": f"pp{run}",
-           "TRANSFER_QUEUE": f"pt{run}", "WHARF_EVENTS_QUEUE": f"pe{run}", "WHARF_TABLE_PREFIX": f"pc{run}",
+           "TRANSFER_QUEUE": f"pt{run}", "REDELIVERY_QUEUE": f"pr{run}", "WHARF_EVENTS_QUEUE": f"pe{run}",
+           "WHARF_TABLE_PREFIX": f"pc{run}",
            "WHARF_CATALOG_PATH": str(catalog),
            "WHARF_STACK_ENV": "/nonexistent"}
     for key, value in env.items():
@@ -96,7 +97,7 @@ def test_list_show_requeue_and_drop(world: Services, capsys: pytest.CaptureFixtu
     assert code == 0
     listings = {entry["queue"]: entry for entry in json.loads(out)}
     assert set(listings) == {poison_q, f"{world.settings.poll_queue}-poison",
-                             f"{world.settings.transfer_queue}-poison"}
+                             f"{world.settings.transfer_queue}-poison", f"{world.settings.redelivery_queue}-poison"}
     assert listings[poison_q]["depth"] == 3
     wharf, host, tool = listings[poison_q]["messages"]
     assert (wharf["reason"], wharf["job_id"], wharf["dead_lettered_by"], wharf["dequeue_count"]) == (

@@ -212,3 +212,41 @@ def test_deliveries_filter_on_every_delivery_state(w: ApiWorld) -> None:
         code, body = w.json("GET", "/deliveries", {"state": state.value})
         assert (code, [d["state"] for d in body["items"]]) == (200, [state.value])
     assert w.json("GET", "/deliveries", {"state": "NOPE"})[1]["parameter"] == "state"
+def _poll(w: ApiWorld, run: object, *, failures: tuple[type[BaseException], ...] = ()) -> object:
+    from shared.services.polls import PollOptions, guarded_poll
+
+    return guarded_poll(w.services, w.services.catalog.get("acme"), channel="sftp", opts=PollOptions(),
+                        requested_by="timer", progress=None, attrs={}, run=run,  # type: ignore[arg-type]
+                        poll_failures=failures)
+
+
+def test_last_poll_is_recorded_by_each_poll_and_shown(w: ApiWorld) -> None:
+    """Regression: last_poll was always null. Each poll (the guarded run every channel shares) records its
+    outcome, time and files; the partners list shows it per channel, the detail the latest one."""
+    assert w.json("GET", "/partners/acme")[1]["last_poll"] is None
+    assert w.json("GET", "/partners")[1]["items"][0]["channels"][0]["last_poll"] is None
+
+    def landing(tally: object) -> None:
+        tally.summary.listed = 3  # type: ignore[attr-defined]
+        tally.landed("/in/a.csv", 10, "job-a", "inbound/acme/a.csv")  # type: ignore[attr-defined]
+        tally.landed("/in/b.csv", 20, "job-b", "inbound/acme/b.csv")  # type: ignore[attr-defined]
+        tally.skipped("/in/c.csv", 5, "already_ingested")  # type: ignore[attr-defined]
+
+    _poll(w, landing)
+    code, acme = w.json("GET", "/partners/acme")
+    last = acme["last_poll"]
+    assert code == 200 and last["status"] == "ok" and last["channel"] == "sftp"
+    assert (last["listed"], last["landed"], last["skipped"], last["failed"]) == (3, 2, 1, 0)
+    assert last["files"] == ["/in/a.csv", "/in/b.csv"] and last["requested_by"] == "timer"
+    assert last["finished_at"] >= last["started_at"]
+    assert w.json("GET", "/partners")[1]["items"][0]["channels"][0]["last_poll"] == last
+
+    class Down(Exception):
+        pass
+
+    def failing(tally: object) -> None:
+        raise Down("connection refused by 127.0.0.1:2222")
+
+    _poll(w, failing, failures=(Down,))
+    last = w.json("GET", "/partners/acme")[1]["last_poll"]
+    assert last["status"] == "failed" and "connection refused" in last["error"] and last["files"] == []

@@ -104,3 +104,21 @@ def test_pages_render_for_an_operator() -> None:
     asset = w.call("GET", "/docs/assets/swagger-ui-bundle.js", key=False)
     assert asset.status == 200 and b"SwaggerUIBundle" in asset.read()
     assert w.call("GET", "/docs/assets/..%2Fcore.py", key=False).status == 404
+
+
+def test_partners_page_shows_the_last_poll() -> None:
+    from datetime import UTC, datetime
+
+    from shared.domain.ledger import LastPoll
+
+    w = ApiWorld(WHARF_CONSOLE_DEV_SIGNIN=True)
+    cookie = _signin(w, "reader")
+    assert "sftp never polled" in _page(w, BASE, cookie)[1]
+    at = datetime(2026, 3, 1, 12, 30, 5, tzinfo=UTC)
+    w.services.last_polls.record(LastPoll(channel="sftp", partner="acme", status="partial", started_at=at,
+                                          finished_at=at, landed=2, failed=1, files=("/in/a.csv", "/in/b.csv"),
+                                          error=""))
+    html = _page(w, BASE, cookie)[1]
+    cell = re.search(r'<td class="last-poll">(.*?)</td>', html, re.S)
+    assert cell and "partial" in cell[1] and "2026-03-01 12:30:05Z" in cell[1] and "2 landed" in cell[1]
+    assert "1 failed" in cell[1] and "/in/a.csv, /in/b.csv" in cell[1]

@@ -19,7 +19,7 @@ from shared.domain.delivery import DeliveryState
 from shared.domain.errors import ConfigurationError, NotFoundError
 from shared.domain.jobs import EventType, Job, JobStatus, JobType
 from shared.services import process
-from shared.services.deliveries_view import REDELIVERY_BASE, list_deliveries, redeliver
+from shared.services.deliveries_view import REDELIVERY_BASE, list_deliveries, on_redelivery, request_redelivery
 from shared.services.destinations import (
     DESTINATIONS,
     DestinationKind,
@@ -99,6 +99,23 @@ class World:
         self.services = build_services(Settings(landed_queue=QUEUE), blobs=self.blobs, jobs=self.jobs,
                                        deliveries=self.deliveries, catalog=self.catalog, publisher=FakePublisher(),
                                        queues=self.queues)
+        self.queues.ensure_queues([self.services.settings.redelivery_queue, "redeliveries-poison"])
+
+    def redeliver(self, job_id: str, *, destination: int | None = None) -> list[dict[str, Any]]:
+        """`wharf redeliver`, then the function app's redelivery worker on each queued message."""
+        from shared.services.poison import Delivery
+
+        requested = request_redelivery(self.services, job_id, destination=destination, by="test")
+        assert {r["state"] for r in requested} == {"PENDING"}
+        queue, rows = self.services.settings.redelivery_queue, []
+        for message in self.queues.receive(queue, max_messages=32):
+            row = on_redelivery(self.services, Delivery(queue=queue, id=message.id, body=message.body,
+                                                        dequeue_count=1))
+            assert row is not None
+            rows.append(row)
+            self.queues.delete(queue, message.id, message.pop_receipt)
+        assert sorted(r["index"] for r in rows) == sorted(r["index"] for r in requested)
+        return rows
 
     def hand_over(self, partner: str, name: str, data: bytes) -> Any:
         self.blobs.upload_stream("outbound", f"{partner}/{name}", [data])
@@ -294,7 +311,7 @@ def test_redeliver_re_sends_the_failed_delivery_as_a_new_linked_record_with_an_e
     with pytest.raises(ConnectionError):
         w.run(dropped.ref)
     job_id = dropped.ref["job_id"]
-    rows = redeliver(w.services, job_id)
+    rows = w.redeliver(job_id)
     assert [(r["index"], r["redelivery_of"], r["kind"], r["state"]) for r in rows] == [
         (REDELIVERY_BASE, 1, "count-b", "SENT")]
     assert Recorder.calls == [("count-a", 0), ("count-b", 1), ("count-b", REDELIVERY_BASE)]
@@ -302,32 +319,58 @@ def test_redeliver_re_sends_the_failed_delivery_as_a_new_linked_record_with_an_e
     assert old.state is DeliveryState.FAILED  # the old record keeps what happened to it
     [event] = [e.data for e in w.jobs.events(job_id) if e.type is EventType.REDELIVERED]
     assert (event["index"], event["redelivery_of"], event["state"]) == (REDELIVERY_BASE, 1, "SENT")
+    requested = [e.data for e in w.jobs.events(job_id) if e.data.get("action") == "redelivery.requested"]
+    assert [(e["index"], e["by"]) for e in requested] == [(REDELIVERY_BASE, "test")]
     # Nothing failed any more (the redelivery replaced the failed one): naming one is required now.
     with pytest.raises(NotFoundError, match="no delivery of this job failed; name the one to send again"):
-        redeliver(w.services, job_id)
+        request_redelivery(w.services, job_id)
     # On purpose, a SENT one: again a new record.
-    [row] = redeliver(w.services, job_id, destination=0)
+    [row] = w.redeliver(job_id, destination=0)
     assert (row["index"], row["redelivery_of"], row["state"]) == (REDELIVERY_BASE + 1, 0, "SENT")
     with pytest.raises(NotFoundError, match="the job has no delivery 7"):
-        redeliver(w.services, job_id, destination=7)
+        request_redelivery(w.services, job_id, destination=7)
     failed = list_deliveries(w.services, state="FAILED", partner="bank")
     assert [(r["job_id"], r["index"]) for r in failed] == [(job_id, 1)]
     text = format_job_detail(job_detail(w.jobs, job_id, w.deliveries))
     assert "Deliveries:" in text and f"{REDELIVERY_BASE:>3}  count-b  SENT" in text and "(re-sends 1)" in text
 
 
-def test_a_redelivery_that_fails_is_recorded_on_the_job_and_raised() -> None:
+def test_a_redelivery_that_fails_is_recorded_on_the_job_and_its_record() -> None:
     w = World()
     dropped = w.hand_over("bank", "a.csv", b"payload")
     assert dropped is not None and dropped.ref is not None
     Recorder.failures["count-b"] = 2
     with pytest.raises(ConnectionError):
         w.run(dropped.ref)
-    with pytest.raises(ConnectionError, match="count-b is down"):
-        redeliver(w.services, dropped.ref["job_id"])
+    [row] = w.redeliver(dropped.ref["job_id"])
+    assert row["state"] == "FAILED" and "count-b is down" in row["error"]
     [event] = [e.data for e in w.jobs.events(dropped.ref["job_id"]) if e.type is EventType.REDELIVERED]
     assert event["state"] == "FAILED" and "count-b is down" in event["error"]
     assert w.deliveries.get(dropped.ref["job_id"], REDELIVERY_BASE).state is DeliveryState.FAILED
+
+
+def test_a_redelivery_message_again_sends_nothing_twice_and_a_bad_one_is_dead_lettered() -> None:
+    import json
+
+    from shared.services.poison import Delivery
+
+    w = World()
+    dropped = w.hand_over("bank", "a.csv", b"payload")
+    assert dropped is not None and dropped.ref is not None
+    Recorder.failures["count-b"] = 1
+    with pytest.raises(ConnectionError):
+        w.run(dropped.ref)
+    job_id = dropped.ref["job_id"]
+    w.redeliver(job_id)
+    calls = list(Recorder.calls)
+    queue = w.services.settings.redelivery_queue
+    body = json.dumps({"job_id": job_id, "index": REDELIVERY_BASE}).encode()
+    assert on_redelivery(w.services, Delivery(queue=queue, id="again", body=body, dequeue_count=2))["state"] == "SENT"
+    assert Recorder.calls == calls  # SENT: not sent a second time
+    for bad in (b"not json", json.dumps({"job_id": job_id, "index": 55}).encode(),
+                json.dumps({"job_id": job_id, "index": 0}).encode()):  # no such record; a route's own delivery
+        assert on_redelivery(w.services, Delivery(queue=queue, id="bad", body=bad, dequeue_count=1)) is None
+    assert w.queues.depth(f"{queue}-poison") == 3 and Recorder.calls == calls
 
 
 # --- the catalogue ----------------------------------------------------------------------------------
@@ -394,3 +437,102 @@ def test_a_named_route_removed_before_the_job_runs_fails_it_for_good(tmp_path: P
     with pytest.raises(ConfigurationError, match=r"partner bank: no outbound route 'pay'.*: all$"):
         process.plan_routes(w.services, ref)
     assert ref["job_id"] == job_id
+
+
+def test_the_sweep_finds_deliveries_a_crash_left_sending() -> None:
+    """Regression: an interrupted redelivery left its row SENDING forever. The sweep queues a stale redelivery
+    again (the worker takes the SENDING row over) up to WHARF_REDELIVERY_REQUEUE_MAX times, then FAILS it with
+    the reason; a route's own delivery of an ended job is FAILED with the reason; an open job's is left alone."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from shared.domain.delivery import Delivery, DeliveryStep
+    from shared.domain.jobs import utcnow
+    from shared.services.delivery_sweep import sweep_deliveries
+    from shared.services.poison import Delivery as Message
+
+    w = World()
+    dropped = w.hand_over("bank", "a.csv", b"payload")
+    assert dropped is not None and dropped.ref is not None
+    w.run(dropped.ref)
+    job_id = dropped.ref["job_id"]
+    assert w.jobs.get_job(job_id).status is JobStatus.COMPLETED
+    # A crash: a redelivery of 0 interrupted while uploading; the route's delivery 1 left SENDING by a dead worker.
+    w.deliveries.create(Delivery(job_id=job_id, index=REDELIVERY_BASE, partner="bank", kind="count-a", target="",
+                                 route=w.deliveries.get(job_id, 0).route, state=DeliveryState.SENDING,
+                                 step=DeliveryStep.UPLOADING, created_at=utcnow(), redelivery_of=0))
+    one = w.deliveries.get(job_id, 1)
+    w.deliveries.update(replace(one, state=DeliveryState.SENDING, step=DeliveryStep.UPLOADING))
+    queue = w.services.settings.redelivery_queue
+
+    assert sweep_deliveries(w.services, now=utcnow()).requeued == []  # not stale yet
+    later = utcnow() + timedelta(minutes=w.services.settings.delivery_stale_minutes + 1)
+    swept = sweep_deliveries(w.services, now=later)
+    assert swept.requeued == [f"{job_id}/{REDELIVERY_BASE}"] and swept.failed == [f"{job_id}/1"]
+    gave_up = w.deliveries.get(job_id, 1)
+    assert gave_up.state is DeliveryState.FAILED and "job is COMPLETED" in gave_up.error
+    assert f"wharf redeliver {job_id} --destination 1" in gave_up.error
+    # The worker takes the SENDING redelivery over and sends it.
+    [message] = w.queues.receive(queue)
+    calls = len(Recorder.calls)
+    row = on_redelivery(w.services, Message(queue=queue, id=message.id, body=message.body, dequeue_count=1))
+    assert row is not None and row["state"] == "SENT" and Recorder.calls[calls:] == [("count-a", REDELIVERY_BASE)]
+
+    # A redelivery that never finishes: queued again WHARF_REDELIVERY_REQUEUE_MAX times, then FAILED.
+    w.deliveries.create(Delivery(job_id=job_id, index=REDELIVERY_BASE + 1, partner="bank", kind="count-a", target="",
+                                 route=gave_up.route, state=DeliveryState.SENDING, created_at=utcnow(),
+                                 redelivery_of=0))
+    for _ in range(w.services.settings.redelivery_requeue_max):
+        assert sweep_deliveries(w.services, now=later).requeued == [f"{job_id}/{REDELIVERY_BASE + 1}"]
+    final = sweep_deliveries(w.services, now=later)
+    assert final.requeued == [] and final.failed == [f"{job_id}/{REDELIVERY_BASE + 1}"]
+    stuck = w.deliveries.get(job_id, REDELIVERY_BASE + 1)
+    assert stuck.state is DeliveryState.FAILED and "redelivery interrupted" in stuck.error
+    notes = [e.data["action"] for e in w.jobs.events(job_id) if e.type is EventType.NOTE]
+    assert notes.count("redelivery.requeued") == 1 + w.services.settings.redelivery_requeue_max
+    assert notes.count("delivery.abandoned") == 2
+
+    # A route's delivery of a job still open is its orchestration's: left alone.
+    other = w.hand_over("bank", "b.csv", b"payload")
+    assert other is not None and other.ref is not None
+    process.start_job(w.services, other.ref)
+    w.deliveries.create(Delivery(job_id=other.ref["job_id"], index=0, partner="bank", kind="count-a", target="",
+                                 state=DeliveryState.SENDING, created_at=utcnow()))
+    assert sweep_deliveries(w.services, now=later).left == [f"{other.ref['job_id']}/0"]
+
+
+def test_api_v1_delivery_detail_and_redeliver_queue_the_work() -> None:
+    import json
+
+    from shared.api.app import dispatch
+    from shared.api.config import ApiSettings
+    from shared.api.http import ApiRequest
+
+    w = World()
+    dropped = w.hand_over("bank", "a.csv", b"payload")
+    assert dropped is not None and dropped.ref is not None
+    w.run(dropped.ref)
+    job_id = dropped.ref["job_id"]
+    cfg = ApiSettings(WHARF_FUNCTION_KEY="k", WHARF_CONSOLE_DEV_SIGNIN=False, WHARF_EASYAUTH_ENABLED=False)
+
+    def call(method: str, path: str, key: str = "k") -> tuple[int, Any]:
+        r = dispatch(w.services, ApiRequest(method, path, {}, {"x-functions-key": key}, b""), cfg=cfg)
+        return r.status, json.loads(r.read() or b"null")
+
+    code, one = call("GET", f"/jobs/{job_id}/deliveries/1")
+    assert code == 200 and (one["index"], one["kind"], one["state"], one["redelivery_of"]) == (1, "count-b", "SENT",
+                                                                                               None)
+    assert call("GET", f"/jobs/{job_id}/deliveries/9")[1]["parameter"] == "destination"
+    assert call("GET", f"/jobs/{job_id}/deliveries/x")[0] == 400
+    assert call("POST", f"/jobs/{job_id}/deliveries/9/redeliver")[0] == 404
+    assert call("POST", "/jobs/job-nope/deliveries/0/redeliver")[0] == 404
+    assert call("POST", f"/jobs/{job_id}/deliveries/1/redeliver", key="wrong")[0] == 401
+    calls = len(Recorder.calls)
+    code, body = call("POST", f"/jobs/{job_id}/deliveries/1/redeliver")
+    assert code == 202 and [(d["index"], d["redelivery_of"], d["state"]) for d in body["items"]] == [
+        (REDELIVERY_BASE, 1, "PENDING")]
+    assert len(Recorder.calls) == calls  # queued, not sent by the API
+    queue = w.services.settings.redelivery_queue
+    [message] = w.queues.peek(queue)
+    assert (message["job_id"], message["index"], message["requested_by"]) == (job_id, REDELIVERY_BASE,
+                                                                               "api:function-key")

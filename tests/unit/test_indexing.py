@@ -68,6 +68,7 @@ EXPECTED = [
     ("poll_worker", "queueTrigger", {"msg"}),
     ("intake_file_landed", "queueTrigger", {"msg", "client"}),
     ("transfer_batch_worker", "queueTrigger", {"msg"}),
+    ("redelivery_worker", "queueTrigger", {"msg"}),
     ("intake_drop", "eventGridTrigger", {"event", "client"}),
     ("intake_outbound", "eventGridTrigger", {"event", "client"}),
     ("process_file_orchestrator", "orchestrationTrigger", {"context"}),

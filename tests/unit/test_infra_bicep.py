@@ -61,6 +61,7 @@ def test_the_code_and_the_bicep_agree_on_every_queue_the_app_creates() -> None:
     settings = app_settings()
     configured = Settings(POLL_QUEUE=settings["POLL_QUEUE"], LANDED_QUEUE=settings["LANDED_QUEUE"],
                           TRANSFER_QUEUE=settings["TRANSFER_QUEUE"], WHARF_EVENTS_QUEUE=settings["WHARF_EVENTS_QUEUE"],
+                          REDELIVERY_QUEUE=settings["REDELIVERY_QUEUE"],
                           AzureWebJobsStorage="x")
     from shared.bootstrap import build_services
 

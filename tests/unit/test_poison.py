@@ -265,9 +265,10 @@ def test_list_show_requeue_and_drop(world: World) -> None:
     world.queues.send_raw(poison_q, host_body)
     world.queues.send_raw(poison_q, b"\xff\xfe")
 
-    (polls, listing, batches) = poison.list_poison(world.services)
+    (polls, listing, batches, redeliveries) = poison.list_poison(world.services)
     assert (listing.queue, listing.depth, polls.queue, polls.depth) == (poison_q, 3, f"{POLL}-poison", 0)
     assert (batches.queue, batches.depth) == (f"{world.services.settings.transfer_queue}-poison", 0)
+    assert (redeliveries.queue, redeliveries.depth) == (f"{world.services.settings.redelivery_queue}-poison", 0)
     wharf, host, garbage = listing.messages
     assert (wharf.reason, wharf.job_id, wharf.original_id, wharf.envelope) == ("unknown_partner", job_id, "orig-1",
                                                                                 True)
@@ -310,9 +311,11 @@ def test_poison_depths_are_read_and_set_as_a_gauge(world: World) -> None:
     otel: TelemetryCapture = setup.for_tests()
     world.queues.send_raw(f"{POLL}-poison", b"x")
     batches = f"{world.services.settings.transfer_queue}-poison"
-    assert poison.poison_depths(world.services) == {f"{POLL}-poison": 1, f"{LANDED}-poison": 0, batches: 0}
+    again = f"{world.services.settings.redelivery_queue}-poison"
+    assert poison.poison_depths(world.services) == {f"{POLL}-poison": 1, f"{LANDED}-poison": 0, batches: 0,
+                                                    again: 0}
     gauge = {p.attributes["queue"]: p.value for p in otel.metric_points(metrics.POISON_DEPTH)}
-    assert gauge == {f"{POLL}-poison": 1, f"{LANDED}-poison": 0, batches: 0}
+    assert gauge == {f"{POLL}-poison": 1, f"{LANDED}-poison": 0, batches: 0, again: 0}
     world.services.__dict__["queues"] = Broken(ServiceRequestError("down"))
     assert poison.poison_depths(world.services) == {}
     poison.record_poison_depths(world.services)  # never raises

@@ -46,7 +46,7 @@ def test_the_api_shows_stalled_and_resumes(monkeypatch: object) -> None:
     code, body = w.json("POST", f"/jobs/{running}/resume")
     assert code == 202 and body["status"] == "queued"
     [message] = w.queues.peek("file-landed")
-    assert message["job_id"] == running and message["blob_path"] == "acme/a.csv"
+    assert message["job_id"] == running and message["blob_path"] == "acme/a.csv" and message["restart_before"]
     assert w.jobs.events(running)[-1].data["action"] == "resume"
     done = _landed(w, "COMPLETED")
     code, body = w.json("POST", f"/jobs/{done}/resume")
