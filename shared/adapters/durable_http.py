@@ -17,6 +17,8 @@ purpose (``_post_async_request``, ``_get_async_request``, ``_delete_async_reques
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
 import weakref
 from typing import Any
 
@@ -86,3 +88,16 @@ async def close_sessions() -> None:
     session = _sessions.pop(asyncio.get_running_loop(), None)
     if session is not None and not session.closed:
         await session.close()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """At exit, close each session whose loop still runs (the worker's loop is a daemon thread's): an unclosed
+    one is reported by aiohttp as the interpreter tears down, through logging that no longer works then."""
+    for loop, session in list(_sessions.items()):
+        if session.closed or loop.is_closed() or not loop.is_running():
+            continue
+        try:
+            asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=2)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            pass  # the loop is stopping as well: nothing more to do at exit
