@@ -158,14 +158,16 @@ def run(args: argparse.Namespace) -> Result:
             "processing": CATALOG_PROCESSING, "routes": ROUTES} for p in partners]}))
         env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string,
                "WHARF_TABLE_PREFIX": f"load{run_id}", "POLL_QUEUE": f"poll-{run_id}",
-               "LANDED_QUEUE": f"landed-{run_id}", "WHARF_EVENTS_QUEUE": f"events-{run_id}",
+               "LANDED_QUEUE": f"landed-{run_id}", "TRANSFER_QUEUE": f"transfer-{run_id}",
+               "REDELIVERY_QUEUE": f"redeliver-{run_id}",
+               "WHARF_EVENTS_QUEUE": f"events-{run_id}",
                "WHARF_CATALOG_PATH": str(catalog), "WHARF_STACK_ENV": "/nonexistent",
                f"WHARF_SECRET_{KEY_SECRET.upper().replace('-', '_')}": f"@{sshd.client_key.path}",
                "WHARF_FUNCTION_KEY": "bench", "AzureFunctionsWebHost__hostid": f"load-{run_id}",
                "WHARF_PENDING_RESEND_MINUTES": "1", "WHARF_POLL_LEASE_SECONDS": str(args.lease),
                "WHARF_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
         for key, value in env.items():
-            if key.startswith(("WHARF_", "AzureWebJobsStorage", "POLL_", "LANDED_")):
+            if key.startswith(("WHARF_", "AzureWebJobsStorage", "POLL_", "LANDED_", "TRANSFER_")):
                 os.environ[key] = value
         settings = Settings()
         svc = build_services(settings)

@@ -54,6 +54,13 @@ def _text_reply(status: int, text: str) -> _Reply:
     return _Reply(status, text.encode(), [("Content-Type", "text/plain; charset=utf-8")])
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of connections (two dozen intakes' durable client calls
+    # while the accept thread waits for the GIL) overflows it, the kernel drops the SYNs and the clients' connects
+    # time out. Kestrel, which the host runs, listens with 511.
+    request_queue_size = 511
+
+
 class HttpFrontend:
     """Serves the app's HTTP triggers and devhost's built-in endpoints on a ThreadingHTTPServer."""
 
@@ -73,7 +80,7 @@ class HttpFrontend:
             template = RouteTemplate(spec.trigger.get("route") or spec.name)
             routes.append(_Route(spec, template, methods, auth))
         self._routes = sorted(routes, key=lambda r: r.template.precedence)
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server = _Server((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -155,6 +155,8 @@ class Invoker:
             try:
                 result = future.result(timeout=self._timeout)
             except concurrent.futures.TimeoutError as exc:
+                if future.done():  # the function's own TimeoutError (asyncio's and aiohttp's are this class too)
+                    raise
                 future.cancel()  # cancels an async invocation; a sync one keeps its thread, as noted in the README
                 raise FunctionTimeoutError(
                     f"Timeout value of {self._timeout:.0f}s exceeded by function '{spec.name}'"

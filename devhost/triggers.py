@@ -14,12 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.functions import EventGridEvent
 from azure.functions.blob import InputStream
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+from azure.storage.blob import ExponentialRetry as BlobRetry
+from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 from croniter import croniter
 
@@ -33,6 +41,38 @@ _PARAM = re.compile(r"\{(\w+)\}")
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
 RECEIPTS_CONTAINER = "azure-webjobs-hosts"
 _WHITESPACE = re.compile(rb"\s+")
+# A storage call that cannot reach the account (refused, reset, timed out): worth another try.
+_UNREACHABLE = (ServiceRequestError, ServiceResponseError)
+_SETTLE_TRIES = 4
+
+
+def _storage_options(kind: str) -> dict[str, Any]:
+    """devhost's own storage clients (listeners, receipts, settling messages): two quick retries (1 s, then
+    3 s) instead of the SDK's 15 s, 18 s and 24 s, because a listener has its own back-off and must see a storage
+    outage, log it and poll again, as the host does, rather than sit a minute in one call."""
+    retry = (QueueRetry if kind == "queue" else BlobRetry)(initial_backoff=1, increment_base=2, retry_total=2,
+                                                          random_jitter_range=0)
+    return {"retry_policy": retry, "connection_timeout": 5, "read_timeout": 30}
+
+
+def _why(exc: AzureError) -> str:
+    """One line for a log: the error's type and its reason (or its first line)."""
+    text = getattr(exc, "reason", None) or (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _retry_unreachable(call: Any, what: str) -> Any:
+    """`call()`, tried again (1, 2, 4 s apart) while the storage cannot be reached: a message a function has
+    finished must be deleted (or released) once storage is back, not left to reappear when its lease ends."""
+    for attempt in range(_SETTLE_TRIES):
+        try:
+            return call()
+        except _UNREACHABLE as exc:
+            if attempt == _SETTLE_TRIES - 1:
+                raise
+            log.warning("%s: storage unreachable (%s); trying again", what, type(exc).__name__)
+            threading.Event().wait(2 ** attempt)
+    return None
 
 
 def resolve_connection(setting: str | None, env: Mapping[str, str], *, where: str) -> str:
@@ -150,7 +190,7 @@ class QueueListener:
         self.queue_name = str(spec.trigger["queueName"])
         if not re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", self.queue_name):
             raise ConfigError(f"function {spec.name!r}: {self.queue_name!r} is not a valid queue name")
-        service = QueueServiceClient.from_connection_string(connection)
+        service = QueueServiceClient.from_connection_string(connection, **_storage_options("queue"))
         self._queue: QueueClient = service.get_queue_client(self.queue_name)
         self._poison: QueueClient = service.get_queue_client(f"{self.queue_name}-poison")
         self._lease = int(lease.total_seconds())
@@ -190,8 +230,8 @@ class QueueListener:
                 messages = list(self._queue.receive_messages(
                     messages_per_page=self._options.batch_size, max_messages=self._options.batch_size,
                     visibility_timeout=self._lease))
-            except HttpResponseError as exc:
-                log.warning("queue %s: receive failed (%s); retrying", self.queue_name, exc.reason)
+            except AzureError as exc:  # storage down or restarting: log, back off, poll again (as the host)
+                log.warning("queue %s: receive failed (%s); retrying", self.queue_name, _why(exc))
                 messages = []
             if messages:
                 delay = self._MIN_POLL
@@ -236,15 +276,17 @@ class QueueListener:
                     log.error("%s", exc)
             except Exception:  # noqa: BLE001,S110 - logged by the invoker; the message is released below
                 pass
+            what = f"queue {self.queue_name}: message {message.id}"
             if ok:
-                self._queue.delete_message(message.id, message.pop_receipt)
+                _retry_unreachable(lambda: self._queue.delete_message(message.id, message.pop_receipt), what)
             elif (message.dequeue_count or 0) >= self._options.max_dequeue_count:
                 self._to_poison(message)
             else:
-                self._queue.update_message(message.id, message.pop_receipt,
-                                           visibility_timeout=int(self._options.visibility_timeout.total_seconds()))
-        except HttpResponseError as exc:
-            log.warning("queue %s: could not settle message %s: %s", self.queue_name, message.id, exc.reason)
+                visibility = int(self._options.visibility_timeout.total_seconds())
+                _retry_unreachable(lambda: self._queue.update_message(
+                    message.id, message.pop_receipt, visibility_timeout=visibility), what)
+        except AzureError as exc:
+            log.warning("queue %s: could not settle message %s: %s", self.queue_name, message.id, _why(exc))
         finally:
             with self._cv:
                 self._inflight -= 1
@@ -256,7 +298,8 @@ class QueueListener:
         except ResourceExistsError:
             pass
         self._poison.send_message(message.content)  # same (still encoded) text, as the host copies it
-        self._queue.delete_message(message.id, message.pop_receipt)
+        _retry_unreachable(lambda: self._queue.delete_message(message.id, message.pop_receipt),
+                           f"queue {self.queue_name}: message {message.id}")
         log.warning("Message %s has reached MaxDequeueCount of %d. Moving message to queue '%s-poison'.",
                     message.id, self._options.max_dequeue_count, self.queue_name)
 
@@ -328,11 +371,12 @@ class BlobPoller:
         self.container, self._prefix, self._regex = compile_blob_path(path or str(spec.trigger["path"]), where=where)
         if container:  # watched in place of the path's own container (a test run's container of its own)
             self.container = container
-        service = BlobServiceClient.from_connection_string(connection)
+        service = BlobServiceClient.from_connection_string(connection, **_storage_options("blob"))
         self._container: ContainerClient = service.get_container_client(self.container)
         self._receipts: ContainerClient = service.get_container_client(RECEIPTS_CONTAINER)
         self._receipt_prefix = f"blobreceipts/{host_id}/{spec.name}/{self.container}/"
-        self._poison = QueueServiceClient.from_connection_string(connection).get_queue_client(BLOB_POISON_QUEUE)
+        self._poison = QueueServiceClient.from_connection_string(
+            connection, **_storage_options("queue")).get_queue_client(BLOB_POISON_QUEUE)
         self._seen: dict[str, str] = {}
         self._failures: dict[tuple[str, str], int] = {}
         self._busy: set[str] = set()
@@ -376,8 +420,8 @@ class BlobPoller:
         while not self._stop.is_set():
             try:
                 self.poll_once()
-            except HttpResponseError as exc:
-                log.warning("blob container %s: scan failed (%s); retrying", self.container, exc.reason)
+            except AzureError as exc:  # storage down or restarting: log and scan again next time
+                log.warning("blob container %s: scan failed (%s); retrying", self.container, _why(exc))
             if self._stop.wait(self._interval):
                 return
 
@@ -425,8 +469,8 @@ class BlobPoller:
                     return
                 self._poison_blob(name, etag)
             self._write_receipt(name, etag)
-        except HttpResponseError as exc:
-            log.warning("blob %s/%s: %s", self.container, name, exc.reason)
+        except AzureError as exc:  # retried on the next scan (no receipt written)
+            log.warning("blob %s/%s: %s", self.container, name, _why(exc))
         finally:
             with self._lock:
                 self._busy.discard(name)

@@ -25,8 +25,7 @@ async def intake_file_landed(msg: func.QueueMessage, client: df.DurableOrchestra
     record_queue_age(queue, msg.insertion_time)
     # One reference per job: a FileLanded names one, a FileLandedBatch up to 100. Bad ones are dead-lettered
     # with their reason (never retried); the good ones start, each idempotent on its job id.
-    for ref in poison.accept_file_landed_many(services, poison.delivery_of(queue, msg)):
-        await intake.start_processing(client, ref)
+    await intake.take_file_landed(services, client, poison.delivery_of(queue, msg))
 
 
 # An Event Grid subscription on the storage account (BlobCreated, subject beginning

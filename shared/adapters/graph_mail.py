@@ -19,6 +19,7 @@ import base64
 import hashlib
 import logging
 import random
+import sys
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
@@ -604,7 +605,11 @@ class GraphMailClient:
             if expected is not None and received != int(expected):
                 raise DependencyUnavailableError("graph", f"{what}: got {received} of {expected} bytes")
         finally:
-            self._loop.run(response.aclose(), timeout=10)
+            # A stream its caller dropped on an error (storage gone mid-upload) may be closed only when the process
+            # exits, by then the loop thread no longer runs: waiting on it gave a 10 s pause and a traceback
+            # after a clean "error:" line. The connection goes with the process.
+            if not sys.is_finalizing():
+                self._loop.run(response.aclose(), timeout=10)
 
     def mark_read(self, mailbox: str, message_id: str) -> None:
         self._call(self._user(mailbox).messages.by_message_id(message_id).patch(Message(is_read=True)), "mark read")

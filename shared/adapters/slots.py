@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
 from shared.adapters.http import StorageLimits, storage_options
@@ -41,12 +41,18 @@ class BlobLeaseSlot:
         self._thread.start()
 
     def _renew(self) -> None:
-        while not self._stop.wait(self._every):
+        wait = self._every
+        while not self._stop.wait(wait):
+            wait = self._every
             try:
                 self._lease.renew()
             except HttpResponseError as exc:  # lost (paused past the lease): the limit may be passed until release
                 log.warning("slot %s/%d: lease renewal failed (%s); the slot may be taken by another holder",
                             self.name, self.index, exc.reason)
+            except AzureError as exc:  # storage unreachable (restarting): tried again every second meanwhile
+                log.warning("slot %s/%d: lease renewal failed (storage unreachable: %s); trying again",
+                            self.name, self.index, type(exc).__name__)
+                wait = 1.0
 
     def release(self) -> None:
         if self._stop.is_set():
@@ -56,6 +62,9 @@ class BlobLeaseSlot:
             self._lease.release()
         except HttpResponseError as exc:  # lapsed or taken: it is not ours any more either way
             log.info("slot %s/%d: release found the lease gone (%s)", self.name, self.index, exc.reason)
+        except AzureError as exc:  # storage unreachable: the lease lapses by itself within its duration
+            log.warning("slot %s/%d: release failed (storage unreachable: %s); the lease lapses in %.0f s",
+                        self.name, self.index, type(exc).__name__, self._every * 3)
 
 
 class BlobLeaseSlots:

@@ -6,6 +6,7 @@ becomes an OUTBOUND job (direction outbound: the partner's `outbound.routes`, sh
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import posixpath
@@ -324,7 +325,9 @@ async def take_drop(services: Services, client: Any, *, container: str, blob_pat
     whole; the blob is removed last, so a retry always finds it."""
     with span(f"intake.{handover.channel}", {"wharf.channel": handover.channel, "wharf.container": container,
                                              "file.path": display_name(blob_path)}) as s:
-        dropped = land_drop(services, container=container, blob_path=blob_path, handover=handover)
+        # Blocking storage calls, in a worker thread: the event loop is every async invocation's (decision 111).
+        dropped = await asyncio.to_thread(land_drop, services, container=container, blob_path=blob_path,
+                                          handover=handover)
         if dropped is None:
             return None
         s.set_attribute("wharf.job_id", dropped.job_id)
@@ -333,7 +336,7 @@ async def take_drop(services: Services, client: Any, *, container: str, blob_pat
         if dropped.ref is not None:
             # The orchestration continues this trace: one trace per file, as on every other channel.
             await start_processing(client, orchestration_input({**dropped.ref, **trace_carrier()}))
-        remove_drop(services, dropped)
+        await asyncio.to_thread(remove_drop, services, dropped)
         return dropped
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from azure.core.exceptions import AzureError
 
+from shared.adapters import durable_http
 from shared.bootstrap import Services
 from shared.domain.errors import DependencyUnavailableError, NotFoundError, WharfError
 from shared.domain.hostmessages import BadMessageError, decode_host_message, parse_message
@@ -21,7 +23,7 @@ from shared.workflows import failure_reason
 log = logging.getLogger(__name__)
 
 ORCHESTRATOR = "process_file_orchestrator"
-__all__ = ["decode_host_message", "orchestration_input", "replay", "start_processing"]
+__all__ = ["decode_host_message", "orchestration_input", "replay", "start_processing", "take_file_landed"]
 _REF_KEYS = ("job_id", "partner", "container", "blob_path", "file_name")
 
 
@@ -86,10 +88,25 @@ async def _restart(client: Any, job_id: str, status: Any, restart_before: str, s
     return True
 
 
+async def take_file_landed(services: Services, client: Any, delivery: Any) -> int:
+    """The file-landed trigger's work: check the message (one reference per job; bad ones dead-lettered), then
+    start each job's orchestration. The checks are blocking storage calls, so they run in a worker thread: an
+    async function shares the worker's one event loop with every other async invocation, and a storage that is
+    slow or gone (its retries, its read timeouts) must hold this invocation only, not every intake and durable
+    client call beside it (decision 111). The number of orchestrations asked for."""
+    from shared.services import poison
+
+    refs = await asyncio.to_thread(poison.accept_file_landed_many, services, delivery)
+    for ref in refs:
+        await start_processing(client, ref)
+    return len(refs)
+
+
 async def start_processing(client: Any, ref: Mapping[str, Any]) -> bool:
     """Start process_file with instance id = job id. A redelivered message starts nothing twice.
     The orchestration input carries the trace of this span, so every activity nests under it."""
     job_id = ref["job_id"]
+    client = durable_http.harden(client)  # one failed call must not fail every call beside it (decision 110)
     with continued_from(ref), span("intake.start", {"wharf.job_id": job_id, "wharf.partner": ref["partner"]}) as s:
         payload = {k: v for k, v in ref.items() if k not in ("traceparent", "tracestate", "restart_before")}
         inject_traceparent(payload)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
+from shared.adapters import durable_http
 from shared.bootstrap import Services
 from shared.domain.errors import WharfError
 from shared.domain.jobs import EventType, Job, JobEvent, JobStatus
@@ -87,12 +89,15 @@ async def sweep_jobs(services: Services, client: Any, *, now: datetime) -> Sweep
     settings = services.settings
     summary = SweepSummary()
     events = EventsRead(services)
+    client = durable_http.harden(client)  # one failed call must not fail every call beside it (decision 110)
+    # The storage work runs in worker threads (asyncio.to_thread): this timer shares the worker's one event loop
+    # with every intake, and listing thousands of jobs there would hold them all (decision 111).
     with span("jobs.sweep", {"wharf.sweep.max_jobs": settings.sweep_max_jobs}) as s:
         try:
-            summary.repaired = repair_recent_jobs(services, now=now)
+            summary.repaired = await asyncio.to_thread(repair_recent_jobs, services, now=now)
         except Exception as exc:  # noqa: BLE001 - the repair is a backstop; the rest of the sweep still runs
             log.warning("sweep could not repair recent jobs' projections: %s", redact(failure_reason(exc)))
-        due = _due(services, now)
+        due = await asyncio.to_thread(_due, services, now)
         summary.due = len(due)
         for job in due:
             if summary.acted >= settings.sweep_max_jobs or \
@@ -106,13 +111,13 @@ async def sweep_jobs(services: Services, client: Any, *, now: datetime) -> Sweep
                 log.warning("sweep could not finish job: %s", redact(failure_reason(exc)),
                             extra=log_fields(job.job_id, partner=job.partner, status=job.status.value))
         try:
-            summary.stalled = mark_stalled(services, now=now, events=events.read)
+            summary.stalled = await asyncio.to_thread(mark_stalled, services, now=now, events=events.read)
         except Exception as exc:  # noqa: BLE001 - marking is a report; the sweep's own work is done
             log.warning("sweep could not mark stalled jobs: %s", redact(failure_reason(exc)))
         try:
             from shared.services.delivery_sweep import sweep_deliveries
 
-            swept = sweep_deliveries(services, now=now)
+            swept = await asyncio.to_thread(sweep_deliveries, services, now=now)
             summary.deliveries_requeued, summary.deliveries_failed = swept.requeued, swept.failed
         except Exception as exc:  # noqa: BLE001 - the jobs' sweep is done; the next run looks again
             log.warning("sweep could not look at stale deliveries: %s", redact(failure_reason(exc)))
@@ -148,17 +153,23 @@ async def _sweep_job(services: Services, client: Any, listed: Job, now: datetime
             summary.alive += 1
             log.debug("orchestration still %s; left alone", runtime, extra=log_fields(listed.job_id))
             return
-        job = services.jobs.get_job(listed.job_id)  # fresh: it may have finished since the listing
-        if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
-            return
-        if runtime is None:
-            if job.status is JobStatus.PENDING:
-                _resend_or_fail(services, job, now, summary, events)
-            else:
-                _fail(services, job, f"orchestration lost: the task hub has no instance {job.job_id} for this "
-                                     "RUNNING job", _step(status), summary, events)
-            return
-        _finish(services, job, runtime, status, summary, events)
+        await asyncio.to_thread(_act, services, listed, runtime, status, now, summary, events)
+
+
+def _act(services: Services, listed: Job, runtime: str | None, status: Any, now: datetime,
+         summary: SweepSummary, events: EventsRead) -> None:
+    """The storage side of one job's sweep (blocking: run in a worker thread)."""
+    job = services.jobs.get_job(listed.job_id)  # fresh: it may have finished since the listing
+    if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        return
+    if runtime is None:
+        if job.status is JobStatus.PENDING:
+            _resend_or_fail(services, job, now, summary, events)
+        else:
+            _fail(services, job, f"orchestration lost: the task hub has no instance {job.job_id} for this "
+                                 "RUNNING job", _step(status), summary, events)
+        return
+    _finish(services, job, runtime, status, summary, events)
 
 
 def _runtime(status: Any) -> str | None:

@@ -147,7 +147,8 @@ def test_app_insights_gets_one_operation_per_file_its_metrics_and_exceptions_wit
     storage = azurite_connection_string()
     env = {
         "AzureWebJobsStorage": storage, "WHARF_TABLE_PREFIX": f"ai{run}", "POLL_QUEUE": f"poll-{run}",
-        "LANDED_QUEUE": f"landed-{run}", "TRANSFER_QUEUE": f"transfer-{run}", "REDELIVERY_QUEUE": f"redeliver-{run}", "WHARF_EVENTS_QUEUE": f"events-{run}",
+        "LANDED_QUEUE": f"landed-{run}", "TRANSFER_QUEUE": f"transfer-{run}", "REDELIVERY_QUEUE": f"redeliver-{run}",
+        "WHARF_EVENTS_QUEUE": f"events-{run}",
         "WHARF_CATALOG_PATH": str(catalog),
         "WHARF_FUNCTION_KEY": KEY, "WHARF_PUBLISHER": "queue", "AzureFunctionsWebHost__hostid": f"ai-{run}",
         env_name(key_secret): key_text,

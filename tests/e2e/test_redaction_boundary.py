@@ -169,7 +169,8 @@ def test_no_secret_or_sas_is_persisted_published_or_kept_in_orchestration_histor
     catalog_path.write_text(catalog(partner, down, sshd_server, outbound, key_secret, password_secret))
     env = {
         "AzureWebJobsStorage": conn, "WHARF_TABLE_PREFIX": f"red{run}", "POLL_QUEUE": f"poll-red{run}",
-        "LANDED_QUEUE": f"landed-red{run}", "TRANSFER_QUEUE": f"transfer-red{run}", "REDELIVERY_QUEUE": f"redeliver-red{run}",
+        "LANDED_QUEUE": f"landed-red{run}", "TRANSFER_QUEUE": f"transfer-red{run}",
+        "REDELIVERY_QUEUE": f"redeliver-red{run}",
         "WHARF_EVENTS_QUEUE": f"events-red{run}",
         "WHARF_CATALOG_PATH": str(catalog_path), "WHARF_FUNCTION_KEY": FUNCTION_KEY, "WHARF_PUBLISHER": "queue",
         "AzureFunctionsWebHost__hostid": f"red-{run}",
