@@ -126,7 +126,8 @@ def measure_wharf(n: int, conn: str) -> list[float]:
     catalog.write_text(CATALOG.format(partner=partner))
     env = {"AzureWebJobsStorage": conn, "WHARF_TABLE_PREFIX": f"bench{run}", "LANDED_QUEUE": f"landed-{run}",
            "POLL_QUEUE": f"poll-{run}",
-           "TRANSFER_QUEUE": f"transfer-{run}", "REDELIVERY_QUEUE": f"redeliver-{run}", "WHARF_EVENTS_QUEUE": f"events-{run}", "WHARF_CATALOG_PATH": str(catalog),
+           "TRANSFER_QUEUE": f"transfer-{run}", "REDELIVERY_QUEUE": f"redeliver-{run}",
+           "WHARF_EVENTS_QUEUE": f"events-{run}", "WHARF_CATALOG_PATH": str(catalog),
            "WHARF_FUNCTION_KEY": "bench", "AzureFunctionsWebHost__hostid": f"bench-{run}"}
     sys.modules.pop("function_app", None)
     app = importlib.import_module("function_app").app
