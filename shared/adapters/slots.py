@@ -36,26 +36,33 @@ class BlobLeaseSlot:
         self.index, self.name = index, name
         self._lease = lease
         self._stop = threading.Event()
+        # A renewal and the release never overlap: a renewal still in flight when the slot is released (and then
+        # taken by another holder) would otherwise fail with "lease ID mismatch" and warn of a lost slot.
+        self._calls = threading.Lock()
         self._every = lease_seconds / 3
         self._thread = threading.Thread(target=self._renew, name=f"slot-{name}-{index}", daemon=True)
         self._thread.start()
 
     def _renew(self) -> None:
         while not self._stop.wait(self._every):
-            try:
-                self._lease.renew()
-            except HttpResponseError as exc:  # lost (paused past the lease): the limit may be passed until release
-                log.warning("slot %s/%d: lease renewal failed (%s); the slot may be taken by another holder",
-                            self.name, self.index, exc.reason)
+            with self._calls:
+                if self._stop.is_set():
+                    return  # released while this renewal waited: nothing of ours to renew
+                try:
+                    self._lease.renew()
+                except HttpResponseError as exc:  # lost (paused past the lease): the limit may be passed
+                    log.warning("slot %s/%d: lease renewal failed (%s); the slot may be taken by another holder",
+                                self.name, self.index, exc.reason)
 
     def release(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        try:
-            self._lease.release()
-        except HttpResponseError as exc:  # lapsed or taken: it is not ours any more either way
-            log.info("slot %s/%d: release found the lease gone (%s)", self.name, self.index, exc.reason)
+        with self._calls:
+            if self._stop.is_set():
+                return
+            self._stop.set()
+            try:
+                self._lease.release()
+            except HttpResponseError as exc:  # lapsed or taken: it is not ours any more either way
+                log.info("slot %s/%d: release found the lease gone (%s)", self.name, self.index, exc.reason)
 
 
 class BlobLeaseSlots:
