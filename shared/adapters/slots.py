@@ -36,6 +36,9 @@ class BlobLeaseSlot:
         self.index, self.name = index, name
         self._lease = lease
         self._stop = threading.Event()
+        # A renewal and the release never overlap: a renewal still in flight when the slot is released (and then
+        # taken by another holder) would otherwise fail with "lease ID mismatch" and warn of a lost slot.
+        self._calls = threading.Lock()
         self._every = lease_seconds / 3
         self._thread = threading.Thread(target=self._renew, name=f"slot-{name}-{index}", daemon=True)
         self._thread.start()
@@ -44,27 +47,31 @@ class BlobLeaseSlot:
         wait = self._every
         while not self._stop.wait(wait):
             wait = self._every
-            try:
-                self._lease.renew()
-            except HttpResponseError as exc:  # lost (paused past the lease): the limit may be passed until release
-                log.warning("slot %s/%d: lease renewal failed (%s); the slot may be taken by another holder",
-                            self.name, self.index, exc.reason)
-            except AzureError as exc:  # storage unreachable (restarting): tried again every second meanwhile
-                log.warning("slot %s/%d: lease renewal failed (storage unreachable: %s); trying again",
-                            self.name, self.index, type(exc).__name__)
-                wait = 1.0
+            with self._calls:
+                if self._stop.is_set():
+                    return  # released while this renewal waited: nothing of ours to renew
+                try:
+                    self._lease.renew()
+                except HttpResponseError as exc:  # lost (paused past the lease): the limit may be passed
+                    log.warning("slot %s/%d: lease renewal failed (%s); the slot may be taken by another holder",
+                                self.name, self.index, exc.reason)
+                except AzureError as exc:  # storage unreachable (restarting): tried again every second meanwhile
+                    log.warning("slot %s/%d: lease renewal failed (storage unreachable: %s); trying again",
+                                self.name, self.index, type(exc).__name__)
+                    wait = 1.0
 
     def release(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        try:
-            self._lease.release()
-        except HttpResponseError as exc:  # lapsed or taken: it is not ours any more either way
-            log.info("slot %s/%d: release found the lease gone (%s)", self.name, self.index, exc.reason)
-        except AzureError as exc:  # storage unreachable: the lease lapses by itself within its duration
-            log.warning("slot %s/%d: release failed (storage unreachable: %s); the lease lapses in %.0f s",
-                        self.name, self.index, type(exc).__name__, self._every * 3)
+        with self._calls:
+            if self._stop.is_set():
+                return
+            self._stop.set()
+            try:
+                self._lease.release()
+            except HttpResponseError as exc:  # lapsed or taken: it is not ours any more either way
+                log.info("slot %s/%d: release found the lease gone (%s)", self.name, self.index, exc.reason)
+            except AzureError as exc:  # storage unreachable: the lease lapses by itself within its duration
+                log.warning("slot %s/%d: release failed (storage unreachable: %s); the lease lapses in %.0f s",
+                            self.name, self.index, type(exc).__name__, self._every * 3)
 
 
 class BlobLeaseSlots:

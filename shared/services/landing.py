@@ -3,6 +3,7 @@ file-landed message. SFTP polling uses it; mailbox polling reuses it with channe
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 import time
@@ -431,30 +432,34 @@ class Landing:
         files of that message only."""
         sent: list[tuple[Uploaded, FileLanded]] = []
         failed: list[tuple[Uploaded, Exception]] = []
-        group: list[tuple[Uploaded, FileLanded]] = []
+        group: list[tuple[Uploaded, FileLanded, dict[str, Any]]] = []
         size = 0
 
         def flush() -> None:
             if not group:
                 return
             try:
-                self._s.queues.send(self._s.settings.landed_queue,
-                                    FileLandedBatch.of([m for _, m in group]).to_message())
+                # Each entry is serialised once (its dict, sized as JSON below); the batch model checks the list's
+                # shape and the dicts are sent as they are, not dumped again.
+                files = [entry for _, _, entry in group]
+                FileLandedBatch(files=files)
+                self._s.queues.send(self._s.settings.landed_queue, {"files": files})
             except (AzureError, WharfError) as exc:
-                failed.extend((u, exc) for u, _ in group)
+                failed.extend((u, exc) for u, _, _ in group)
             else:
                 fault_point("landing.after_send")
-                sent.extend(group)
+                sent.extend((u, m) for u, m, _ in group)
             group.clear()
 
         for u in uploads:
             with attached(u.context):
                 message = self._landed_message(u.claim, u.blob)
-            entry_size = len(message.model_dump_json(exclude_none=True)) + 2
+            entry = message.to_message()
+            entry_size = len(json.dumps(entry)) + 2
             if group and (len(group) >= MAX_BATCH_FILES or size + entry_size > _MESSAGE_BYTES):
                 flush()
                 size = 0
-            group.append((u, message))
+            group.append((u, message, entry))
             size += entry_size
         flush()
         return sent, failed
