@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     stalled_minutes: float = Field(default=30, ge=1, le=7 * 24 * 60,
                                    validation_alias=AliasChoices("WHARF_STALLED_MINUTES"))
     sweep_max_jobs: int = Field(default=50, ge=1, le=5000, validation_alias=AliasChoices("WHARF_SWEEP_MAX_JOBS"))
+    # How far back (by creation time) the sweep looks for PENDING/RUNNING jobs, through the JobsByTime index
+    # (status and time range in the query): older jobs are not read at all. They were marked stalled long before.
+    sweep_window_days: float = Field(default=7, ge=1, le=400, validation_alias=AliasChoices("WHARF_SWEEP_WINDOW_DAYS"))
 
     # SLA checks (timer sla_check, every 5 minutes; shared/services/sla.py): a window is evaluated once it has
     # been closed WHARF_SLA_GRACE_SECONDS (files claimed just before the close are recorded by then); windows
