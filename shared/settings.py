@@ -122,6 +122,9 @@ class Settings(BaseSettings):
                                           validation_alias=AliasChoices("WHARF_DELIVERY_STALE_MINUTES"))
     redelivery_requeue_max: int = Field(default=3, ge=0, le=100,
                                         validation_alias=AliasChoices("WHARF_REDELIVERY_REQUEUE_MAX"))
+    # How far back (by creation time) the sweep looks for PENDING/RUNNING jobs, through the JobsByTime index
+    # (status and time range in the query): older jobs are not read at all. They were marked stalled long before.
+    sweep_window_days: float = Field(default=7, ge=1, le=400, validation_alias=AliasChoices("WHARF_SWEEP_WINDOW_DAYS"))
 
     # SLA checks (timer sla_check, every 5 minutes; shared/services/sla.py): a window is evaluated once it has
     # been closed WHARF_SLA_GRACE_SECONDS (files claimed just before the close are recorded by then); windows

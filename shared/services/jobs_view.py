@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.domain.job_index import JobQuery
 from shared.domain.jobs import Job
 from shared.observability.tracing import span
 from shared.ports import Deliveries, JobStore
@@ -21,6 +22,16 @@ def list_jobs(jobs: JobStore, *, partner: str | None = None, status: str | None 
               limit: int = 50) -> list[dict[str, Any]]:
     with span("jobs.list", {"wharf.partner": partner}):
         return [job_summary(j) for j in jobs.list_jobs(partner=partner, status=status, limit=limit)]
+
+
+def page_jobs(jobs: JobStore, query: JobQuery, *, limit: int = 50,
+              cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the newest-first JobsByTime query (the one API v1 pages with), as summaries, and the cursor
+    of the next page (None: the last). Reads only the index rows of the query's window, never the job table."""
+    with span("jobs.page", {"wharf.partner": query.partner or "", "wharf.limit": limit}) as s:
+        page = jobs.query_jobs(query, limit=limit, cursor=cursor)
+        s.set_attribute("wharf.jobs", len(page.jobs))
+        return [job_summary(j) for j in page.jobs], page.next_cursor
 
 
 def job_detail(jobs: JobStore, job_id: str, deliveries: Deliveries | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from azure.core.exceptions import AzureError
 from shared.adapters import durable_http
 from shared.bootstrap import Services
 from shared.domain.errors import WharfError
+from shared.domain.job_index import JobQuery
 from shared.domain.jobs import EventType, Job, JobEvent, JobStatus
 from shared.domain.messages import FileLanded
 from shared.observability.redaction import redact
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 # OrchestrationRuntimeStatus values of an orchestration that will not run again.
 ENDED = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
 RECORDED_BY = "sweep"
-# list_jobs reads every job of one status anyway (a table query on Status); this only caps the slice.
-_SCAN_LIMIT = 100_000
+# The most PENDING or RUNNING jobs one run lists per status (a backlog larger than this is swept over several runs).
+_SCAN_LIMIT = 10_000
 # Orchestration status checks per run, per job the run may act on: jobs whose orchestration is still running
 # stay the oldest, and must not keep the sweep from the orphans behind them.
 CHECKS_PER_ACTION = 10
@@ -132,13 +133,33 @@ async def sweep_jobs(services: Services, client: Any, *, now: datetime) -> Sweep
     return summary
 
 
-def _due(services: Services, now: datetime) -> list[Job]:
-    """PENDING and RUNNING jobs with no event for longer than their age, oldest first."""
+def due_queries(services: Services, now: datetime) -> list[tuple[JobQuery, datetime]]:
+    """The index queries of one run, with the `updated_at` cutoff of each: one per open status, created within
+    WHARF_SWEEP_WINDOW_DAYS and no later than the cutoff (a job's last event is never before its creation, so a
+    job created after the cutoff cannot be due). Terminal jobs and jobs older than the window are not read."""
+    since = now - timedelta(days=services.settings.sweep_window_days)
+    cutoffs = {status: _cutoff(services, status, now) for status in (JobStatus.PENDING, JobStatus.RUNNING)}
+    return [(JobQuery(status=status.value, since=since, until=cutoff), cutoff) for status, cutoff in cutoffs.items()]
+
+
+def _cutoff(services: Services, status: JobStatus, now: datetime) -> datetime:
+    """A job of `status` is due when its last event is no later than this."""
     settings = services.settings
-    cutoffs = {JobStatus.PENDING: now - timedelta(minutes=settings.pending_resend_minutes),
-               JobStatus.RUNNING: now - timedelta(minutes=settings.stale_running_minutes)}
-    due = [job for status, cutoff in cutoffs.items()
-           for job in services.jobs.list_jobs(status=status.value, limit=_SCAN_LIMIT) if job.updated_at <= cutoff]
+    minutes = settings.pending_resend_minutes if status is JobStatus.PENDING else settings.stale_running_minutes
+    return now - timedelta(minutes=minutes)
+
+
+def _due(services: Services, now: datetime) -> list[Job]:
+    """PENDING and RUNNING jobs with no event for longer than their age, oldest first (JobsByTime rows: the sweep
+    reads each job's projection before it acts on it)."""
+    due: list[Job] = []
+    with span("jobs.sweep.due", {"wharf.sweep.window_days": services.settings.sweep_window_days}) as s:
+        for query, cutoff in due_queries(services, now):
+            page = services.jobs.query_jobs(query, limit=_SCAN_LIMIT, now=now)
+            if page.next_cursor:  # newest first: the oldest are the ones left out until these are settled
+                log.warning("sweep lists only the %d newest %s jobs of its window", _SCAN_LIMIT, query.status)
+            due.extend(job for job in page.jobs if job.updated_at <= cutoff)
+        s.set_attribute("wharf.sweep.due", len(due))
     return sorted(due, key=lambda j: (j.updated_at, j.job_id))
 
 
@@ -160,8 +181,8 @@ def _act(services: Services, listed: Job, runtime: str | None, status: Any, now:
          summary: SweepSummary, events: EventsRead) -> None:
     """The storage side of one job's sweep (blocking: run in a worker thread)."""
     job = services.jobs.get_job(listed.job_id)  # fresh: it may have finished since the listing
-    if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
-        return
+    if job.status in (JobStatus.COMPLETED, JobStatus.FAILED) or job.updated_at > _cutoff(services, job.status, now):
+        return  # finished, or touched since (the index row the listing came from may lag its projection)
     if runtime is None:
         if job.status is JobStatus.PENDING:
             _resend_or_fail(services, job, now, summary, events)

@@ -8,6 +8,7 @@ import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.storage.queue import QueueServiceClient
@@ -16,6 +17,7 @@ from shared.bootstrap import Services
 from shared.domain.errors import DependencyUnavailableError
 from shared.domain.ids import new_job_id
 from shared.domain.jobs import EventType, JobStatus, utcnow
+from shared.resources import JOBS_BY_TIME_TABLE
 from shared.services.intake import replay
 from shared.services.sweep import SweepSummary, sweep_jobs
 from tests.fakes import FakeDurableClient
@@ -103,3 +105,43 @@ def test_cli_replay_whose_queue_send_fails_says_so_in_one_line(services: Service
     error = run.stderr.strip().splitlines()[-1]
     new_id = services.jobs.get_job(old).replayed_by
     assert error.startswith(f"error: queue {missing} unavailable: ") and f"recorded as job {new_id}" in error
+
+
+class _TableSpy:
+    """A TableClient stand-in that records the filters sent and the rows that came back, and refuses a listing."""
+
+    def __init__(self, table: Any, name: str, log: list[tuple[str, str, list[str]]]) -> None:
+        self._table, self._name, self._log = table, name, log
+
+    def list_entities(self, *_: Any, **__: Any) -> Any:
+        raise AssertionError(f"full scan of {self._name}")
+
+    def query_entities(self, query_filter: str, *args: Any, **kwargs: Any) -> Any:
+        rows = list(self._table.query_entities(query_filter, *args, **kwargs))
+        self._log.append((self._name, query_filter, [str(r.get("JobId") or r.get("RowKey")) for r in rows]))
+        return iter(rows)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._table, attr)
+
+
+def test_sweep_queries_open_jobs_in_a_window_of_the_index_not_the_job_table(
+        services: Services, partner: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#14: against Azurite, the sweep's reads are JobsByTime queries with a Status filter and a RowKey range
+    (the window), and key-scoped reads of the jobs it acts on; terminal jobs never come back from a query."""
+    pending, done = land(services, partner), land(services, partner, running=True)
+    services.jobs.append(done, EventType.FAILED, {"reason": "bad row", "step": "validate"})
+    store: Any = services.jobs
+    log: list[tuple[str, str, list[str]]] = []
+    table = store._table
+    monkeypatch.setattr(store, "_table", lambda name: _TableSpy(table(name), name, log))
+    summary = sweep(services, FakeDurableClient(), minutes=11)
+    assert summary.resent == [pending]
+    index = [(flt, rows) for name, flt, rows in log if name == JOBS_BY_TIME_TABLE]
+    assert index and all("RowKey ge" in flt and "RowKey lt" in flt and
+                         ("Status eq 'PENDING'" in flt or "Status eq 'RUNNING'" in flt) for flt, _ in index)
+    assert not any(done in rows for _, rows in index)
+    # The rest: the projection repair's reads of the last hour (JobEvents by time key, IntegrationJob per partner
+    # from that time) and per-job reads. Every one is a key-range query; none lists a table.
+    assert all("PartitionKey" in flt for _, flt, _ in log)
+    assert any(pending in rows for _, rows in index)

@@ -13,6 +13,7 @@ from azure.core.exceptions import ServiceRequestError
 from shared.bootstrap import Services, build_services
 from shared.domain.errors import DependencyUnavailableError
 from shared.domain.ids import new_job_id
+from shared.domain.job_index import JobPage, JobQuery
 from shared.domain.jobs import EventType, JobEvent, JobStatus, utcnow
 from shared.domain.messages import FileLanded
 from shared.services.intake import replay
@@ -273,3 +274,57 @@ def test_a_sweep_run_reads_each_jobs_events_once_the_stalled_marking_included(
     assert reads == {resent: 1, alive: 1}
     monkeypatch.undo()
     assert [e.type for e in w.jobs.events(resent)][-2:] == [EventType.NOTE, EventType.STALLED]
+
+
+def test_sweep_reads_open_jobs_of_its_window_through_the_index_never_the_whole_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """#14: the sweep asks the JobsByTime query for PENDING and RUNNING jobs created within WHARF_SWEEP_WINDOW_DAYS
+    and before each status's age; it never lists the job table. Old and terminal jobs are not among what it reads."""
+    w = World(WHARF_SWEEP_WINDOW_DAYS="7")
+    old_open, old_done = w.job(), w.job(JobStatus.RUNNING)
+    w.jobs.append(old_done, EventType.FAILED, {"reason": "bad row", "step": "validate"})
+    queries: list[tuple[JobQuery, int]] = []
+    read: list[str] = []
+    query_jobs = w.jobs.query_jobs
+
+    def counted(query: JobQuery, **kw: Any) -> JobPage:
+        queries.append((query, kw["limit"]))
+        page = query_jobs(query, **kw)
+        read.extend(j.job_id for j in page.jobs)
+        return page
+
+    def full_scan(**_: Any) -> Any:
+        raise AssertionError("the sweep listed the whole job table")
+
+    monkeypatch.setattr(w.jobs, "query_jobs", counted)
+    monkeypatch.setattr(w.jobs, "list_jobs", full_scan)
+    later = utcnow() + timedelta(days=8)  # both jobs are now older than the window
+    summary = asyncio.run(sweep_jobs(w.services, w.client, now=later))
+    assert summary.due == 0 and summary.examined == 0 and w.client.queried == []
+    assert old_open not in read and old_done not in read
+    # The sweep's two queries and the stalled marking's two: open statuses, a bounded window, a limit.
+    assert {(q.status, q.until) for q, _ in queries} >= {("PENDING", later - timedelta(minutes=10)),
+                                                         ("RUNNING", later - timedelta(minutes=30))}
+    assert all(q.status in ("PENDING", "RUNNING") and q.since == later - timedelta(days=7) and 0 < limit <= 10_000
+               for q, limit in queries)
+
+    # Inside the window the open job is due and the terminal one is still not read.
+    read.clear()
+    summary = w.sweep(minutes=11)
+    assert summary.resent == [old_open] and read.count(old_open) >= 1 and old_done not in read
+
+
+def test_a_job_touched_after_its_index_row_was_listed_is_left_for_a_later_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing comes from JobsByTime rows; the sweep acts only once the job's projection is old enough too."""
+    w = World()
+    job_id = w.job()
+    summary_now = utcnow() + timedelta(minutes=11)
+    get_job = w.jobs.get_job
+
+    def touched(jid: str) -> Any:
+        return get_job(jid).model_copy(update={"updated_at": summary_now})  # an event since the index row
+
+    monkeypatch.setattr(w.jobs, "get_job", touched)
+    summary = asyncio.run(sweep_jobs(w.services, w.client, now=summary_now))
+    assert summary.examined == 1 and summary.resent == summary.failed == [] and w.landed() == []
+    assert w.status(job_id) is JobStatus.PENDING and w.last(job_id).type is EventType.FILE_LANDED
