@@ -33,6 +33,7 @@ from shared.adapters.pgp import (
 )
 from shared.domain.errors import ConfigurationError, ConflictError, NotFoundError
 from shared.domain.jobs import EventType, Job
+from shared.observability.redaction import REDACTED
 from shared.observability.tracing import log_fields, span
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ def encrypted_output(services: Services, job: Job, ref: Mapping[str, Any], outpu
                      pgp: Any) -> dict[str, Any]:
     """The output encrypted for a destination: a staging blob (reused by a retry of the same delivery) and
     the `output` mapping pointing at it, for the delivery to upload in place of the plaintext."""
+    pgp = _unredacted(services, job, ref, pgp)
     index = int(ref.get("index", 0))
     name = f"{output['name']}{_cfg(pgp, 'suffix', '.pgp') or ''}"
     path = f"{job.partner}/{job.job_id}/pgp/{index}/{name}"
@@ -181,6 +183,30 @@ def encrypted_output(services: Services, job: Job, ref: Mapping[str, Any], outpu
     return {**output, "container": STAGING, "path": path, "name": name, "bytes": info.size,
             "sha256": info.sha256, "pgp": {"recipients": recipients.split(), "signer": signer,
                                            "plain_sha256": str(output.get("sha256", ""))}}
+
+
+_SECRET_FIELDS = ("encrypt_to_secret", "sign_with_secret", "sign_passphrase_secret")
+
+
+def _unredacted(services: Services, job: Job, ref: Mapping[str, Any], pgp: Any) -> Any:
+    """The `pgp` block with its secret names: a planned destination crosses the orchestration history as an
+    activity result (plan_routes), where the values of fields named like secrets (`*_secret`) become `***`
+    (observability/redaction.redact_data). Then the block is the catalogue's destination at the same route and
+    index; without one there, a configuration error (never a look-up of the secret `***`)."""
+    if not any(_cfg(pgp, k) == REDACTED for k in _SECRET_FIELDS):
+        return pgp
+    route, index = str(ref.get("route", "")), int(ref.get("index", 0))
+    try:
+        partner = services.catalog.get(job.partner)
+    except NotFoundError:
+        partner = None
+    for r in getattr(partner, "routes", None) or []:
+        if r.name == route and index < len(r.destinations):
+            found = getattr(r.destinations[index], "pgp", None)
+            if found is not None:
+                return found
+    raise ConfigurationError(f"route '{route}' destination {index}: its pgp block's secret names are not in the "
+                             "catalogue any more (the route changed since the job was planned)")
 
 
 def _encrypt(services: Services, ring: Keyring, output: Mapping[str, Any], pgp: Any) -> Any:
@@ -218,8 +244,7 @@ def deliver_encrypted_email(deliver: Callable[..., dict[str, Any]], services: Se
     lookup and the read-back hash check hold as for a plaintext attachment. The result (the file.routed event)
     carries `pgp: {recipients, signer, plain_sha256}` and the record's `verified` names the same fingerprints;
     never key material."""
-    pgp = _email_pgp(services, job, ref, dest)
-    encrypted = {**encrypted_output(services, job, ref, output, pgp), "content_type": PGP_CONTENT_TYPE}
+    encrypted = {**encrypted_output(services, job, ref, output, dest["pgp"]), "content_type": PGP_CONTENT_TYPE}
     info = encrypted["pgp"]
     result = deliver(services, job, ref, encrypted, {**dest, "pgp": None}, **options)
     note = _fingerprints_note(info)
@@ -240,22 +265,3 @@ def _fingerprints_note(info: Mapping[str, Any]) -> str:
     signer = info.get("signer") or ""
     return f"pgp encrypted to {recipients}" + (f", signed by {signer}" if signer else ", unsigned")
 
-
-def _email_pgp(services: Services, job: Job, ref: Mapping[str, Any], dest: Mapping[str, Any]) -> Any:
-    """The destination's `pgp` block as the catalogue has it (same route, index and mailbox): the planned
-    destination crossed the orchestration history, where values of fields named like secrets (`*_secret`)
-    are redacted. Without that destination in the catalogue, the planned block (a redacted name then fails as
-    a configuration error naming it)."""
-    from shared.catalog.routes import EmailDestination
-
-    try:
-        partner = services.catalog.get(job.partner)
-    except NotFoundError:
-        partner = None
-    route, index = str(ref.get("route", "")), int(ref.get("index", 0))
-    for r in getattr(partner, "routes", None) or []:
-        if r.name == route and index < len(r.destinations):
-            found = r.destinations[index]
-            if isinstance(found, EmailDestination) and found.mailbox == dest.get("mailbox") and found.pgp:
-                return found.pgp
-    return dest["pgp"]

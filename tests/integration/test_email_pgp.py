@@ -23,6 +23,7 @@ from shared.adapters.secrets import LocalSecrets, env_name
 from shared.bootstrap import Services
 from shared.catalog import parse_catalog
 from shared.domain.delivery import DeliveryState
+from shared.domain.errors import ConfigurationError
 from shared.domain.ids import new_job_id
 from shared.domain.jobs import EventType
 from shared.services.deliver_email import EmailOptions, deliver_email
@@ -87,7 +88,7 @@ def bank() -> Iterator[GpgHome]:
 class EmailPgpOut:
     """A job of a fresh partner whose default route emails its output, encrypted, from a fresh sender mailbox."""
 
-    def __init__(self, services: Services, graph: GraphTestServer, **pgp: Any) -> None:
+    def __init__(self, services: Services, graph: GraphTestServer, *also: dict[str, Any], **pgp: Any) -> None:
         self.services, self.graph = services, graph
         tag = uuid.uuid4().hex[:10]
         self.partner = f"pgp{tag}"
@@ -96,7 +97,7 @@ class EmailPgpOut:
         destination = {"kind": "email", "to": ["ops@bank.example"], "mailbox": self.sender, "auth": AUTH,
                        "pgp": {**PGP, **pgp}}
         self.catalog = parse_catalog({"partners": [{"id": self.partner, "name": "source", "routes": [
-            {"name": "out", "default": True, "destinations": [destination]}]}]}, env={})
+            {"name": "out", "default": True, "destinations": [destination, *also]}]}]}, env={})
         services.overrides["catalog"] = self.catalog
         services.overrides["mail_senders"] = GraphMailSenders(
             LocalSecrets(env={}), base_url=graph.base_url, local_token=TEST_TOKEN, retry_delay=0.05, max_retries=3,
@@ -111,10 +112,16 @@ class EmailPgpOut:
         self.output = {"container": "staging", "path": info.path, "name": name, "bytes": info.size,
                        "sha256": info.sha256, "content_type": "text/csv"}
 
-    def deliver(self) -> dict[str, Any]:
-        dest = self.catalog.get(self.partner).routes[0].destinations[0].model_dump(mode="json")
-        ref = {"job_id": self.job_id, "partner": self.partner, "route": "out", "index": 0}
-        return deliver_email(self.services, self.services.jobs.get_job(self.job_id), ref, self.output, dest,
+    def planned(self, index: int = 0) -> dict[str, Any]:
+        """The destination as plan_routes returns it, before the orchestration history redacts it."""
+        return self.catalog.get(self.partner).routes[0].destinations[index].model_dump(mode="json")
+
+    def ref(self, index: int = 0) -> dict[str, Any]:
+        return {"job_id": self.job_id, "partner": self.partner, "route": "out", "index": index}
+
+    def deliver(self, dest: dict[str, Any] | None = None) -> dict[str, Any]:
+        dest = self.planned() if dest is None else dest
+        return deliver_email(self.services, self.services.jobs.get_job(self.job_id), self.ref(), self.output, dest,
                              opts=EmailOptions(sent_lookups=2, sent_lookup_wait=0.05, sleep=lambda s: None,
                                                chunk_size=MIB))
 
@@ -219,3 +226,38 @@ def test_an_email_destination_takes_a_pgp_block_in_the_catalogue() -> None:
     dest["pgp"] = {"sign_with_secret": "wharf-sign-key"}  # no recipients
     with pytest.raises(CatalogError, match="encrypt_to_secret"):
         parse_catalog(doc, env={})
+
+
+def test_a_plan_whose_secret_names_the_history_redacted_encrypts_with_the_catalogues_block(
+        services: Services, graph: GraphTestServer, bank: GpgHome, tmp_path: Path) -> None:
+    """plan_routes is an activity: its result (the destinations) goes through redact_data, which turns every
+    `*_secret` value into `***`. The email and blob deliveries read the block from the catalogue then."""
+    from shared.observability.redaction import redact_data
+    from shared.services.process import _deliver_blob
+
+    services.blobs.ensure_containers(["processed"])
+    out = EmailPgpOut(services, graph, {"kind": "blob", "container": "processed", "pgp": PGP})
+    data = b"order,amount\nPO-7,70.00\n"
+    out.stage(data)
+    planned = [redact_data(out.planned(i)) for i in (0, 1)]
+    assert planned[0]["pgp"]["encrypt_to_secret"] == planned[1]["pgp"]["sign_with_secret"] == "***"
+
+    result = out.deliver(planned[0])
+    [sent] = out.sent()
+    plain, status = _decrypted(bank, tmp_path, sent.message.attachments[0])
+    assert plain == data and f"[GNUPG:] VALIDSIG {WHARF.fingerprint.upper()}" in status
+    assert result["pgp"]["recipients"] == [BANK.fingerprint]
+
+    job = services.jobs.get_job(out.job_id)
+    routed = _deliver_blob(services, job, out.ref(1), out.output, planned[1])
+    assert routed["pgp"]["signer"] == WHARF.fingerprint
+    blob = tmp_path / "blob.pgp"
+    container, _, path = routed["target"].partition("/")
+    blob.write_bytes(b"".join(services.blobs.open_read(container, path)))
+    done = bank.gpg("--passphrase", PASSPHRASE, "--status-fd", "2", "--decrypt", str(blob))
+    assert done.stdout == data
+
+    # The route changed since the plan: the redacted names are not looked up as secrets.
+    services.overrides["catalog"] = parse_catalog({"partners": [{"id": out.partner, "name": "source"}]}, env={})
+    with pytest.raises(ConfigurationError, match=r"route 'out' destination 1: its pgp block's secret names"):
+        _deliver_blob(services, job, out.ref(1), out.output, planned[1])
