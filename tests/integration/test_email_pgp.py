@@ -223,6 +223,10 @@ def test_an_email_destination_takes_a_pgp_block_in_the_catalogue() -> None:
                                                                  "destinations": [dest]}]}]}
     parsed = parse_catalog(doc, env={}).get("acme").routes[0].destinations[0]
     assert parsed.pgp is not None and (parsed.pgp.encrypt_to_secret, parsed.pgp.armor) == ("bank-pgp-pub", True)
+    from shared.services.secrets_check import referenced_secrets  # `wharf secrets check` sees the key's secret
+
+    assert [w for w in referenced_secrets(parse_catalog(doc, env={}))["bank-pgp-pub"] if ".pgp." in w] == [
+        "acme.routes[0].destinations[0].pgp.encrypt_to_secret"]
     dest["pgp"] = {"sign_with_secret": "wharf-sign-key"}  # no recipients
     with pytest.raises(CatalogError, match="encrypt_to_secret"):
         parse_catalog(doc, env={})
