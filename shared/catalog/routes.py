@@ -116,7 +116,8 @@ class EmailDestination(_Model):
     with the blob routes' placeholders. `attach: file` attaches the file (inline in sendMail up to 3 MB, through a
     draft and an upload session up to 150 MiB, refused above); `attach: link` sends a download link valid for
     `link_expiry_hours` instead when the file is over 150 MiB. `receipt: true` asks for delivery receipts. `auth`
-    is the app registration; without it, the one of the partner whose mailbox block reads the same mailbox."""
+    is the app registration; without it, the one of the partner whose mailbox block reads the same mailbox.
+    `pgp` (PgpOutbound) attaches the output encrypted (and signed) under its name with the suffix."""
 
     kind: Literal["email"] = "email"
     to: Annotated[list[Email], Field(min_length=1)]
@@ -130,6 +131,7 @@ class EmailDestination(_Model):
     link_expiry_hours: Annotated[int, Field(ge=1, le=168)] = 72  # a user delegation key lives 7 days at most
     receipt: bool = False
     auth: MailboxAuth | None = None
+    pgp: PgpOutbound | None = None  # trust (#18): the attachment is the encrypted (and signed) output
 
     @model_validator(mode="after")
     def _check(self) -> EmailDestination:

@@ -158,6 +158,10 @@ def deliver_email(services: Services, job: Job, ref: Mapping[str, Any], output: 
     Raises DeliveryRefusedError (Graph refused the message, or the file is over the attachment limit without
     `attach: link`), DependencyUnavailableError (Graph unreachable or throttled past the retries) or
     ConfigurationError; the Delivery is FAILED with the reason, and the next attempt takes it over."""
+    if dest.get("pgp"):  # trust (#18): attach the staged ciphertext instead (shared/services/pgp.py)
+        from shared.services.pgp import deliver_encrypted_email
+
+        return deliver_encrypted_email(deliver_email, services, job, ref, output, dest, opts=opts)
     opts = opts or EmailOptions()
     index = int(ref.get("index", 0))
     plan = plan_email(services, job, ref, output, dest)

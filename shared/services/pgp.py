@@ -6,8 +6,8 @@ directory goes when the activity ends, so the plaintext exists only as the trans
 that fails (bad or missing signature when required, for another key, corrupt) raises PgpError: the caller
 fails the job with that reason and quarantines the raw (still encrypted) file.
 
-Outbound (`routes[].destinations[].pgp`, SFTP): the staged output is encrypted (and signed) into a staging
-blob of its own, `staging/{partner}/{job_id}/pgp/{index}/{name}{suffix}`, reused by a retry of the same
+Outbound (`routes[].destinations[].pgp`: SFTP, blob, email): the staged output is encrypted (and signed) into a
+staging blob of its own, `staging/{partner}/{job_id}/pgp/{index}/{name}{suffix}`, reused by a retry of the same
 delivery (a new encryption would differ byte for byte), and that blob is what the delivery uploads.
 
 Secrets: a refused passphrase is re-read once bypassing the cache (a rotated passphrase takes effect at
@@ -17,9 +17,9 @@ once). Job events name fingerprints, never keys; spans and logs carry the job id
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.pgp import (
@@ -31,8 +31,9 @@ from shared.adapters.pgp import (
     encrypt_to_file,
     file_chunks,
 )
-from shared.domain.errors import ConfigurationError, NotFoundError
+from shared.domain.errors import ConfigurationError, ConflictError, NotFoundError
 from shared.domain.jobs import EventType, Job
+from shared.observability.redaction import REDACTED
 from shared.observability.tracing import log_fields, span
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ def encrypted_output(services: Services, job: Job, ref: Mapping[str, Any], outpu
                      pgp: Any) -> dict[str, Any]:
     """The output encrypted for a destination: a staging blob (reused by a retry of the same delivery) and
     the `output` mapping pointing at it, for the delivery to upload in place of the plaintext."""
+    pgp = _unredacted(services, job, ref, pgp)
     index = int(ref.get("index", 0))
     name = f"{output['name']}{_cfg(pgp, 'suffix', '.pgp') or ''}"
     path = f"{job.partner}/{job.job_id}/pgp/{index}/{name}"
@@ -183,6 +185,30 @@ def encrypted_output(services: Services, job: Job, ref: Mapping[str, Any], outpu
                                            "plain_sha256": str(output.get("sha256", ""))}}
 
 
+_SECRET_FIELDS = ("encrypt_to_secret", "sign_with_secret", "sign_passphrase_secret")
+
+
+def _unredacted(services: Services, job: Job, ref: Mapping[str, Any], pgp: Any) -> Any:
+    """The `pgp` block with its secret names: a planned destination crosses the orchestration history as an
+    activity result (plan_routes), where the values of fields named like secrets (`*_secret`) become `***`
+    (observability/redaction.redact_data). Then the block is the catalogue's destination at the same route and
+    index; without one there, a configuration error (never a look-up of the secret `***`)."""
+    if not any(_cfg(pgp, k) == REDACTED for k in _SECRET_FIELDS):
+        return pgp
+    route, index = str(ref.get("route", "")), int(ref.get("index", 0))
+    try:
+        partner = services.catalog.get(job.partner)
+    except NotFoundError:
+        partner = None
+    for r in getattr(partner, "routes", None) or []:
+        if r.name == route and index < len(r.destinations):
+            found = getattr(r.destinations[index], "pgp", None)
+            if found is not None:
+                return found
+    raise ConfigurationError(f"route '{route}' destination {index}: its pgp block's secret names are not in the "
+                             "catalogue any more (the route changed since the job was planned)")
+
+
 def _encrypt(services: Services, ring: Keyring, output: Mapping[str, Any], pgp: Any) -> Any:
     recipients = _secret(services, _cfg(pgp, "encrypt_to_secret"))
     if recipients is None:
@@ -198,3 +224,44 @@ def _encrypt(services: Services, ring: Keyring, output: Mapping[str, Any], pgp: 
             if fresh or not _cfg(pgp, "sign_passphrase_secret"):
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- outbound by email -------------------------------------------------------------------------------------
+
+#: The content type of an encrypted attachment (binary or armoured; RFC 3156's type for OpenPGP data).
+PGP_CONTENT_TYPE = "application/pgp-encrypted"
+
+
+def deliver_encrypted_email(deliver: Callable[..., dict[str, Any]], services: Services, job: Job,
+                            ref: Mapping[str, Any], output: Mapping[str, Any], dest: Mapping[str, Any],
+                            **options: Any) -> dict[str, Any]:
+    """An email destination with `pgp`: `deliver` (services/deliver_email.deliver_email) attaches the output
+    encrypted (and signed) instead of the plaintext, under its name with the suffix.
+
+    The ciphertext is the staging blob of `encrypted_output`, streamed to Graph like any staged output (never
+    whole in memory) and reused by every retry of the same delivery: the Deliveries record, its
+    internetMessageId and its sha256 (the ciphertext's) stay those of the first attempt, so the Sent Items
+    lookup and the read-back hash check hold as for a plaintext attachment. The result (the file.routed event)
+    carries `pgp: {recipients, signer, plain_sha256}` and the record's `verified` names the same fingerprints;
+    never key material."""
+    encrypted = {**encrypted_output(services, job, ref, output, dest["pgp"]), "content_type": PGP_CONTENT_TYPE}
+    info = encrypted["pgp"]
+    result = deliver(services, job, ref, encrypted, {**dest, "pgp": None}, **options)
+    note = _fingerprints_note(info)
+    try:
+        record = services.deliveries.get(job.job_id, int(ref.get("index", 0)))
+        if note not in record.verified:
+            services.deliveries.update(replace(record, verified=f"{record.verified}; {note}"[:400]))
+    except (ConflictError, NotFoundError):
+        log.warning("pgp fingerprints not recorded on the delivery: the record moved",
+                    extra=log_fields(job.job_id, partner=job.partner, index=int(ref.get("index", 0))))
+    if not result.get("already_sent"):
+        services.jobs.log(job.job_id, "INFO", f"emailed attachment {encrypted['name']}: {note}")
+    return {**result, "pgp": info}
+
+
+def _fingerprints_note(info: Mapping[str, Any]) -> str:
+    recipients = ", ".join(info.get("recipients") or []) or "?"
+    signer = info.get("signer") or ""
+    return f"pgp encrypted to {recipients}" + (f", signed by {signer}" if signer else ", unsigned")
+
