@@ -20,6 +20,7 @@ POINTS = (
     "landing.after_send",           # one file-landed message sent, the ledger not yet LANDED
     "landing.after_ledger",         # ledger LANDED (or DONE) written for the batch or the file
     "sftp.after_post_action",       # the post-action done on the source, the ledger not yet DONE
+    "mail.after_action",            # the mail marked read / moved, its attachments' ledger not yet DONE
     "email.after_draft",            # email delivery: the draft created, its id not yet recorded
     "email.after_send",             # email delivery: sendMail / the draft's send accepted, SENT not yet recorded
 )

@@ -84,24 +84,30 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _sftp_options(args: argparse.Namespace) -> dict[str, Any]:
+def _options(args: argparse.Namespace, channel: str = "sftp") -> dict[str, Any]:
+    """The flags that change a poll's options: the lease on every channel, the SFTP ones on SFTP only."""
     from datetime import timedelta
 
-    options: dict[str, Any] = {"concurrency": args.concurrency}
-    if args.settle is not None:
-        options["settle_seconds"] = args.settle
+    options: dict[str, Any] = {}
     if args.lease is not None:
         options["lease"] = timedelta(seconds=args.lease)
+    if channel == "sftp":
+        options["concurrency"] = args.concurrency
+        if args.settle is not None:
+            options["settle_seconds"] = args.settle
+        if getattr(args, "batch_files", None) is not None:
+            options["batch_files"] = args.batch_files
     return options
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Transfer batches off the queue until Ctrl-C, --max-batches, or --idle-exit seconds without one."""
     from shared.services import transfers
-    from shared.services.polls import PollOptions
+    from shared.services.polls import default_options
 
     svc = services()
-    opts = _sftp_options(args)
+    opts = _options(args)
+    opts.pop("batch_files", None)  # a worker transfers batches; it does not split
     failed = 0
 
     def show(summary: Any) -> None:
@@ -113,7 +119,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         elif not args.quiet:
             print(format_summary(data), flush=True)
 
-    options = PollOptions(**opts)  # concurrency and lease; the stability interval is each batch's own
+    options = default_options(svc, **opts)  # concurrency and lease; the stability interval is each batch's own
     try:
         handled = transfers.work(svc, idle_exit=args.idle_exit, max_batches=args.max_batches, options=options,
                                  on_summary=show)
@@ -125,7 +131,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    from shared.services.polls import PollOptions
+    from shared.services.polls import default_options
     from shared.services.scheduling import poll_channel, run_poll_request
 
     if not args.verbose:
@@ -142,11 +148,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if not args.quiet:
         kwargs["progress"] = ProgressPrinter()
-    if channel == "sftp":
-        options = _sftp_options(args)
-        if args.batch_files is not None:
-            options["batch_files"] = args.batch_files
-        kwargs["options"] = PollOptions(**options)
+    kwargs["options"] = default_options(svc, **_options(args, channel))
     summary = run_poll_request(svc, PollRequest(partner=args.partner, channel=channel, requested_by="cli"),
                                **kwargs)
     data = summary.model_dump(mode="json")

@@ -23,6 +23,7 @@ from shared.domain.jobs import JobType
 from shared.domain.ledger import LedgerEntry, LedgerState
 from shared.domain.mail_rules import MailRules, Verdict, item_file_name
 from shared.domain.sanitize import display_name, sanitize_name
+from shared.faults import fault_point
 from shared.observability.tracing import log_fields, span
 from shared.ports import MailAttachment, Mailbox, MailMessage
 from shared.services.landing import Arrival, Claim, ClaimLostError, Landing
@@ -38,6 +39,7 @@ CHANNEL = "mail"
 MAX_MESSAGES_PER_POLL = 200  # accepted mails handled per poll; the rest waits for the next one, oldest first
 MAX_LISTED = 5000  # mails listed per poll (metadata only)
 PAGE_SIZE = 50
+_TIDIED_PER_POLL = 100  # LANDED entries of mails no longer in the folder marked DONE by one poll
 _SUBJECT_IN_LOGS = 120
 
 T = TypeVar("T")
@@ -68,6 +70,17 @@ def poll_mailbox(services: Services, partner_id: str, *, options: PollOptions | 
 class _Wanted:
     attachment: MailAttachment
     arrival: Arrival
+
+
+def _listed(rest: str, listed: set[str]) -> bool:
+    """Whether `message-id/attachment-id` (a mail entry's path after the mailbox) belongs to a listed mail. Either
+    part may hold a '/' (Graph ids are base64), so every split is tried."""
+    at = rest.find("/")
+    while at != -1:
+        if rest[:at] in listed:
+            return True
+        at = rest.find("/", at + 1)
+    return False
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -153,6 +166,41 @@ class _MailPoll:
             self._page(page)
             if self._stop or self._worked >= self.max_messages:
                 break
+        if not self._stop and len(messages) < MAX_LISTED:
+            self._finish_tidied({self._message_id(m) for m in messages})
+
+    def _finish_tidied(self, listed: set[str]) -> None:
+        """LANDED entries of mails no longer in the folder: DONE (at most `_TIDIED_PER_POLL` a poll).
+
+        A poll stopped after a mail's after-action (moved, or marked read where only unread mails are listed) and
+        before its attachments' ledger said DONE leaves them LANDED, and no later listing shows that mail again:
+        without this they would stay LANDED for good. Only a whole listing counts (fewer than MAX_LISTED mails),
+        and only entries older than the lease (the poll that landed them is not still about to say DONE)."""
+        prefix = f"{self.box.lower()}/"
+        lease = self.opts.lease.total_seconds()
+        now = self.opts.clock().timestamp()
+        with span("mail.finish_tidied", {"wharf.partner": self.partner}) as s:
+            try:
+                landed = self._s.ledger.entries(self.partner, state=LedgerState.LANDED.value)
+            except (AzureError, WharfError) as exc:  # a tidy-up: the next poll tries again
+                log.warning("mail %s: could not read LANDED ledger entries: %s", self.partner, one_line(exc),
+                            extra=log_fields(partner=self.partner, channel=CHANNEL))
+                return
+            tidied = [e for e in landed if e.channel == CHANNEL and e.path.startswith(prefix)
+                      and not _listed(e.path[len(prefix):], listed)
+                      and now - e.claimed_at.timestamp() > lease][:_TIDIED_PER_POLL]
+            s.set_attribute("wharf.entries", len(tidied))
+            if not tidied:
+                return
+            for e in tidied:
+                log.info("the mail of %s is no longer in %s; its after-action (%s) is taken as done, ledger DONE",
+                         display_name(e.path.rsplit("/", 1)[-1]), self.cfg.folder, self.cfg.after_action,
+                         extra=log_fields(e.job_id, partner=self.partner, channel=CHANNEL))
+            try:
+                self.landing.finish_many(tidied)
+            except (AzureError, WharfError) as exc:
+                log.warning("mail %s: could not mark %d entries of tidied mails DONE: %s; the next poll tries again",
+                            self.partner, len(tidied), one_line(exc), extra=log_fields(partner=self.partner))
 
     def _page(self, page: list[MailMessage]) -> None:
         accepted: list[MailMessage] = []
@@ -270,6 +318,7 @@ class _MailPoll:
         # The after-action only once every wanted attachment is in: a mail that failed midway stays
         # where it is (unread) and the next poll lands only what is missing.
         if complete and self._after_action(msg):
+            fault_point("mail.after_action")
             for entry in to_finish:
                 if entry.state is LedgerState.LANDED:
                     self.landing.finish(entry)

@@ -219,7 +219,7 @@ def run_transfer_batch(services: Services, batch: TransferBatch, *, options: Pol
     one message each file goes to one) and landed exactly as a poll lands them; an entry that moved meanwhile
     (landed, taken over after the batch lease, ...) is left to its new owner. A poll-level failure (no session
     slot, the server down, the circuit open) is in the summary's status: the caller puts the batch back."""
-    opts = options or PollOptions(settle_seconds=batch.settle_seconds)
+    opts = options or default_options(services, settle_seconds=batch.settle_seconds)
     partner = services.catalog.get(batch.partner)
     cfg = partner.sftp
     if cfg is None:

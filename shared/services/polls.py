@@ -56,10 +56,11 @@ class PollOptions:
     sleep: Callable[[float], None] = time.sleep
 
 
-def default_options(services: Services) -> PollOptions:
-    """The options of a poll nobody tuned (the timer's, the queue's, the API's): the defaults, with the
-    claim lease from WHARF_POLL_LEASE_SECONDS."""
-    return PollOptions(lease=timedelta(seconds=services.settings.poll_lease_seconds))
+def default_options(services: Services, **changes: Any) -> PollOptions:
+    """The options of a poll: the defaults, the claim lease from WHARF_POLL_LEASE_SECONDS, then `changes` (what
+    the caller tunes: the CLI's flags, a batch's stability interval). Every poll path builds its options here, so
+    none falls back to PollOptions' own 10-minute lease while the setting says otherwise."""
+    return PollOptions(**{"lease": timedelta(seconds=services.settings.poll_lease_seconds), **changes})
 
 
 class FileOutcome(BaseModel):

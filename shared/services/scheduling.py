@@ -98,7 +98,7 @@ def run_poll_request(services: Services, request: PollRequest, *, scale_out: boo
     `scale_out` (the queue worker): an SFTP listing with more than WHARF_TRANSFER_BATCH_FILES files to take is
     claimed in batches put on the transfer-batches queue, for every instance's worker to share."""
     if scale_out and request.channel == "sftp" and "options" not in kwargs:
-        from shared.services.polls import PollOptions
+        from shared.services.polls import default_options
 
-        kwargs["options"] = PollOptions(batch_files=services.settings.transfer_batch_files)
+        kwargs["options"] = default_options(services, batch_files=services.settings.transfer_batch_files)
     return poller(request.channel)(services, request.partner, requested_by=request.requested_by, **kwargs)

@@ -46,9 +46,12 @@ SCENARIOS: list[tuple[str, ...]] = [
 
 
 def test_every_fault_point_is_in_a_scenario() -> None:
-    """Every landing point is killed here; the delivery points (email.*) in tests/integration/test_email_delivery.py."""
+    """Every landing point is killed here; the delivery points (email.*) in tests/integration/test_email_delivery.py,
+    the mail poll's own (mail.*) in tests/integration/test_crash_points_mail.py."""
     named = {fault.split(":")[0] for scenario in SCENARIOS for fault in scenario}
-    assert named == {p for p in POINTS if not p.startswith("email.")}
+    assert named == {p for p in POINTS if not p.startswith(("email.", "mail."))}
+    mail_tests = (ROOT / "tests" / "integration" / "test_crash_points_mail.py").read_text()
+    assert all(f'"{p}"' in mail_tests for p in POINTS if p.startswith("mail."))
     delivery_tests = (ROOT / "tests" / "integration" / "test_email_delivery.py").read_text()
     assert all(f'"{p}"' in delivery_tests for p in POINTS if p.startswith("email."))
 

@@ -201,3 +201,31 @@ def test_the_cli_refuses_a_worker_with_a_partner_and_a_poll_without_one() -> Non
     assert (args.worker, args.idle_exit, args.max_batches, args.partner) == (True, 2.0, 3, None)
     line = format_summary({"partner": "acme", "status": "ok", "listed": 500, "queued": 500, "batches": 3})
     assert "500 queued in 3 transfer batches" in line
+
+
+def test_the_queue_worker_and_a_batch_without_options_take_the_claim_lease_from_the_setting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """WHARF_POLL_LEASE_SECONDS holds on every poll path. The queue worker's splitting poll and a transfer batch
+    handed no options used PollOptions' own 10-minute lease, so a claim of a crashed poll waited 10 minutes
+    whatever the setting said."""
+    from shared.domain.messages import PollRequest
+    from shared.services import poll_sftp
+    from shared.services.scheduling import run_poll_request
+
+    world = Backlog(4)
+    world.services.settings = Settings(POLL_QUEUE="poll-requests", LANDED_QUEUE="file-landed", TRANSFER_QUEUE=TRANSFERS,
+                                       WHARF_EVENTS_QUEUE="events", WHARF_TRANSFER_BATCH_FILES=2,
+                                       WHARF_POLL_LEASE_SECONDS=45)
+    seen: list[Any] = []
+    real = poll_sftp.guarded_poll
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["opts"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(poll_sftp, "guarded_poll", spy)
+    assert run_poll_request(world.services, PollRequest(partner=PARTNER), scale_out=True).batches == 2
+    batch = world.batches()[0]
+    run_transfer_batch(world.services, batch)
+    assert [o.lease for o in seen] == [timedelta(seconds=45)] * 2
+    assert (seen[0].batch_files, seen[1].settle_seconds) == (2, batch.settle_seconds)
