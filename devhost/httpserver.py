@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -15,10 +16,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
 
+from devhost.asgi import BodyReader, build_request, send_response, takes_stream_request
 from devhost.client import WEBHOOK_PATH, management_urls
 from devhost.durable import DurableError, TaskHub, parse_time_query
 from devhost.index import FunctionSpec
-from devhost.invoke import Invoker
+from devhost.invoke import Invoker, shared_loop
 from devhost.routes import RouteTemplate
 
 log = logging.getLogger("devhost.http")
@@ -61,6 +63,19 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 511
 
 
+def _send_reply(handler: BaseHTTPRequestHandler, reply: _Reply, *, close: bool = False) -> None:
+    handler.send_response(reply.status)
+    for name, value in reply.headers or []:
+        handler.send_header(name, value)
+    payload = b"" if handler.command == "HEAD" else reply.body
+    handler.send_header("Content-Length", str(len(payload)))
+    if close:  # a body left unread on the socket: the connection cannot carry another request
+        handler.send_header("Connection", "close")
+        handler.close_connection = True
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 class HttpFrontend:
     """Serves the app's HTTP triggers and devhost's built-in endpoints on a ThreadingHTTPServer."""
 
@@ -80,6 +95,8 @@ class HttpFrontend:
             template = RouteTemplate(spec.trigger.get("route") or spec.name)
             routes.append(_Route(spec, template, methods, auth))
         self._routes = sorted(routes, key=lambda r: r.template.precedence)
+        # HTTP streams (decision 192): functions typed with the extension's request get it with the body unread.
+        self._streamed = {r.spec.name for r in routes if takes_stream_request(r.spec.annotation(r.spec.trigger_param))}
         self._server = _Server((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -198,6 +215,88 @@ class HttpFrontend:
                   spec.name, type(result).__name__)
         return _Reply(500)
 
+    # ------------------------------------------------------------------ HTTP streams
+
+    def stream_target(self, method: str, raw_path: str,
+                      headers: dict[str, str]) -> tuple[_Route, dict[str, str], str] | _Reply | None:
+        """The streamed user route this request goes to (or a 401), None when it takes the classic path."""
+        if not self._streamed:
+            return None
+        parts = urlsplit(raw_path)
+        trimmed = parts.path.strip("/")
+        if self._prefix:
+            if not trimmed.lower().startswith(self._prefix.lower() + "/") and trimmed.lower() != self._prefix.lower():
+                return None
+            route_path = trimmed[len(self._prefix):]
+        else:
+            route_path = trimmed
+        for route in self._routes:
+            params = route.template.match(route_path)
+            if params is None or (route.methods is not None and method not in route.methods):
+                continue
+            if route.spec.name not in self._streamed:
+                return None
+            query = dict(parse_qsl(parts.query, keep_blank_values=True))
+            if not self._authorized(route.auth_level, headers, query):
+                return self._unauthorized()
+            return route, params, route_path
+        return None
+
+    def serve_stream(self, target: tuple[_Route, dict[str, str], str], handler: BaseHTTPRequestHandler,
+                     headers: dict[str, str]) -> None:
+        """Invoke a streamed function on the request as it arrives and send its ASGI response as it comes."""
+        route, params, route_path = target
+        spec = route.spec
+        loop = shared_loop()
+        finished = asyncio.Event()
+        reader = BodyReader(handler.rfile, headers)  # type: ignore[arg-type]
+        local = handler.connection.getsockname()
+        request = build_request(method=handler.command, raw_path=handler.path, headers=list(handler.headers.items()),
+                                route_params=params, client=handler.client_address[:2], server=local[:2],
+                                reader=reader, loop=loop, finished=finished)
+        chunked = False
+
+        def write_head(status: int, out: list[tuple[str, str]], use_chunks: bool) -> None:
+            nonlocal chunked
+            chunked = use_chunks
+            handler.send_response(status)
+            for name, value in out:
+                handler.send_header(name, value)
+            if use_chunks:
+                handler.send_header("Transfer-Encoding", "chunked")
+            if not reader.done:  # the function did not read the whole body: the rest is not read either
+                handler.send_header("Connection", "close")
+                handler.close_connection = True
+            handler.end_headers()
+
+        def write_body(data: bytes) -> None:
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
+        try:
+            result = self._invoker.call(spec, {spec.trigger_param: request},
+                                        detail=f"{handler.command} /{route_path.strip('/')}")
+        except Exception:  # noqa: BLE001 - the host answers 500 for an unhandled function error
+            finished.set()
+            _send_reply(handler, _Reply(500), close=not reader.done)
+            return
+        from starlette.responses import Response
+
+        if not isinstance(result, Response):
+            finished.set()
+            log.error("function %s returned %s; a function taking the HTTP streams request must return a "
+                      "Starlette/FastAPI Response", spec.name, type(result).__name__)
+            _send_reply(handler, _Reply(500), close=not reader.done)
+            return
+        coro = send_response(result, request=request, head=handler.command == "HEAD", write_head=write_head,
+                             write_body=write_body, finished=finished)
+        try:
+            asyncio.run_coroutine_threadsafe(coro, loop).result()
+        except (ConnectionError, OSError):
+            handler.close_connection = True  # the client went away mid-response
+            return
+        if chunked:
+            handler.wfile.write(b"0\r\n\r\n")
+
     # ------------------------------------------------------------------ Durable extension HTTP API
 
     def _durable_api(self, method: str, sub: str, query: dict[str, str], body: bytes) -> _Reply:
@@ -272,23 +371,29 @@ class HttpFrontend:
                 return self.rfile.read(length) if length else b""
 
             def _handle(self) -> None:
-                body = self._read_body()
                 headers: dict[str, str] = {}
                 for name, value in self.headers.items():
                     key = name.lower()
                     headers[key] = f"{headers[key]}, {value}" if key in headers else value
                 try:
+                    target = frontend.stream_target(self.command, self.path, headers)
+                    if isinstance(target, tuple):
+                        frontend.serve_stream(target, self, headers)
+                        return
+                except Exception:  # never drop the connection without an answer
+                    log.exception("devhost: error streaming %s %s", self.command, urlsplit(self.path).path)
+                    _send_reply(self, _Reply(500), close=True)
+                    return
+                if isinstance(target, _Reply):
+                    _send_reply(self, target, close=True)  # refused before its body was read
+                    return
+                body = self._read_body()
+                try:
                     reply = frontend.dispatch(self.command, self.path, headers, body)
                 except Exception:  # never drop the connection without an answer
                     log.exception("devhost: error handling %s %s", self.command, urlsplit(self.path).path)
                     reply = _Reply(500)
-                self.send_response(reply.status)
-                for name, value in reply.headers or []:
-                    self.send_header(name, value)
-                payload = b"" if self.command == "HEAD" else reply.body
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                _send_reply(self, reply)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_util import deprecated, error_response, from_api, json_response
+from functions.http_util import deprecated, error_response, from_api, http_function, json_response
 from shared.bootstrap import get_services
 
 bp = df.Blueprint()
 
 
-@bp.function_name("api_health")
-@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function(bp, "api_health", route="health", methods=["GET"],
+               auth_level=func.AuthLevel.ANONYMOUS)
 def api_health(req: func.HttpRequest) -> func.HttpResponse:
     from shared.services import health
 
@@ -23,8 +23,8 @@ def api_health(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(report.liveness(), report.http_status)
 
 
-@bp.function_name("api_health_details")
-@bp.route(route="health/details", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@http_function(bp, "api_health_details", route="health/details", methods=["GET"],
+               auth_level=func.AuthLevel.FUNCTION)
 def api_health_details(req: func.HttpRequest) -> func.HttpResponse:
     from shared.services import health, poison
 
@@ -35,16 +35,16 @@ def api_health_details(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(body, report.http_status)
 
 
-@bp.function_name("api_jobs")
-@bp.route(route="jobs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@http_function(bp, "api_jobs", route="jobs", methods=["GET"],
+               auth_level=func.AuthLevel.FUNCTION)
 def api_jobs(req: func.HttpRequest) -> func.HttpResponse:
     from shared.api.legacy import legacy_jobs
 
     return from_api(legacy_jobs(get_services(), dict(req.params)))
 
 
-@bp.function_name("api_job_detail")
-@bp.route(route="jobs/{job_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@http_function(bp, "api_job_detail", route="jobs/{job_id}", methods=["GET"],
+               auth_level=func.AuthLevel.FUNCTION)
 def api_job_detail(req: func.HttpRequest) -> func.HttpResponse:
     from shared.domain.errors import NotFoundError
     from shared.services import jobs_view
@@ -58,8 +58,8 @@ def api_job_detail(req: func.HttpRequest) -> func.HttpResponse:
     return deprecated(response, f"/api/v1/jobs/{job_id}")
 
 
-@bp.function_name("api_job_replay")
-@bp.route(route="jobs/{job_id}/replay", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@http_function(bp, "api_job_replay", route="jobs/{job_id}/replay", methods=["POST"],
+               auth_level=func.AuthLevel.FUNCTION)
 def api_job_replay(req: func.HttpRequest) -> func.HttpResponse:
     from shared.domain.errors import DependencyUnavailableError, NotFoundError
     from shared.domain.hostmessages import BadMessageError

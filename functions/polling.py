@@ -9,7 +9,7 @@ from typing import Any, get_args
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_util import bad_channel, deprecated, error_response, json_response
+from functions.http_util import bad_channel, deprecated, error_response, http_function, json_response
 from shared.bootstrap import get_services
 
 bp = df.Blueprint()
@@ -33,8 +33,8 @@ def poll_worker(msg: func.QueueMessage) -> None:
             run_poll_request(services, request, scale_out=True)
 
 
-@bp.function_name("api_partner_poll")
-@bp.route(route="partners/{partner}/poll", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@http_function(bp, "api_partner_poll", route="partners/{partner}/poll", methods=["POST"],
+               auth_level=func.AuthLevel.FUNCTION)
 def api_partner_poll(req: func.HttpRequest) -> func.HttpResponse:
     services, partner = get_services(), req.route_params["partner"]
     return deprecated(_partner_poll(services, partner, req), f"/api/v1/partners/{partner}/poll")

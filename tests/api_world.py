@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from shared.api.app import dispatch
@@ -58,11 +59,14 @@ class ApiWorld:
         self.cfg = ApiSettings(WHARF_FUNCTION_KEY=KEY, **api)
 
     def call(self, method: str, path: str, query: dict[str, str] | None = None, *, body: bytes = b"",
-             headers: dict[str, str] | None = None, key: bool = True) -> ApiResponse:
+             headers: dict[str, str] | None = None, key: bool = True,
+             stream: Iterator[bytes] | None = None) -> ApiResponse:
+        """`stream`: the body as a streaming host hands it over (pieces as they arrive), instead of `body`."""
         hdrs = {k.lower(): v for k, v in (headers or {}).items()}
         if key:
             hdrs.setdefault("x-functions-key", KEY)
-        return dispatch(self.services, ApiRequest(method, path, query or {}, hdrs, body), cfg=self.cfg)
+        request = ApiRequest(method, path, query or {}, hdrs, body, stream=stream, streamed_response=stream is not None)
+        return dispatch(self.services, request, cfg=self.cfg)
 
     def json(self, method: str, path: str, query: dict[str, str] | None = None, **kw: Any) -> tuple[int, Any]:
         r = self.call(method, path, query, **kw)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from shared.api import models as m
 from shared.api.auth import OPERATE, READ, UPLOAD, Principal, authenticate, authorize, csrf_token, needs_csrf
 from shared.api.config import ApiSettings, api_settings
-from shared.api.http import ApiRequest, ApiResponse, json_body
+from shared.api.http import ApiRequest, ApiResponse, BodyTooLargeError, json_body
 from shared.api.problems import PROBLEM_TYPE, Problem, bad_param
 from shared.api.router import PREFIX, Route, match, route
 from shared.catalog.errors import PartnerNotFoundError
@@ -87,7 +87,8 @@ def _job(services: Services, job_id: str) -> Job:
         raise Problem(404, f"job {job_id!r} not found", param="job_id", code="not-found") from None
 
 
-def _blob_stream(services: Services, ref: str, what: str, cfg: ApiSettings, *, name: str = "") -> ApiResponse:
+def _blob_stream(services: Services, ref: str, what: str, cfg: ApiSettings, *, name: str = "",
+                 streamed: bool = False) -> ApiResponse:
     container, _, path = ref.partition("/")
     if not container or not path:
         raise Problem(404, f"this job has no {what}", code="not-found")
@@ -95,10 +96,13 @@ def _blob_stream(services: Services, ref: str, what: str, cfg: ApiSettings, *, n
         info = services.blobs.get_info(container, path)
     except NotFoundError:
         raise Problem(404, f"the {what} of this job is gone ({ref})", code="not-found") from None
-    if info.size > cfg.download_max_bytes:
+    if not streamed and info.size > cfg.download_max_bytes:
         raise Problem(413, f"the {what} is {info.size} bytes, over WHARF_DOWNLOAD_MAX_BYTES "
-                           f"({cfg.download_max_bytes}); read it from storage ({ref})", code="too-large")
-    chunks: Iterator[bytes] = services.blobs.open_read(container, path, chunk_size=CHUNK)
+                           f"({cfg.download_max_bytes}), and this host joins response bodies whole "
+                           f"(WHARF_HTTP_STREAMS is off); read it from storage ({ref})", code="too-large")
+    # Ranged reads, each conditional on the first one's ETag: one range in memory, and a blob replaced while it
+    # is sent fails the download instead of mixing two versions.
+    chunks: Iterator[bytes] = services.blobs.open_ranges(container, path, chunk_size=CHUNK)
     headers = {"Content-Length": str(info.size)}
     if name:
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:200] or "file"
@@ -189,22 +193,24 @@ def _report_ref(services: Services, job_id: str) -> str:
 
 @route("GET", "/jobs/{job_id}/report", role=READ, summary="The job's validation report (streamed)",
        media="application/json")
-def get_report(services: Services, job_id: str, cfg: ApiSettings, **_: Any) -> Any:
+def get_report(services: Services, job_id: str, cfg: ApiSettings, req: ApiRequest, **_: Any) -> Any:
     _job(services, job_id)
-    return _blob_stream(services, _report_ref(services, job_id), "report", cfg)
+    return _blob_stream(services, _report_ref(services, job_id), "report", cfg, streamed=req.streamed_response)
 
 
 @route("GET", "/jobs/{job_id}/content", role=OPERATE, summary="The job's raw file or output (streamed)",
        query=m.ContentQuery, media="application/octet-stream")
-def get_content(services: Services, job_id: str, q: m.ContentQuery, cfg: ApiSettings, **_: Any) -> Any:
+def get_content(services: Services, job_id: str, q: m.ContentQuery, cfg: ApiSettings, req: ApiRequest,
+                **_: Any) -> Any:
     job = _job(services, job_id)
+    streamed = req.streamed_response
     if q.which == "raw":
-        return _blob_stream(services, job.blob_path, "raw file", cfg, name=job.file_name)
+        return _blob_stream(services, job.blob_path, "raw file", cfg, name=job.file_name, streamed=streamed)
     output = ""
     for e in services.jobs.events(job_id):
         if e.type is EventType.STEP_COMPLETED and e.data.get("step") == "transform":
             output = str(e.data.get("output", ""))
-    return _blob_stream(services, output, "output", cfg, name=output.rsplit("/", 1)[-1])
+    return _blob_stream(services, output, "output", cfg, name=output.rsplit("/", 1)[-1], streamed=streamed)
 
 
 @route("POST", "/jobs/{job_id}/replay", role=OPERATE, summary="Reprocess the job's raw file as a new job",
@@ -392,10 +398,17 @@ def reset_ledger(services: Services, partner: str, entry: str, principal: Princi
 # --- uploads ------------------------------------------------------------------------------------------
 
 
-def _chunks(body: bytes) -> Iterator[bytes]:
-    view = memoryview(body)
-    for start in range(0, len(view), CHUNK):
-        yield bytes(view[start:start + CHUNK])
+def _limited(first: bytes, rest: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """The body's pieces, refused with 413 as soon as they add up to more than `limit` (the upload then stops:
+    its staged blocks are never committed, so nothing appears in drop/)."""
+    size = len(first)
+    yield first
+    for chunk in rest:
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, f"the body is over {limit} bytes (WHARF_UPLOAD_MAX_BYTES); use uploads:prepare "
+                               "for larger files", code="too-large")
+        yield chunk
 
 
 def _upload_name(name: str) -> str:
@@ -417,15 +430,18 @@ def upload(services: Services, partner: str, q: m.UploadQuery, req: ApiRequest, 
     if declared and declared.isdigit() and int(declared) > cfg.upload_max_bytes:
         raise Problem(413, f"the body is {declared} bytes; uploads take at most {cfg.upload_max_bytes} "
                            "(WHARF_UPLOAD_MAX_BYTES); use uploads:prepare for larger files", code="too-large")
-    if len(req.body) > cfg.upload_max_bytes:
-        raise Problem(413, f"the body is over {cfg.upload_max_bytes} bytes (WHARF_UPLOAD_MAX_BYTES); "
-                           "use uploads:prepare for larger files", code="too-large")
-    if not req.body:
-        raise Problem(400, "the body is empty: send the file's bytes", code="empty-body")
     name = _upload_name(q.name)
     path = f"{partner}/{name}"
+    pieces = req.chunks(CHUNK)  # streamed from the client when the host streams: never the whole body in memory
+    first = next(pieces, b"")
+    if not first:
+        raise Problem(400, "the body is empty: send the file's bytes", code="empty-body")
+    if len(first) > cfg.upload_max_bytes:
+        raise Problem(413, f"the body is over {cfg.upload_max_bytes} bytes (WHARF_UPLOAD_MAX_BYTES); "
+                           "use uploads:prepare for larger files", code="too-large")
     try:
-        info = services.blobs.upload_stream("drop", path, _chunks(req.body), overwrite=False,
+        info = services.blobs.upload_stream("drop", path, _limited(first, pieces, cfg.upload_max_bytes),
+                                            overwrite=False,
                                             metadata={"uploaded_by": redact(principal.name)[:200]})
     except ConflictError:
         raise Problem(409, f"drop/{path} is already waiting for intake; upload under another name",
@@ -576,6 +592,9 @@ def dispatch(services: Services, req: ApiRequest, *, cfg: ApiSettings | None = N
         except Problem as p:
             response = _html_problem(cfg, p, principal) if found and found.media.startswith("text/html") \
                 else _problem(p, PREFIX + req.path[:200])
+        except BodyTooLargeError as exc:
+            response = _problem(Problem(413, f"the request body is over {exc.limit} bytes; this route reads "
+                                             "small bodies only", code="too-large"), PREFIX + req.path[:200])
         except NotFoundError as exc:
             response = _problem(Problem(404, str(exc), code="not-found"), PREFIX + req.path[:200])
         except ConflictError as exc:

@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from email.message import Message
 
 import pytest
 
@@ -15,15 +16,16 @@ from tests.e2e.conftest import E2E, FUNCTION_KEY
 pytestmark = [pytest.mark.e2e, pytest.mark.azurite]
 
 
-def _get(e2e: E2E, path: str, *, key: bool = True) -> tuple[int, dict[str, str], bytes]:
+def _get(e2e: E2E, path: str, *, key: bool = True) -> tuple[int, Message, bytes]:
+    # The headers as received: names are case-insensitive (uvicorn, which serves HTTP streams, sends them lower-case).
     req = urllib.request.Request(e2e.host.http_url + path)  # noqa: S310 - 127.0.0.1 only
     if key:
         req.add_header("x-functions-key", FUNCTION_KEY)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, err.headers, err.read()
 
 
 def test_legacy_limit_abc_is_a_400_problem_with_a_deprecation_header(e2e: E2E) -> None:

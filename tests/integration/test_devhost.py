@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import time
@@ -259,6 +260,45 @@ def test_http_routes_params_and_auth_levels(make_harness: Callable[..., Harness]
     assert h.http("GET", "/secret", headers={"x-functions-key": "wrong"})[0] == 401
     assert h.http("GET", "/secret", headers={"x-functions-key": KEY})[:3:2] == (200, b"ok")
     assert h.http("GET", f"/secret?code={KEY}")[0] == 200
+
+
+def _stream_post(h: Harness, path: str, pieces: Iterator[bytes], headers: dict[str, str]) -> tuple[int, Any, bytes]:
+    import http.client
+
+    port = int(h.host.http_url.rsplit(":", 1)[1].split("/")[0])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/api" + path, body=pieces, headers=headers, encode_chunked=True)
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+def test_http_streams_function_reads_the_body_in_pieces_and_streams_its_response(
+        make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    piece = bytes(range(256)) * 4096  # 1 MiB
+    status, headers, body = _stream_post(h, "/stream/Ada?q=1&n=4", iter([piece] * 3),
+                                         {"x-functions-key": KEY, "Content-Type": "application/octet-stream"})
+    assert status == 200, body
+    assert body == b"part0\npart1\npart2\npart3\n"
+    assert headers["Transfer-Encoding"] == "chunked"  # no Content-Length: sent as produced
+    assert headers["x-sha256"] == hashlib.sha256(piece * 3).hexdigest()
+    assert int(headers["x-pieces"]) > 3  # 3 MiB arrived in many pieces, not as one body
+    seen = h.recorder.wait_for("stream")[0]
+    assert seen == {"name": "Ada", "pieces": int(headers["x-pieces"]), "q": "1"}  # route params synced
+    # A GET with no body, on the same streamed function.
+    status, headers, body = h.http("GET", "/stream/x?n=1", headers={"x-functions-key": KEY})
+    assert (status, body, headers["x-pieces"]) == (200, b"part0\n", "0")
+
+
+def test_http_streams_refuses_a_request_without_its_key_before_reading_the_body(
+        make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    status, _, _ = _stream_post(h, "/stream/nokey", iter([b"x" * 65536] * 4), {})
+    assert status == 401
+    assert h.recorder.of("stream") == []  # the function never ran
 
 
 # --------------------------------------------------------------------------------------- Durable

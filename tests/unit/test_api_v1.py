@@ -3,7 +3,9 @@ and partner keys."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -188,6 +190,57 @@ def test_upload_size_limit_is_a_clear_413(w: ApiWorld) -> None:
     assert r.status == 413
     assert not small.blobs.exists("drop", "acme/big.csv")
     assert small.call("POST", "/partners/acme/uploads", body=b"x").status == 400  # no name
+
+
+def _pieces(count: int, size: int, seen: list[int]) -> Iterator[bytes]:
+    """`count` pieces as a streaming host hands them over; `seen` counts those taken."""
+    for i in range(count):
+        seen.append(i)
+        yield bytes([65 + i % 26]) * size
+
+
+def test_a_streamed_upload_is_stored_whole_without_joining_the_body(w: ApiWorld) -> None:
+    taken: list[int] = []
+    r = w.call("POST", "/partners/acme/uploads", {"name": "big.csv"}, stream=_pieces(40, 256 * 1024, taken))
+    assert r.status == 201, r.read()
+    expected = b"".join(bytes([65 + i % 26]) * (256 * 1024) for i in range(40))
+    doc = json.loads(r.read())
+    assert doc["bytes"] == len(expected) and doc["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert b"".join(w.blobs.open_read("drop", "acme/big.csv")) == expected
+    assert len(taken) == 40
+
+
+def test_a_streamed_upload_over_the_limit_stops_there_with_413_and_stores_nothing(w: ApiWorld) -> None:
+    small = ApiWorld(WHARF_UPLOAD_MAX_BYTES=1024 * 1024)
+    taken: list[int] = []
+    r = small.call("POST", "/partners/acme/uploads", {"name": "big.csv"}, stream=_pieces(1000, 64 * 1024, taken))
+    assert r.status == 413 and "WHARF_UPLOAD_MAX_BYTES" in json.loads(r.read())["detail"]
+    assert len(taken) == 17  # 16 pieces fill the limit: the 17th is over it, and nothing after it is read
+    assert not small.blobs.exists("drop", "acme/big.csv")
+    empty = small.call("POST", "/partners/acme/uploads", {"name": "e.csv"}, stream=iter([b"", b""]))
+    assert empty.status == 400 and not small.blobs.exists("drop", "acme/e.csv")
+
+
+def test_a_streamed_body_a_route_reads_whole_is_read_up_to_a_limit(w: ApiWorld) -> None:
+    dev = ApiWorld(WHARF_CONSOLE_DEV_SIGNIN=True)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    ok = dev.call("POST", "/console/signin", stream=iter([b"name=ada&", b"role=operator"]), headers=form, key=False)
+    assert ok.status == 303 and "wharf_dev" in ok.headers["Set-Cookie"]  # a streamed small body is read whole
+    taken: list[int] = []
+    r = dev.call("POST", "/console/signin", stream=_pieces(100, 64 * 1024, taken), headers=form, key=False)
+    assert r.status == 413, r.read()
+    assert len(taken) == 17  # read up to the limit (1 MiB) and one piece over, not the whole body
+
+
+def test_streamed_downloads_are_not_capped_but_joined_ones_are(w: ApiWorld) -> None:
+    capped = ApiWorld(WHARF_DOWNLOAD_MAX_BYTES=1024)
+    job_id = capped.job(status="COMPLETED")
+    capped.blobs.upload_stream("inbound", "acme/a.csv", iter([b"z" * 5000]))
+    capped.jobs.append(job_id, "file.landed", {"blob_path": "inbound/acme/a.csv", "bytes": 5000})
+    assert capped.call("GET", f"/jobs/{job_id}/content", {"which": "raw"}).status == 413
+    r = capped.call("GET", f"/jobs/{job_id}/content", {"which": "raw"}, stream=iter([]))
+    assert r.status == 200 and not isinstance(r.body, bytes)  # an iterable: the host sends it as read
+    assert r.read() == b"z" * 5000
 
 
 def test_the_job_detail_shows_each_transfer_with_the_domain_fields_but_the_job_id(w: ApiWorld) -> None:

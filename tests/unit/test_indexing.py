@@ -131,7 +131,7 @@ _NOT_AT_IMPORT = ("azure.storage", "azure.identity", "azure.data", "azure.keyvau
                   "shared.domain.messages", "shared.settings", "shared.metrics", "shared.cli")
 
 
-def test_importing_function_app_defers_services_sdks_and_models() -> None:
+def _loaded_at_import(streams: str) -> list[str]:
     import subprocess
     import sys
     import textwrap
@@ -144,8 +144,24 @@ def test_importing_function_app_defers_services_sdks_and_models() -> None:
         print(json.dumps(sorted(m for m in sys.modules if m.startswith(heavy) or m in heavy) + sorted(services)))
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PATH": "/usr/bin:/bin",
-                            "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120, check=False)
+                            "PYTHONPATH": str(ROOT), "WHARF_HTTP_STREAMS": streams},
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    # shared.adapters.http is two os.environ reads (bootstrap's transport options); activity_boundary the decorators.
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [
-        "shared.adapters", "shared.adapters.http", "shared.services.activity_boundary"]
+    loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+# shared.adapters.http is two os.environ reads (bootstrap's transport options); activity_boundary the decorators.
+_LIGHT = ["shared.adapters", "shared.adapters.http", "shared.services.activity_boundary"]
+
+
+def test_importing_function_app_defers_services_sdks_and_models() -> None:
+    assert _loaded_at_import("0") == _LIGHT
+
+
+def test_with_http_streams_only_fastapis_pydantic_joins_the_import() -> None:
+    # The worker serves HTTP streams through FastAPI, which builds pydantic models at import (decision 192);
+    # nothing else heavy comes with it (no pydantic_settings, no Wharf model, no SDK).
+    loaded = _loaded_at_import("1")
+    assert any(m == "pydantic" for m in loaded)
+    assert [m for m in loaded if m.split(".")[0] not in ("pydantic", "pydantic_core")] == _LIGHT

@@ -30,6 +30,7 @@ from tests.fakes import (
     FakePublisher,
 )
 from tests.graph_server.model import Attachment, Message, file_attachment, item_attachment
+from tests.http_calls import http_caller
 
 PARTNER = "acme"
 BOX = "ingest@wharf.test"
@@ -365,7 +366,7 @@ def test_http_poll_and_mail_timer_triggers(world: World, monkeypatch: pytest.Mon
     monkeypatch.setattr(polling, "get_services", lambda: world.services)
     monkeypatch.setattr(mail, "get_services", lambda: world.services)
     world.add(file_attachment("a.csv", b"1"))
-    api = polling.api_partner_poll.build().get_user_function()
+    api = http_caller(polling.api_partner_poll)
     req = func.HttpRequest(method="POST", url=f"/api/partners/{PARTNER}/poll", body=b"",
                            route_params={"partner": PARTNER}, params={"wait": "true"})
     resp = api(req)

@@ -18,6 +18,7 @@ from shared.domain.messages import FileLanded, PollRequest
 from shared.services.breaker import CircuitBreaker
 from shared.services.scheduling import due_partners, is_due, poll_channel, schedule_polls
 from tests.fakes import FakeBreakers
+from tests.http_calls import http_caller
 from tests.unit.test_poll_sftp import FINGERPRINT, PARTNER, Clock, World, make_catalog
 
 AT_10_05 = datetime(2025, 3, 4, 10, 5, 0, 120_000, tzinfo=UTC)
@@ -176,7 +177,7 @@ def _http(params: dict[str, str] | None = None, partner: str = PARTNER) -> func.
 def test_http_poll_enqueues_by_default(world: World) -> None:
     from functions import polling
 
-    api = polling.api_partner_poll.build().get_user_function()
+    api = http_caller(polling.api_partner_poll)
     resp = api(_http())
     body = json.loads(resp.get_body())
     assert resp.status_code == 202 and (body["status"], body["partner"], body["channel"]) == (
@@ -190,7 +191,7 @@ def test_http_poll_wait_polls_inline_and_returns_the_summary(world: World) -> No
     from functions import polling
 
     world.server.put("/out/a.csv", b"abc")
-    api = polling.api_partner_poll.build().get_user_function()
+    api = http_caller(polling.api_partner_poll)
     resp = api(_http({"wait": "true"}))
     body = json.loads(resp.get_body())
     assert resp.status_code == 200 and (body["status"], body["landed"], body["bytes"]) == ("ok", 1, 3)

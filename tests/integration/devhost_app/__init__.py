@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
 from functions.orchestrators import BackoffRetryOptions
 
@@ -79,6 +82,23 @@ def create_app(recorder: Recorder) -> df.DFApp:
     @app.route(route="items/{item_id:int}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
     async def devhost_item(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse(str(int(req.route_params["item_id"]) * 2))
+
+    @app.route(route="stream/{name}", methods=["POST", "GET"])
+    async def devhost_stream(req: Request) -> Response:
+        # HTTP streams: the body as it arrives, a response body sent as it is produced.
+        digest, pieces = hashlib.sha256(), 0
+        async for chunk in req.stream():
+            if chunk:
+                digest.update(chunk)
+                pieces += 1
+        recorder.add("stream", {"name": req.path_params.get("name"), "pieces": pieces, "q": req.query_params.get("q")})
+
+        def parts() -> Iterator[bytes]:
+            for i in range(int(req.query_params.get("n", "3"))):
+                yield f"part{i}\n".encode()
+
+        return StreamingResponse(parts(), media_type="text/plain",
+                                 headers={"x-sha256": digest.hexdigest(), "x-pieces": str(pieces)})
 
     @app.route(route="secret", methods=["GET"])
     def devhost_secret(req: func.HttpRequest) -> func.HttpResponse:
