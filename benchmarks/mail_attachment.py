@@ -97,12 +97,12 @@ def _drop_tables(settings: Any) -> None:
     from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueServiceClient
 
-    from shared.adapters.tables import TABLE_NAMES
+    from shared.resources import TABLES
 
     conn = settings.storage_connection_string or ""
     try:
         tables = TableServiceClient.from_connection_string(conn)
-        for name in TABLE_NAMES:
+        for name in TABLES:
             tables.delete_table(f"{settings.table_prefix}{name}")
         queues = QueueServiceClient.from_connection_string(conn)
         for name in (settings.landed_queue, settings.poll_queue, settings.events_queue):

@@ -48,9 +48,6 @@ from shared.resources import JOBS_BY_TIME_TABLE, TABLES
 
 log = logging.getLogger(__name__)
 
-#: Old name of shared.resources.TABLES (the one list): use that. Left for benchmarks/mail_attachment.py and
-#: tests/integration/test_email_delivery.py only, which email delivery's work changes in parallel; drop it after.
-TABLE_NAMES = TABLES
 _LANDED_COLUMNS = ["PartitionKey", "RowKey", "JobType", "Status", "CreatedAt", "UpdatedAt", "FileName", "BlobPath"]
 # A table property holds at most 64 KiB (32K UTF-16 chars); keep event data well under it.
 MAX_DATA_CHARS = 30_000

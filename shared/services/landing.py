@@ -641,6 +641,40 @@ class Landing:
         stored = self._update_many([replace(e, state=LedgerState.DONE) for e in entries])
         return sum(1 for e in stored if e is not None)
 
+    def finish_gone(self, gone: Callable[[LedgerEntry], bool], *, why: Callable[[LedgerEntry], str], limit: int,
+                    span_name: str, now: datetime | None = None) -> int:
+        """LANDED entries of this channel whose source item is gone (`gone(entry)`) and whose claim is older than
+        the lease: DONE, at most `limit` a call, one log line each (`why(entry)`). Returns how many were marked.
+
+        A poll stopped after a post-action (a file deleted or moved, a mail moved or marked read) and before the
+        ledger said DONE leaves the entry LANDED, and no later listing shows its item again. Only entries older
+        than the lease are taken (the poll that landed them is not still about to say DONE); the caller decides
+        what counts as gone (from a whole listing only). A tidy-up: a storage failure is logged, and the next
+        poll tries again."""
+        at = (now or self._clock()).timestamp()
+        lease = self.lease.total_seconds()
+        where = log_fields(partner=self.partner, channel=self.channel)
+        with span(span_name, {"wharf.partner": self.partner}) as s:
+            try:
+                landed = self._s.ledger.entries(self.partner, state=LedgerState.LANDED.value)
+            except (AzureError, WharfError) as exc:
+                log.warning("%s %s: could not read LANDED ledger entries: %s", self.channel, self.partner,
+                            one_line(exc), extra=where)
+                return 0
+            finished = [e for e in landed if e.channel == self.channel and at - e.claimed_at.timestamp() > lease
+                        and gone(e)][:limit]
+            s.set_attribute("wharf.entries", len(finished))
+            if not finished:
+                return 0
+            for e in finished:
+                log.info(why(e), extra=log_fields(e.job_id, partner=self.partner, channel=self.channel))
+            try:
+                return self.finish_many(finished)
+            except (AzureError, WharfError) as exc:
+                log.warning("%s %s: could not mark %d entries DONE whose source is gone: %s; the next poll tries "
+                            "again", self.channel, self.partner, len(finished), one_line(exc), extra=where)
+                return 0
+
     def adopt_many(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry | None]:
         """Take claims queued for a worker (a transfer batch's, still CLAIMED by its `batch:` owner) as this
         Landing's owner, the lease starting now, attempts unchanged (nothing was tried yet); ETag-conditional in

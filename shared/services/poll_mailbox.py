@@ -170,37 +170,14 @@ class _MailPoll:
             self._finish_tidied({self._message_id(m) for m in messages})
 
     def _finish_tidied(self, listed: set[str]) -> None:
-        """LANDED entries of mails no longer in the folder: DONE (at most `_TIDIED_PER_POLL` a poll).
-
-        A poll stopped after a mail's after-action (moved, or marked read where only unread mails are listed) and
-        before its attachments' ledger said DONE leaves them LANDED, and no later listing shows that mail again:
-        without this they would stay LANDED for good. Only a whole listing counts (fewer than MAX_LISTED mails),
-        and only entries older than the lease (the poll that landed them is not still about to say DONE)."""
+        """LANDED entries of mails no longer in the folder (moved, or marked read where only unread mails are
+        listed): DONE (`Landing.finish_gone`). Called after a whole listing only (fewer than MAX_LISTED mails)."""
         prefix = f"{self.box.lower()}/"
-        lease = self.opts.lease.total_seconds()
-        now = self.opts.clock().timestamp()
-        with span("mail.finish_tidied", {"wharf.partner": self.partner}) as s:
-            try:
-                landed = self._s.ledger.entries(self.partner, state=LedgerState.LANDED.value)
-            except (AzureError, WharfError) as exc:  # a tidy-up: the next poll tries again
-                log.warning("mail %s: could not read LANDED ledger entries: %s", self.partner, one_line(exc),
-                            extra=log_fields(partner=self.partner, channel=CHANNEL))
-                return
-            tidied = [e for e in landed if e.channel == CHANNEL and e.path.startswith(prefix)
-                      and not _listed(e.path[len(prefix):], listed)
-                      and now - e.claimed_at.timestamp() > lease][:_TIDIED_PER_POLL]
-            s.set_attribute("wharf.entries", len(tidied))
-            if not tidied:
-                return
-            for e in tidied:
-                log.info("the mail of %s is no longer in %s; its after-action (%s) is taken as done, ledger DONE",
-                         display_name(e.path.rsplit("/", 1)[-1]), self.cfg.folder, self.cfg.after_action,
-                         extra=log_fields(e.job_id, partner=self.partner, channel=CHANNEL))
-            try:
-                self.landing.finish_many(tidied)
-            except (AzureError, WharfError) as exc:
-                log.warning("mail %s: could not mark %d entries of tidied mails DONE: %s; the next poll tries again",
-                            self.partner, len(tidied), one_line(exc), extra=log_fields(partner=self.partner))
+        self.landing.finish_gone(
+            lambda e: e.path.startswith(prefix) and not _listed(e.path[len(prefix):], listed),
+            limit=_TIDIED_PER_POLL, span_name="mail.finish_tidied",
+            why=lambda e: f"the mail of {display_name(e.path.rsplit('/', 1)[-1])} is no longer in {self.cfg.folder}; "
+                          f"its after-action ({self.cfg.after_action}) is taken as done, ledger DONE")
 
     def _page(self, page: list[MailMessage]) -> None:
         accepted: list[MailMessage] = []

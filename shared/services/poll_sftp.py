@@ -798,33 +798,14 @@ class _SftpPoll:
         return False
 
     def _finish_vanished(self, seen: set[str], now: datetime) -> None:
-        """LANDED entries whose file is no longer on the source: DONE (at most `_VANISHED_PER_POLL` a poll).
-
-        A poll killed after a delete or move and before the ledger said DONE leaves the entry LANDED, and no
-        later listing shows the file again. Only entries older than the lease (the poll that landed them is
-        not still about to say DONE) of files in a directory this poll listed whole are taken; a file still
-        listed keeps its entry LANDED until its post-action succeeds."""
-        lease = self.opts.lease.total_seconds()
-        with span("sftp.finish_vanished", {"wharf.partner": self.partner}) as s:
-            try:
-                landed = self._s.ledger.entries(self.partner, state=LedgerState.LANDED.value)
-            except (AzureError, WharfError) as exc:  # a tidy-up: the next poll tries again
-                log.warning("sftp %s: could not read LANDED ledger entries: %s", self.partner, exc,
-                            extra=log_fields(partner=self.partner))
-                return
-            vanished = [e for e in landed if e.channel == CHANNEL and e.path not in seen and self._covers(e.path)
-                        and now.timestamp() - e.claimed_at.timestamp() > lease][:_VANISHED_PER_POLL]
-            s.set_attribute("wharf.entries", len(vanished))
-            if not vanished:
-                return
-            for e in vanished:
-                log.info("%s is no longer on the source; its post-action (%s) is taken as done, ledger DONE",
-                         display_name(e.path), self.cfg.post_action, extra=log_fields(e.job_id, partner=self.partner))
-            try:
-                self.landing.finish_many(vanished)
-            except (AzureError, WharfError) as exc:
-                log.warning("sftp %s: could not mark %d vanished files DONE: %s; the next poll tries again",
-                            self.partner, len(vanished), exc, extra=log_fields(partner=self.partner))
+        """LANDED entries whose file is no longer on the source: DONE (`Landing.finish_gone`). Only files in a
+        directory this poll listed whole count; a file still listed keeps its entry LANDED until its post-action
+        succeeds."""
+        self.landing.finish_gone(
+            lambda e: e.path not in seen and self._covers(e.path), limit=_VANISHED_PER_POLL,
+            span_name="sftp.finish_vanished", now=now,
+            why=lambda e: f"{display_name(e.path)} is no longer on the source; its post-action "
+                          f"({self.cfg.post_action}) is taken as done, ledger DONE")
 
     def _post_action(self, box: list[FileSource], f: RemoteFile, entry: LedgerEntry) -> bool:
         """Delete, move or rename the landed file; True when done (the ledger entry may become DONE).

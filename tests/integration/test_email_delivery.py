@@ -50,8 +50,8 @@ def services(azurite: str) -> Iterator[Services]:
     of the shared fixture cost seconds each on a loaded machine."""
     from azure.data.tables import TableServiceClient
 
-    from shared.adapters.tables import TABLE_NAMES
     from shared.bootstrap import build_services
+    from shared.resources import TABLES
 
     tag = uuid.uuid4().hex[:12]
     settings = Settings(AzureWebJobsStorage=azurite, WHARF_TABLE_PREFIX=f"em{tag}", POLL_QUEUE=f"poll-{tag}",
@@ -61,7 +61,7 @@ def services(azurite: str) -> Iterator[Services]:
     svc.jobs.ensure_tables()
     yield svc
     tables = TableServiceClient.from_connection_string(settings.storage_connection_string or "")
-    for name in TABLE_NAMES:
+    for name in TABLES:
         tables.delete_table(f"{settings.table_prefix}{name}")
 
 

@@ -102,7 +102,7 @@ class _Sampling:
 def services(azurite: str) -> Iterator[Services]:
     from azure.data.tables import TableServiceClient
 
-    from shared.adapters.tables import TABLE_NAMES
+    from shared.resources import TABLES
 
     tag = uuid.uuid4().hex[:12]
     settings = Settings(AzureWebJobsStorage=azurite, WHARF_TABLE_PREFIX=f"mem{tag}", POLL_QUEUE=f"poll-{tag}",
@@ -112,7 +112,7 @@ def services(azurite: str) -> Iterator[Services]:
     svc.jobs.ensure_tables()
     yield svc
     tables = TableServiceClient.from_connection_string(settings.storage_connection_string or "")
-    for name in TABLE_NAMES:
+    for name in TABLES:
         tables.delete_table(f"{settings.table_prefix}{name}")
 
 
