@@ -10,6 +10,7 @@ from shared.api.handlers import _parse
 from shared.api.http import ApiResponse, json_body
 from shared.api.models import LegacyJobsQuery
 from shared.api.problems import PROBLEM_TYPE, Problem
+from shared.domain.job_index import JobQuery
 from shared.services import jobs_view
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ def legacy_jobs(services: Services, query: Mapping[str, str]) -> ApiResponse:
         return ApiResponse(p.status, p.to_json("/api/jobs"), PROBLEM_TYPE,
                            deprecation_headers("/api/v1/jobs"))
     assert isinstance(q, LegacyJobsQuery)
-    body = jobs_view.list_jobs(services.jobs, partner=q.partner, status=q.status.value if q.status else None,
-                               limit=q.limit)
+    # The JobsByTime index, newest first, as v1 reads it (never a scan of the job table); the default window
+    # (DEFAULT_WINDOW, 400 days) bounds how far back it goes, and there is no next page: v1 has continuations.
+    query = JobQuery(partner=q.partner, status=q.status.value if q.status else None)
+    body, _ = jobs_view.page_jobs(services.jobs, query, limit=q.limit)
     return json_body(body, 200, deprecation_headers("/api/v1/jobs"))

@@ -36,6 +36,21 @@ def test_legacy_jobs_limit_abc_is_a_400_problem_not_a_500(w: ApiWorld) -> None:
     assert ok.status == 200 and ok.headers["Deprecation"].startswith("@")
 
 
+def test_legacy_jobs_reads_the_index_newest_first_never_the_job_table(w: ApiWorld,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [w.job(partner="acme", file_name=f"f{i}.csv", status="COMPLETED" if i % 2 else "FAILED") for i in range(5)]
+    w.job(partner="globex")
+
+    def scan(**_: object) -> None:
+        raise AssertionError("the legacy route scanned the job table")
+
+    monkeypatch.setattr(w.jobs, "list_jobs", scan)
+    r = legacy_jobs(w.services, {"partner": "acme", "status": "COMPLETED", "limit": "5"})
+    assert r.status == 200, r.read()
+    assert [j["job_id"] for j in json.loads(r.read())] == [ids[3], ids[1]]  # newest first, filtered
+    assert len(json.loads(legacy_jobs(w.services, {"limit": "3"}).read())) == 3
+
+
 @pytest.mark.parametrize(("query", "param"), [
     ({"limit": "abc"}, "limit"), ({"limit": "0"}, "limit"), ({"limit": "501"}, "limit"),
     ({"status": "DONE"}, "status"), ({"type": "FTP"}, "type"), ({"since": "yesterday"}, "since"),
