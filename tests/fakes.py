@@ -191,6 +191,14 @@ def _roundtrip(data: Mapping[str, Any] | None, job_id: str) -> dict[str, Any]:
     return dict(json.loads(event_payload(job_id, data)))
 
 
+def _as_index_row(job: Job) -> Job:
+    """What a JobsByTime row holds (shared/adapters/tables.py `_index_to_job`): a list shows only these fields,
+    so code that reads a listed job's blob path or steps must read the job itself, here as against Azurite."""
+    return Job(job_id=job.job_id, partner=job.partner, job_type=job.job_type, status=job.status,
+               created_at=job.created_at, updated_at=job.updated_at, file_name=job.file_name, bytes=job.bytes,
+               error=job.error, parent_job_id=job.parent_job_id, event_count=job.event_count)
+
+
 class FakeJobStore:
     """JobStore in memory, with JobStoreClient's rules: CREATED first and once, data JSON round-tripped."""
 
@@ -269,7 +277,7 @@ class FakeJobStore:
             rows = [r for r in rows if (-int(r[0][0]), r[0][1]) > (-int(start.month), start.row_key)]
         page = rows[:limit]
         nxt = Cursor(*page[-1][0]).encode() if len(page) >= limit else None
-        return JobPage([j for _, j in page], nxt)
+        return JobPage([_as_index_row(j) for _, j in page], nxt)
 
     def rebuild(self, job_id: str | None = None) -> int:
         with self._lock:

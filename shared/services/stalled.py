@@ -57,7 +57,8 @@ def mark_stalled(services: Services, *, now: datetime,
                 if any(e.type is EventType.STALLED for e in read):
                     continue
                 age = round((now - job.created_at).total_seconds() / 60)
-                steps = job.steps_completed or []
+                # From the events: a listed job is its JobsByTime row, which does not hold the steps.
+                steps = [str(e.data.get("step", "")) for e in read if e.type is EventType.STEP_COMPLETED]
                 services.jobs.append(job.job_id, EventType.STALLED, {
                     "minutes": age, "status": job.status.value, "last_step": steps[-1] if steps else ""})
                 services.jobs.log(job.job_id, "WARNING", f"stalled: {job.status.value} {age} minute(s) after "

@@ -22,6 +22,8 @@ def _landed(w: ApiWorld, status: str = "RUNNING") -> str:
 def test_the_sweep_marks_stalled_jobs_once(monkeypatch: object) -> None:
     w = ApiWorld()
     running, done = _landed(w), _landed(w, "COMPLETED")
+    for step in ("validate", "transform"):
+        w.jobs.append(running, EventType.STEP_COMPLETED, {"step": step})
     later = utcnow() + timedelta(minutes=31)
     assert mark_stalled(w.services, now=utcnow()) == []  # young: not stalled
     client = FakeDurableClient()
@@ -30,6 +32,7 @@ def test_the_sweep_marks_stalled_jobs_once(monkeypatch: object) -> None:
     assert running in summary.stalled and done not in summary.stalled
     stalled = [e for e in w.jobs.events(running) if e.type is EventType.STALLED]
     assert len(stalled) == 1 and stalled[0].data["status"] == "RUNNING"
+    assert stalled[0].data["last_step"] == "transform"  # from the events: a listed job (index row) has no steps
     assert mark_stalled(w.services, now=later) == []  # recorded once
 
 
