@@ -33,6 +33,6 @@ def legacy_jobs(services: Services, query: Mapping[str, str]) -> ApiResponse:
     assert isinstance(q, LegacyJobsQuery)
     # The JobsByTime index, newest first, as v1 reads it (never a scan of the job table); the default window
     # (DEFAULT_WINDOW, 400 days) bounds how far back it goes, and there is no next page: v1 has continuations.
-    query = JobQuery(partner=q.partner, status=q.status.value if q.status else None)
-    body, _ = jobs_view.page_jobs(services.jobs, query, limit=q.limit)
+    newest = JobQuery(partner=q.partner, status=q.status.value if q.status else None)
+    body, _ = jobs_view.page_jobs(services.jobs, newest, limit=q.limit)
     return json_body(body, 200, deprecation_headers("/api/v1/jobs"))
