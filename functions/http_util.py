@@ -106,10 +106,13 @@ def http_function(bp: Any, name: str, *, route: str, methods: Sequence[str],
             from shared.api.http import BODY_MAX_BYTES
 
             body = bytearray()
-            async for chunk in req.stream():
-                body += chunk
-                if len(body) > BODY_MAX_BYTES:
-                    return PlainTextResponse(f"the request body is over {BODY_MAX_BYTES} bytes", 413)
+            try:
+                async for chunk in req.stream():
+                    body += chunk
+                    if len(body) > BODY_MAX_BYTES:
+                        return PlainTextResponse(f"the request body is over {BODY_MAX_BYTES} bytes", 413)
+            except Exception:  # noqa: BLE001 - the client went away mid-body (Starlette's ClientDisconnect)
+                return PlainTextResponse("the request body ended before it was whole", 400)
             classic = func.HttpRequest(req.method, str(req.url), headers=dict(req.headers),
                                        params=dict(req.query_params), route_params=dict(req.path_params),
                                        body=bytes(body))
@@ -178,6 +181,8 @@ async def _in_thread(fn: Callable[[Any], Any], arg: Any) -> Any:
 def _blocking_stream(chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
     """The request's async body stream, for a handler in a thread: each piece is awaited on the loop."""
 
+    from shared.api.http import BodyIncompleteError
+
     async def following() -> bytes | None:
         try:
             return await chunks.__anext__()
@@ -185,7 +190,10 @@ def _blocking_stream(chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLo
             return None
 
     while True:
-        chunk = asyncio.run_coroutine_threadsafe(following(), loop).result()
+        try:
+            chunk = asyncio.run_coroutine_threadsafe(following(), loop).result()
+        except Exception as exc:  # the client went away mid-body (Starlette's ClientDisconnect)
+            raise BodyIncompleteError(type(exc).__name__) from exc
         if chunk is None:
             return
         yield chunk

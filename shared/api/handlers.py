@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from shared.api import models as m
 from shared.api.auth import OPERATE, READ, UPLOAD, Principal, authenticate, authorize, csrf_token, needs_csrf
 from shared.api.config import ApiSettings, api_settings
-from shared.api.http import ApiRequest, ApiResponse, BodyTooLargeError, json_body
+from shared.api.http import ApiRequest, ApiResponse, BodyIncompleteError, BodyTooLargeError, json_body
 from shared.api.problems import PROBLEM_TYPE, Problem, bad_param
 from shared.api.router import PREFIX, Route, match, route
 from shared.catalog.errors import PartnerNotFoundError
@@ -592,6 +592,9 @@ def dispatch(services: Services, req: ApiRequest, *, cfg: ApiSettings | None = N
         except Problem as p:
             response = _html_problem(cfg, p, principal) if found and found.media.startswith("text/html") \
                 else _problem(p, PREFIX + req.path[:200])
+        except BodyIncompleteError as exc:
+            response = _problem(Problem(400, f"the request body ended before it was whole ({exc}); nothing was "
+                                             "stored", code="body-incomplete"), PREFIX + req.path[:200])
         except BodyTooLargeError as exc:
             response = _problem(Problem(413, f"the request body is over {exc.limit} bytes; this route reads "
                                              "small bodies only", code="too-large"), PREFIX + req.path[:200])

@@ -20,6 +20,10 @@ class BodyTooLargeError(Exception):
         self.limit = limit
 
 
+class BodyIncompleteError(Exception):
+    """The request body ended before it was whole (the client went away): the router answers 400."""
+
+
 class ApiRequest:
     """One request. `body` is the whole body; a streaming host passes `stream` instead (the body as it arrives),
     which `chunks()` hands out once and `body` reads whole, up to `body_limit` bytes."""

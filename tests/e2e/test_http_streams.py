@@ -137,3 +137,26 @@ def test_an_upload_over_the_limit_stops_there_with_413_and_leaves_nothing(e2e: E
     finally:
         sock.close()
     assert not e2e.services.blobs.exists("drop", f"{partner}/{name}")
+
+
+def test_an_upload_whose_client_goes_away_mid_body_stores_nothing_and_logs_no_traceback(
+        e2e: E2E, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import time
+
+    partner = _partner(e2e)
+    name = f"cut-{uuid.uuid4().hex[:6]}.bin"
+    piece = b"x" * MIB
+    with caplog.at_level(logging.INFO, logger="shared.api"):
+        sock = socket.create_connection(("127.0.0.1", _port(e2e)), timeout=30)
+        sock.sendall((f"POST /api/v1/partners/{partner}/uploads?name={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      f"x-functions-key: {FUNCTION_KEY}\r\nContent-Type: application/octet-stream\r\n"
+                      f"Content-Length: {64 * MIB}\r\n\r\n").encode())
+        sock.sendall(piece * 2)  # 2 of the 64 MiB it announced, then the client is gone
+        sock.close()
+        answered = e2e.wait_for("the upload's answer in the log", lambda: [
+            r for r in caplog.records if "/partners/{partner}/uploads" in r.getMessage()], timeout=30)
+    assert "-> 400" in answered[0].getMessage()  # a clear 4xx for the request, not a 500
+    assert not [r for r in caplog.records if r.exc_info and r.name.startswith("shared.api")]
+    time.sleep(0.5)
+    assert not e2e.services.blobs.exists("drop", f"{partner}/{name}")
