@@ -180,8 +180,14 @@ class KillingBlobs:
         return getattr(self.inner, name)
 
     def open_read(self, container: str, path: str, **kw: Any) -> Iterator[bytes]:
+        return self._killing(self.inner.open_read(container, path, **kw))
+
+    def open_stream(self, container: str, path: str, **kw: Any) -> Iterator[bytes]:
+        return self._killing(self.inner.open_stream(container, path, **kw))
+
+    def _killing(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         done = 0
-        for chunk in self.inner.open_read(container, path, **kw):
+        for chunk in chunks:
             yield chunk
             done += len(chunk)
             if done >= self.after and not self.killed.is_set():
