@@ -149,12 +149,12 @@ def child_main(state: dict[str, Any]) -> None:
 
 
 def run_wharf_child(conn: str, sshd: SshdServer, output: dict[str, Any], folder: Path,
-                    profile: bool = False) -> dict[str, Any]:
+                    profile: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
     state = {"root": str(sshd.root), "host": sshd.host, "port": sshd.port, "user": sshd.username,
              "host_key": str(sshd.host_key), "client_key": str(sshd.client_key.path), "conn": conn,
              "folder": str(folder), "output": output, "profile": profile}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.sftp_delivery", "--child", json.dumps(state)],
-                          cwd=ROOT, stdout=subprocess.PIPE, timeout=1800)
+                          cwd=ROOT, stdout=subprocess.PIPE, timeout=1800, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(f"wharf child failed with status {proc.returncode}")
     result: dict[str, Any] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-gib", type=float, help="instead: deliver one blob of this many GiB once, report "
                                                       "Wharf's peak RSS (and rclone's)")
     parser.add_argument("--profile", action="store_true", help="cProfile one Wharf delivery (to stderr)")
+    parser.add_argument("--paramiko", action="store_true",
+                        help="also run Wharf with WHARF_SFTP_LEAN_WRITE=false (paramiko's write path), alternating")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     size = int(args.rss_gib * 1024 * MIB) if args.rss_gib else args.mib * MIB
     runs = 1 if args.rss_gib else args.runs
     wharf: list[dict[str, Any]] = []
+    paramiko_path: list[dict[str, Any]] = []
     rclone: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="wharf-bench-delivery-") as tmp:
         work = Path(tmp)
@@ -203,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
             folder = sshd.folder("outbound")
             for i in range(runs):
                 # Alternate the order so neither tool always runs on a warmer cache.
-                for tool in ("wharf", "rclone") if i % 2 == 0 else ("rclone", "wharf"):
-                    if tool == "wharf":
-                        r = run_wharf_child(conn, sshd, output, folder, profile=args.profile)
-                        wharf.append(r)
+                tools = ("wharf", "paramiko", "rclone") if args.paramiko else ("wharf", "rclone")
+                for tool in tools if i % 2 == 0 else tools[::-1]:
+                    if tool in ("wharf", "paramiko"):
+                        child_env = {"WHARF_SFTP_LEAN_WRITE": "false"} if tool == "paramiko" else {}
+                        r = run_wharf_child(conn, sshd, output, folder, profile=args.profile, env=child_env)
+                        (wharf if tool == "wharf" else paramiko_path).append(r)
                         text = f"{r['elapsed']:7.2f} s, CPU {r['cpu']:.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
                     else:
                         elapsed, peak = run_rclone(env, output, folder)
@@ -228,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
                          "mib_per_s": round(size / MIB / r_med, 1),
                          "peak_rss_mib": round(max(p for _, p in rclone), 1)},
               "ratio_rclone_over_wharf": round(r_med / w_med, 2)}
+    if paramiko_path:
+        p_med = statistics.median(r["elapsed"] for r in paramiko_path)
+        report["wharf_paramiko"] = {
+            "runs_s": [round(r["elapsed"], 2) for r in paramiko_path], "median_s": round(p_med, 2),
+            "mib_per_s": round(size / MIB / p_med, 1), "cpu_s": [round(r["cpu"], 2) for r in paramiko_path],
+            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in paramiko_path), 1),
+            "ratio_rclone_over_wharf": round(r_med / p_med, 2)}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -238,9 +250,12 @@ def main(argv: list[str] | None = None) -> int:
 def format_table(report: dict[str, Any]) -> str:
     lines = ["| scenario | tool | runs (s) | median | MiB/s | ratio (rclone / Wharf) | peak RSS |",
              "|---|---|---|---:|---:|---:|---:|"]
-    for tool in ("wharf", "rclone"):
+    for tool in ("wharf", "wharf_paramiko", "rclone"):
+        if tool not in report:
+            continue
         r = report[tool]
-        ratio = f"{report['ratio_rclone_over_wharf']:.2f}x" if tool == "wharf" else ""
+        ratio = "" if tool == "rclone" else \
+            f"{r.get('ratio_rclone_over_wharf', report['ratio_rclone_over_wharf']):.2f}x"
         lines.append(f"| 1 x {report['mib']} MiB | {tool} | {', '.join(f'{v:.2f}' for v in r['runs_s'])} | "
                      f"{r['median_s']:.2f} s | {r['mib_per_s']} | {ratio} | {r['peak_rss_mib']:.0f} MiB |")
     m = report["machine"]
