@@ -86,19 +86,28 @@ class _Statuses:
     """Receives the STATUS answers of the write requests (paramiko dispatches them by request number)."""
 
     def __init__(self, sftp: Any) -> None:
-        self.sftp, self.outstanding = sftp, 0
+        self.sftp = sftp
+        self.offsets: dict[int, int] = {}  # request number -> its offset, for the requests not answered yet
         self.error: BaseException | None = None
 
+    @property
+    def outstanding(self) -> int:
+        return len(self.offsets)
+
     def _async_response(self, t: int, msg: Any, num: int) -> None:
-        self.outstanding -= 1
+        offset = self.offsets.pop(num, -1)
         if self.error is not None:
             return
         if t != CMD_STATUS:
-            self.error = SFTPError(f"expected a status for write request {num}, got packet type {t}")
+            self.error = SFTPError(f"expected a status for the write at byte {offset}, got packet type {t}")
             return
         try:
             self.sftp._convert_status(msg)  # raises OSError with the server's errno (or EOFError) on a failure
-        except (OSError, EOFError) as exc:
+        except OSError as exc:
+            # The server's errno stays (callers branch on it); the text says where the file stopped.
+            self.error = OSError(exc.errno, f"the server refused the write at byte {offset}: "
+                                            f"{exc.strerror or exc}")
+        except EOFError as exc:
             self.error = exc
 
 
@@ -169,7 +178,7 @@ class LeanWriter:
             num = sftp.request_number
             sftp._expecting[num] = statuses
             sftp.request_number += 1
-        statuses.outstanding += 1
+        statuses.offsets[num] = self._offset
         header = (struct.pack(">IBI", 1 + 4 + len(self._handle) + 8 + 4 + n, CMD_WRITE, num) + self._handle
                   + struct.pack(">QI", self._offset, n))
         self._send([memoryview(header), *pieces], len(header) + n)
