@@ -5,6 +5,7 @@ the same SFTP server, alternating in one run; plus Wharf's peak RSS on a 2 GiB d
     .venv/bin/python -m benchmarks.sftp_delivery                    # 1 x 512 MiB, 3 runs each
     .venv/bin/python -m benchmarks.sftp_delivery --mib 128 --runs 5
     .venv/bin/python -m benchmarks.sftp_delivery --rss-gib 2        # one 2 GiB delivery, the child's peak RSS
+    .venv/bin/python -m benchmarks.sftp_delivery --paramiko --baseline ../main  # + lean off, + main's code
     .venv/bin/python -m benchmarks.sftp_delivery --json
 
 Every Wharf run is a fresh interpreter (a child process): its time is the `deliver_sftp` call alone (imports and
@@ -149,12 +150,16 @@ def child_main(state: dict[str, Any]) -> None:
 
 
 def run_wharf_child(conn: str, sshd: SshdServer, output: dict[str, Any], folder: Path,
-                    profile: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
+                    profile: bool = False, env: dict[str, str] | None = None,
+                    tree: Path = ROOT) -> dict[str, Any]:
+    """One delivery in a fresh interpreter; `tree` is the checkout whose code it runs (another one's for
+    --baseline), `env` added to this environment."""
     state = {"root": str(sshd.root), "host": sshd.host, "port": sshd.port, "user": sshd.username,
              "host_key": str(sshd.host_key), "client_key": str(sshd.client_key.path), "conn": conn,
              "folder": str(folder), "output": output, "profile": profile}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.sftp_delivery", "--child", json.dumps(state)],
-                          cwd=ROOT, stdout=subprocess.PIPE, timeout=1800, env={**os.environ, **(env or {})})
+                          cwd=tree, stdout=subprocess.PIPE, timeout=1800,
+                          env={**os.environ, **(env or {}), **({"PYTHONPATH": str(tree)} if tree != ROOT else {})})
     if proc.returncode != 0:
         raise RuntimeError(f"wharf child failed with status {proc.returncode}")
     result: dict[str, Any] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
@@ -181,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile one Wharf delivery (to stderr)")
     parser.add_argument("--paramiko", action="store_true",
                         help="also run Wharf with WHARF_SFTP_LEAN_WRITE=false (paramiko's write path), alternating")
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="also run the Wharf of another checkout (e.g. main's), alternating in the same run")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -190,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     size = int(args.rss_gib * 1024 * MIB) if args.rss_gib else args.mib * MIB
     runs = 1 if args.rss_gib else args.runs
     wharf: list[dict[str, Any]] = []
-    paramiko_path: list[dict[str, Any]] = []
+    variants: dict[str, tuple[dict[str, str], Path]] = {}
+    if args.paramiko:
+        variants["wharf_paramiko"] = ({"WHARF_SFTP_LEAN_WRITE": "false"}, ROOT)
+    if args.baseline:
+        variants["wharf_baseline"] = ({}, args.baseline.resolve())
+    extra: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     rclone: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="wharf-bench-delivery-") as tmp:
         work = Path(tmp)
@@ -206,12 +218,13 @@ def main(argv: list[str] | None = None) -> int:
             folder = sshd.folder("outbound")
             for i in range(runs):
                 # Alternate the order so neither tool always runs on a warmer cache.
-                tools = ("wharf", "paramiko", "rclone") if args.paramiko else ("wharf", "rclone")
+                tools = ("wharf", *variants, "rclone")
                 for tool in tools if i % 2 == 0 else tools[::-1]:
-                    if tool in ("wharf", "paramiko"):
-                        child_env = {"WHARF_SFTP_LEAN_WRITE": "false"} if tool == "paramiko" else {}
-                        r = run_wharf_child(conn, sshd, output, folder, profile=args.profile, env=child_env)
-                        (wharf if tool == "wharf" else paramiko_path).append(r)
+                    if tool != "rclone":
+                        child_env, tree = variants.get(tool, ({}, ROOT))
+                        r = run_wharf_child(conn, sshd, output, folder, profile=args.profile, env=child_env,
+                                            tree=tree)
+                        (wharf if tool == "wharf" else extra[tool]).append(r)
                         text = f"{r['elapsed']:7.2f} s, CPU {r['cpu']:.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
                     else:
                         elapsed, peak = run_rclone(env, output, folder)
@@ -233,13 +246,15 @@ def main(argv: list[str] | None = None) -> int:
                          "mib_per_s": round(size / MIB / r_med, 1),
                          "peak_rss_mib": round(max(p for _, p in rclone), 1)},
               "ratio_rclone_over_wharf": round(r_med / w_med, 2)}
-    if paramiko_path:
-        p_med = statistics.median(r["elapsed"] for r in paramiko_path)
-        report["wharf_paramiko"] = {
-            "runs_s": [round(r["elapsed"], 2) for r in paramiko_path], "median_s": round(p_med, 2),
-            "mib_per_s": round(size / MIB / p_med, 1), "cpu_s": [round(r["cpu"], 2) for r in paramiko_path],
-            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in paramiko_path), 1),
+    for name, results in extra.items():
+        p_med = statistics.median(r["elapsed"] for r in results)
+        report[name] = {
+            "runs_s": [round(r["elapsed"], 2) for r in results], "median_s": round(p_med, 2),
+            "mib_per_s": round(size / MIB / p_med, 1), "cpu_s": [round(r["cpu"], 2) for r in results],
+            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in results), 1),
             "ratio_rclone_over_wharf": round(r_med / p_med, 2)}
+    if args.baseline:
+        report["baseline_tree"] = str(args.baseline)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -250,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 def format_table(report: dict[str, Any]) -> str:
     lines = ["| scenario | tool | runs (s) | median | MiB/s | ratio (rclone / Wharf) | peak RSS |",
              "|---|---|---|---:|---:|---:|---:|"]
-    for tool in ("wharf", "wharf_paramiko", "rclone"):
+    for tool in ("wharf", "wharf_paramiko", "wharf_baseline", "rclone"):
         if tool not in report:
             continue
         r = report[tool]
