@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -75,18 +76,22 @@ def rclone_env(sshd: SshdServer, conn: str) -> dict[str, str]:
                 RCLONE_CONFIG="/dev/null")
 
 
-def run_rclone(env: dict[str, str], output: dict[str, Any], folder: Path) -> tuple[float, float]:
+def run_rclone(env: dict[str, str], output: dict[str, Any], folder: Path) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, from the reaped child's rusage)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen([RCLONE, "copy", f"src:{output['container']}/{output['path']}", f"dst:{folder}", "-q"],
                             env=env)
     peak = watch_peak(proc)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"rclone failed with status {proc.returncode}")
     landed = folder / output["name"]
     if landed.stat().st_size != output["bytes"]:
         raise RuntimeError(f"rclone delivered {landed.stat().st_size} bytes, expected {output['bytes']}")
-    return elapsed, peak
+    return elapsed, peak, cpu
 
 
 # --- Wharf (child process) ------------------------------------------------------------------------------
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         variants["wharf_baseline"] = ({}, args.baseline.resolve())
     extra: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    rclone: list[tuple[float, float]] = []
+    rclone: list[tuple[float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="wharf-bench-delivery-") as tmp:
         work = Path(tmp)
         sshd = SshdServer(work / "sshd").start()
@@ -227,24 +232,24 @@ def main(argv: list[str] | None = None) -> int:
                         (wharf if tool == "wharf" else extra[tool]).append(r)
                         text = f"{r['elapsed']:7.2f} s, CPU {r['cpu']:.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
                     else:
-                        elapsed, peak = run_rclone(env, output, folder)
-                        rclone.append((elapsed, peak))
-                        text = f"{elapsed:7.2f} s, peak RSS {peak:.0f} MiB"
+                        elapsed, peak, cpu = run_rclone(env, output, folder)
+                        rclone.append((elapsed, peak, cpu))
+                        text = f"{elapsed:7.2f} s, CPU {cpu:.2f} s, peak RSS {peak:.0f} MiB"
                     clear(folder)
                     print(f"  run {i + 1}/{runs} {tool:<6} {text} (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
         finally:
             azurite.stop()
             sshd.stop()
     w_med = statistics.median(r["elapsed"] for r in wharf)
-    r_med = statistics.median(e for e, _ in rclone)
+    r_med = statistics.median(e for e, _, _ in rclone)
     report = {"machine": machine(), "mib": size // MIB, "runs": runs,
               "wharf": {"runs_s": [round(r["elapsed"], 2) for r in wharf], "median_s": round(w_med, 2),
                         "mib_per_s": round(size / MIB / w_med, 1), "cpu_s": [round(r["cpu"], 2) for r in wharf],
                         "peak_rss_mib": round(max(r["peak_rss_mib"] for r in wharf), 1),
                         "verified": wharf[0]["verified"]},
-              "rclone": {"runs_s": [round(e, 2) for e, _ in rclone], "median_s": round(r_med, 2),
-                         "mib_per_s": round(size / MIB / r_med, 1),
-                         "peak_rss_mib": round(max(p for _, p in rclone), 1)},
+              "rclone": {"runs_s": [round(e, 2) for e, _, _ in rclone], "median_s": round(r_med, 2),
+                         "mib_per_s": round(size / MIB / r_med, 1), "cpu_s": [round(c, 2) for _, _, c in rclone],
+                         "peak_rss_mib": round(max(p for _, p, _ in rclone), 1)},
               "ratio_rclone_over_wharf": round(r_med / w_med, 2)}
     for name, results in extra.items():
         p_med = statistics.median(r["elapsed"] for r in results)
@@ -263,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    lines = ["| scenario | tool | runs (s) | median | MiB/s | ratio (rclone / Wharf) | peak RSS |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["| scenario | tool | runs (s) | median | MiB/s | ratio (rclone / Wharf) | CPU median | peak RSS |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for tool in ("wharf", "wharf_paramiko", "wharf_baseline", "rclone"):
         if tool not in report:
             continue
@@ -272,7 +277,8 @@ def format_table(report: dict[str, Any]) -> str:
         ratio = "" if tool == "rclone" else \
             f"{r.get('ratio_rclone_over_wharf', report['ratio_rclone_over_wharf']):.2f}x"
         lines.append(f"| 1 x {report['mib']} MiB | {tool} | {', '.join(f'{v:.2f}' for v in r['runs_s'])} | "
-                     f"{r['median_s']:.2f} s | {r['mib_per_s']} | {ratio} | {r['peak_rss_mib']:.0f} MiB |")
+                     f"{r['median_s']:.2f} s | {r['mib_per_s']} | {ratio} | {statistics.median(r['cpu_s']):.2f} s | "
+                     f"{r['peak_rss_mib']:.0f} MiB |")
     m = report["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib']} MiB RAM, Linux {m['kernel']}; "
                   f"Python {m['python']}, paramiko {m['paramiko']}, {m['rclone']}, {m['sshd']}. "

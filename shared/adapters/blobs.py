@@ -239,6 +239,7 @@ class BlobStoreClient:
             try:
                 body, headers = blob._client.blob.download(
                     range=f"bytes={offset}-{offset + length - 1}", modified_access_conditions=conditions,
+                    decompress=False,  # the stored bytes, as the sha256 recorded for them; offsets stay true
                     cls=lambda _response, body, headers: (body, headers))
             except ResourceNotFoundError as exc:
                 raise NotFoundError(f"blob {where} not found") from exc
