@@ -4,9 +4,10 @@ paramiko copies every byte of a pipelined write about 13 times in Python before 
 re-slices each request, builds a Message, the channel and the packetizer concatenate again) and allocates a few
 32 KiB objects per SSH packet. Here a WRITE request is a small header plus memoryviews of the caller's data;
 it is cut into channel packets within the channel's send window, and each packet is copied once into a reused
-buffer, AES-GCM-encrypted into a second reused buffer (`encrypt_into`) and sent, under the packetizer's write
-lock and the transport's clear_to_send (as paramiko's own user messages: a key exchange waits for the packets
-already taken from the window, and no packet goes out while one runs). Sequence numbers, the rekey counters
+buffer, AES-GCM-encrypted into a second reused buffer (`encrypt_into`), and the packets of one window
+reservation (at most a request's) go out in one send, under the packetizer's write lock and the transport's
+clear_to_send (as paramiko's own user messages: a key exchange waits for the packets already taken from the
+window, and no packet goes out while one runs). Sequence numbers, the rekey counters
 and the IV are kept exactly as paramiko's `Packetizer.send_message` keeps them, so paramiko's own messages
 (window adjustments, keepalives, the key exchange) interleave safely.
 
@@ -257,58 +258,72 @@ class LeanWriter:
                 raise EOFError("the SSH key exchange did not finish in time")
         try:
             head = struct.pack(">BI", MSG_CHANNEL_DATA, self._chan.remote_chanid)
-            for size, parts in packets:
-                self._packet(head, size, parts)
+            self._packets(head, packets)
         finally:
             t.clear_to_send_lock.release()
 
-    def _packet(self, head: bytes, size: int, parts: list[memoryview]) -> None:
+    def _packets(self, head: bytes, packets: list[tuple[int, list[memoryview]]]) -> None:
+        """Build and encrypt the packets into one buffer and send it with one call, under the write lock (the
+        sequence numbers and IVs are the order on the wire)."""
         pk = self._pk
         with _get(pk, "write_lock"):
             engine = _get(pk, "block_engine_out")
             if not (_get(pk, "aead_out") and isinstance(engine, AESGCM)
                     and _get(pk, "compress_engine_out") is None):
-                # Another cipher since a rekey: paramiko builds and encrypts (RLock: re-entered here).
-                pk.send_message(_Raw(b"".join([head, struct.pack(">I", size), *parts])))
-                self.packets += 1
-                self.fallback_packets += 1
+                # Another cipher since a rekey: paramiko builds and encrypts (RLock: re-entered there).
+                for size, parts in packets:
+                    pk.send_message(_Raw(b"".join([head, struct.pack(">I", size), *parts])))
+                self.packets += len(packets)
+                self.fallback_packets += len(packets)
                 return
-            payload = 9 + size  # MSG_CHANNEL_DATA, recipient channel, data length, data
             block = _get(pk, "block_size_out")
-            padding = 3 + block - ((payload + 4) % block)  # as Packetizer._build_packet under AEAD
-            length = 1 + payload + padding
-            body, out = self._buffers(length)
-            body[0] = padding
-            body[1:6] = head
-            struct.pack_into(">I", body, 6, size)
-            at = 10
-            for part in parts:
-                body[at:at + len(part)] = part
-                at += len(part)
-            body[at:length] = self._padding(padding)
-            struct.pack_into(">I", out, 0, length)
+            shapes: list[tuple[int, int]] = []  # (padding, packet length) as Packetizer._build_packet under AEAD
+            for size, _ in packets:
+                payload = 9 + size  # MSG_CHANNEL_DATA, recipient channel, data length, data
+                padding = 3 + block - ((payload + 4) % block)
+                shapes.append((padding, 1 + payload + padding))
+            total = sum(4 + length + _TAG for _, length in shapes)
+            body, out = self._buffers(max(length for _, length in shapes), total)
+            body_view, out_view = memoryview(body), memoryview(out)
             iv = _get(pk, "iv_out")
-            engine.encrypt_into(iv, memoryview(body)[:length], bytes(out[:4]), memoryview(out)[4:4 + length + _TAG])
-            _set(pk, "iv_out", iv[:4] + (int.from_bytes(iv[4:], "big") + 1).to_bytes(8, "big"))
-            sent = 4 + length + _TAG
-            self._send_all(memoryview(out)[:sent])
-            _set(pk, "sequence_number_out", (_get(pk, "sequence_number_out") + 1) & 0xFFFFFFFF)
+            fixed, counter = iv[:4], int.from_bytes(iv[4:], "big")
+            at_out = 0
+            for (size, parts), (padding, length) in zip(packets, shapes, strict=True):
+                body[0] = padding
+                body[1:6] = head
+                struct.pack_into(">I", body, 6, size)
+                at = 10
+                for part in parts:
+                    body[at:at + len(part)] = part
+                    at += len(part)
+                body[at:length] = self._padding(padding)
+                struct.pack_into(">I", out, at_out, length)
+                end = at_out + 4 + length + _TAG
+                engine.encrypt_into(fixed + counter.to_bytes(8, "big"), body_view[:length],
+                                    bytes(out_view[at_out:at_out + 4]), out_view[at_out + 4:end])
+                counter += 1
+                at_out = end
+            _set(pk, "iv_out", fixed + counter.to_bytes(8, "big"))
+            _set(pk, "sequence_number_out", (_get(pk, "sequence_number_out") + len(packets)) & 0xFFFFFFFF)
+            self._send_all(out_view[:total])
             _set(pk, "keepalive_last", time.time())
-            sent_bytes = _get(pk, "sent_bytes") + sent
-            sent_packets = _get(pk, "sent_packets") + 1
+            sent_bytes = _get(pk, "sent_bytes") + total
+            sent_packets = _get(pk, "sent_packets") + len(packets)
             _set(pk, "sent_bytes", sent_bytes)
             _set(pk, "sent_packets", sent_packets)
-            self.packets += 1
+            self.packets += len(packets)
             if (sent_packets >= pk.REKEY_PACKETS or sent_bytes >= pk.REKEY_BYTES) and not _get(pk, "need_rekey"):
                 # As send_message: ask for new keys once; the transport thread starts the exchange.
                 _set(pk, "received_bytes_overflow", 0)
                 _set(pk, "received_packets_overflow", 0)
                 pk._trigger_rekey()
 
-    def _buffers(self, length: int) -> tuple[bytearray, bytearray]:
+    def _buffers(self, length: int, total: int) -> tuple[bytearray, bytearray]:
+        """A body buffer for the largest packet, an output buffer for them all (one request's: reused)."""
         if len(self._body) < length:
             self._body = bytearray(length)
-            self._out = bytearray(4 + length + _TAG)
+        if len(self._out) < total:
+            self._out = bytearray(total)
         return self._body, self._out
 
     def _padding(self, n: int) -> bytes:
