@@ -542,7 +542,8 @@ class SftpClient:
     def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
         """Create or truncate `path` and write the chunks pipelined: write requests go out without waiting for
         each answer (the SSH channel window bounds what is in flight), every answer is checked before this
-        returns. Unbuffered: a chunk goes straight into requests, never into a second copy.
+        returns. Chunks of any size: they are cut into requests of the server's write size, holding at most one
+        request's bytes besides the chunk being cut.
 
         On an AES-GCM connection the requests go through the lean write path (`sftp_lean`: a copy per SSH
         packet instead of paramiko's ~13), else (another cipher, `lean_write=False`, WHARF_SFTP_LEAN_WRITE=false)
