@@ -185,7 +185,7 @@ def clear(folder: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=512, help="size of the delivered blob (default 512 MiB)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each tool, alternating (default 3)")
+    parser.add_argument("--runs", type=int, help="runs of each tool, alternating (default 3; 1 with --rss-gib)")
     parser.add_argument("--rss-gib", type=float, help="instead: deliver one blob of this many GiB once, report "
                                                       "Wharf's peak RSS (and rclone's)")
     parser.add_argument("--profile", action="store_true", help="cProfile one Wharf delivery (to stderr)")
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         child_main(json.loads(args.child))
         return 0
     size = int(args.rss_gib * 1024 * MIB) if args.rss_gib else args.mib * MIB
-    runs = 1 if args.rss_gib else args.runs
+    runs = args.runs or (1 if args.rss_gib else 3)
     wharf: list[dict[str, Any]] = []
     variants: dict[str, tuple[dict[str, str], Path]] = {}
     if args.paramiko:
