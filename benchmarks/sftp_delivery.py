@@ -5,6 +5,7 @@ the same SFTP server, alternating in one run; plus Wharf's peak RSS on a 2 GiB d
     .venv/bin/python -m benchmarks.sftp_delivery                    # 1 x 512 MiB, 3 runs each
     .venv/bin/python -m benchmarks.sftp_delivery --mib 128 --runs 5
     .venv/bin/python -m benchmarks.sftp_delivery --rss-gib 2        # one 2 GiB delivery, the child's peak RSS
+    .venv/bin/python -m benchmarks.sftp_delivery --paramiko --baseline ../main  # + lean off, + main's code
     .venv/bin/python -m benchmarks.sftp_delivery --json
 
 Every Wharf run is a fresh interpreter (a child process): its time is the `deliver_sftp` call alone (imports and
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -74,18 +76,22 @@ def rclone_env(sshd: SshdServer, conn: str) -> dict[str, str]:
                 RCLONE_CONFIG="/dev/null")
 
 
-def run_rclone(env: dict[str, str], output: dict[str, Any], folder: Path) -> tuple[float, float]:
+def run_rclone(env: dict[str, str], output: dict[str, Any], folder: Path) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, from the reaped child's rusage)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen([RCLONE, "copy", f"src:{output['container']}/{output['path']}", f"dst:{folder}", "-q"],
                             env=env)
     peak = watch_peak(proc)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"rclone failed with status {proc.returncode}")
     landed = folder / output["name"]
     if landed.stat().st_size != output["bytes"]:
         raise RuntimeError(f"rclone delivered {landed.stat().st_size} bytes, expected {output['bytes']}")
-    return elapsed, peak
+    return elapsed, peak, cpu
 
 
 # --- Wharf (child process) ------------------------------------------------------------------------------
@@ -149,12 +155,16 @@ def child_main(state: dict[str, Any]) -> None:
 
 
 def run_wharf_child(conn: str, sshd: SshdServer, output: dict[str, Any], folder: Path,
-                    profile: bool = False) -> dict[str, Any]:
+                    profile: bool = False, env: dict[str, str] | None = None,
+                    tree: Path = ROOT) -> dict[str, Any]:
+    """One delivery in a fresh interpreter; `tree` is the checkout whose code it runs (another one's for
+    --baseline), `env` added to this environment."""
     state = {"root": str(sshd.root), "host": sshd.host, "port": sshd.port, "user": sshd.username,
              "host_key": str(sshd.host_key), "client_key": str(sshd.client_key.path), "conn": conn,
              "folder": str(folder), "output": output, "profile": profile}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.sftp_delivery", "--child", json.dumps(state)],
-                          cwd=ROOT, stdout=subprocess.PIPE, timeout=1800)
+                          cwd=tree, stdout=subprocess.PIPE, timeout=1800,
+                          env={**os.environ, **(env or {}), **({"PYTHONPATH": str(tree)} if tree != ROOT else {})})
     if proc.returncode != 0:
         raise RuntimeError(f"wharf child failed with status {proc.returncode}")
     result: dict[str, Any] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
@@ -175,10 +185,14 @@ def clear(folder: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=512, help="size of the delivered blob (default 512 MiB)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each tool, alternating (default 3)")
+    parser.add_argument("--runs", type=int, help="runs of each tool, alternating (default 3; 1 with --rss-gib)")
     parser.add_argument("--rss-gib", type=float, help="instead: deliver one blob of this many GiB once, report "
                                                       "Wharf's peak RSS (and rclone's)")
     parser.add_argument("--profile", action="store_true", help="cProfile one Wharf delivery (to stderr)")
+    parser.add_argument("--paramiko", action="store_true",
+                        help="also run Wharf with WHARF_SFTP_LEAN_WRITE=false (paramiko's write path), alternating")
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="also run the Wharf of another checkout (e.g. main's), alternating in the same run")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -186,9 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         child_main(json.loads(args.child))
         return 0
     size = int(args.rss_gib * 1024 * MIB) if args.rss_gib else args.mib * MIB
-    runs = 1 if args.rss_gib else args.runs
+    runs = args.runs or (1 if args.rss_gib else 3)
     wharf: list[dict[str, Any]] = []
-    rclone: list[tuple[float, float]] = []
+    variants: dict[str, tuple[dict[str, str], Path]] = {}
+    if args.paramiko:
+        variants["wharf_paramiko"] = ({"WHARF_SFTP_LEAN_WRITE": "false"}, ROOT)
+    if args.baseline:
+        variants["wharf_baseline"] = ({}, args.baseline.resolve())
+    extra: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    rclone: list[tuple[float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="wharf-bench-delivery-") as tmp:
         work = Path(tmp)
         sshd = SshdServer(work / "sshd").start()
@@ -203,31 +223,43 @@ def main(argv: list[str] | None = None) -> int:
             folder = sshd.folder("outbound")
             for i in range(runs):
                 # Alternate the order so neither tool always runs on a warmer cache.
-                for tool in ("wharf", "rclone") if i % 2 == 0 else ("rclone", "wharf"):
-                    if tool == "wharf":
-                        r = run_wharf_child(conn, sshd, output, folder, profile=args.profile)
-                        wharf.append(r)
+                tools = ("wharf", *variants, "rclone")
+                for tool in tools if i % 2 == 0 else tools[::-1]:
+                    if tool != "rclone":
+                        child_env, tree = variants.get(tool, ({}, ROOT))
+                        r = run_wharf_child(conn, sshd, output, folder, profile=args.profile, env=child_env,
+                                            tree=tree)
+                        (wharf if tool == "wharf" else extra[tool]).append(r)
                         text = f"{r['elapsed']:7.2f} s, CPU {r['cpu']:.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
                     else:
-                        elapsed, peak = run_rclone(env, output, folder)
-                        rclone.append((elapsed, peak))
-                        text = f"{elapsed:7.2f} s, peak RSS {peak:.0f} MiB"
+                        elapsed, peak, cpu = run_rclone(env, output, folder)
+                        rclone.append((elapsed, peak, cpu))
+                        text = f"{elapsed:7.2f} s, CPU {cpu:.2f} s, peak RSS {peak:.0f} MiB"
                     clear(folder)
                     print(f"  run {i + 1}/{runs} {tool:<6} {text} (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
         finally:
             azurite.stop()
             sshd.stop()
     w_med = statistics.median(r["elapsed"] for r in wharf)
-    r_med = statistics.median(e for e, _ in rclone)
+    r_med = statistics.median(e for e, _, _ in rclone)
     report = {"machine": machine(), "mib": size // MIB, "runs": runs,
               "wharf": {"runs_s": [round(r["elapsed"], 2) for r in wharf], "median_s": round(w_med, 2),
                         "mib_per_s": round(size / MIB / w_med, 1), "cpu_s": [round(r["cpu"], 2) for r in wharf],
                         "peak_rss_mib": round(max(r["peak_rss_mib"] for r in wharf), 1),
                         "verified": wharf[0]["verified"]},
-              "rclone": {"runs_s": [round(e, 2) for e, _ in rclone], "median_s": round(r_med, 2),
-                         "mib_per_s": round(size / MIB / r_med, 1),
-                         "peak_rss_mib": round(max(p for _, p in rclone), 1)},
+              "rclone": {"runs_s": [round(e, 2) for e, _, _ in rclone], "median_s": round(r_med, 2),
+                         "mib_per_s": round(size / MIB / r_med, 1), "cpu_s": [round(c, 2) for _, _, c in rclone],
+                         "peak_rss_mib": round(max(p for _, p, _ in rclone), 1)},
               "ratio_rclone_over_wharf": round(r_med / w_med, 2)}
+    for name, results in extra.items():
+        p_med = statistics.median(r["elapsed"] for r in results)
+        report[name] = {
+            "runs_s": [round(r["elapsed"], 2) for r in results], "median_s": round(p_med, 2),
+            "mib_per_s": round(size / MIB / p_med, 1), "cpu_s": [round(r["cpu"], 2) for r in results],
+            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in results), 1),
+            "ratio_rclone_over_wharf": round(r_med / p_med, 2)}
+    if args.baseline:
+        report["baseline_tree"] = str(args.baseline)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -236,13 +268,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    lines = ["| scenario | tool | runs (s) | median | MiB/s | ratio (rclone / Wharf) | peak RSS |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    for tool in ("wharf", "rclone"):
+    lines = ["| scenario | tool | runs (s) | median | MiB/s | ratio (rclone / Wharf) | CPU median | peak RSS |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for tool in ("wharf", "wharf_paramiko", "wharf_baseline", "rclone"):
+        if tool not in report:
+            continue
         r = report[tool]
-        ratio = f"{report['ratio_rclone_over_wharf']:.2f}x" if tool == "wharf" else ""
+        ratio = "" if tool == "rclone" else \
+            f"{r.get('ratio_rclone_over_wharf', report['ratio_rclone_over_wharf']):.2f}x"
         lines.append(f"| 1 x {report['mib']} MiB | {tool} | {', '.join(f'{v:.2f}' for v in r['runs_s'])} | "
-                     f"{r['median_s']:.2f} s | {r['mib_per_s']} | {ratio} | {r['peak_rss_mib']:.0f} MiB |")
+                     f"{r['median_s']:.2f} s | {r['mib_per_s']} | {ratio} | {statistics.median(r['cpu_s']):.2f} s | "
+                     f"{r['peak_rss_mib']:.0f} MiB |")
     m = report["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib']} MiB RAM, Linux {m['kernel']}; "
                   f"Python {m['python']}, paramiko {m['paramiko']}, {m['rclone']}, {m['sshd']}. "

@@ -195,7 +195,7 @@ class Services:
             return self.overrides["file_sinks"]
         from shared.adapters.sftp import SftpConnector
 
-        return SftpConnector(self.secrets)
+        return SftpConnector(self.secrets, lean_write=self.settings.sftp_lean_write)
 
     @cached_property
     def deliveries(self) -> Deliveries:

@@ -76,6 +76,11 @@ class BlobStore(Protocol):
         """The blob's bytes as ranged reads of at most `chunk_size` (memory: one range, from the first byte on)."""
         ...
 
+    def open_stream(self, container: str, path: str) -> Iterator[bytes]:
+        """The blob's bytes as they arrive, in blocks of any size (memory: a block); few, long requests. Raises
+        NotFoundError when absent, ConflictError when the blob is replaced while it is read."""
+        ...
+
     def download_link(self, container: str, path: str, *, expires_in: timedelta) -> DownloadLink:
         """A read-only URL for the blob, valid for `expires_in`."""
         ...
@@ -508,8 +513,8 @@ class FileSink(Protocol):
         ...
 
     def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
-        """Create or truncate `path` (its folder made when missing) and write the chunks in order, pipelined,
-        memory bounded; returns the bytes written. Every write is acknowledged when this returns."""
+        """Create or truncate `path` (its folder made when missing) and write the chunks (of any size) in order,
+        pipelined, memory bounded; returns the bytes written. Every write is acknowledged when this returns."""
         ...
 
     def stat(self, path: str) -> RemoteFile:

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     sftp_max_sessions: int = Field(default=4, ge=1, le=64, validation_alias=AliasChoices("WHARF_SFTP_MAX_SESSIONS"))
     sftp_session_wait_seconds: float = Field(default=120, ge=0, le=3600,
                                              validation_alias=AliasChoices("WHARF_SFTP_SESSION_WAIT_SECONDS"))
+    # Outbound SFTP writes on an AES-GCM connection build, encrypt and send their SSH packets themselves
+    # (shared/adapters/sftp_lean.py, decision 193); false keeps paramiko's own write path for every delivery.
+    sftp_lean_write: bool = Field(default=True, validation_alias=AliasChoices("WHARF_SFTP_LEAN_WRITE"))
 
     # How long one storage call (Blob, Queue, Table) may take before it fails: retries after the first try,
     # the wait before the first retry (doubling after), the connect timeout and the read timeout (seconds of

@@ -149,6 +149,9 @@ class FakeBlobStore:
     def open_ranges(self, container: str, path: str, *, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
         return self.open_read(container, path, chunk_size=chunk_size)
 
+    def open_stream(self, container: str, path: str) -> Iterator[bytes]:
+        return self.open_read(container, path, chunk_size=256 * 1024)
+
     def download_link(self, container: str, path: str, *, expires_in: timedelta) -> DownloadLink:
         self.get_info(container, path)
         return DownloadLink(url=f"memory://{container}/{path}?sig=fake", expires_at=datetime.now(UTC) + expires_in,

@@ -44,6 +44,7 @@ from paramiko.ssh_exception import (
     SSHException,
 )
 
+from shared.adapters import sftp_lean
 from shared.adapters.secrets import fresh_secret
 from shared.catalog import parse_host_key
 from shared.domain.errors import NotFoundError
@@ -161,6 +162,29 @@ def _receive(sftp: paramiko.SFTPClient, sink: _ReadSink, num: int) -> bytes:
     return data
 
 
+def _requests(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The chunks' bytes as pieces of exactly `size` (the last may be shorter), for paramiko's SFTPFile.write: a
+    piece is one write request (a bigger one paramiko re-slices, copying the rest each time; a smaller one
+    leaves a runt request). Memory: one piece plus the chunk being cut."""
+    buf = bytearray()
+    for chunk in chunks:
+        view = memoryview(chunk)
+        if buf:
+            take = min(size - len(buf), len(view))
+            buf += view[:take]
+            view = view[take:]
+            if len(buf) < size:
+                continue
+            yield bytes(buf)
+            buf.clear()
+        while len(view) >= size:
+            yield bytes(view[:size])
+            view = view[size:]
+        buf += view
+    if buf:
+        yield bytes(buf)
+
+
 class _ReadSink:
     """Receives read responses that paramiko dispatches out of order (or after the reader gave up)."""
 
@@ -185,7 +209,7 @@ class SftpClient:
         password: str | None = None, host_keys: Sequence[str] = (), connect_timeout: float = 15.0,
         op_timeout: float = 60.0, disabled_algorithms: Mapping[str, Sequence[str]] | None = None,
         credential_hint: str = "", request_size: int = REQUEST_SIZE, window_requests: int = WINDOW_REQUESTS,
-        channel_window: int = CHANNEL_WINDOW, chunk_size: int = CHUNK_SIZE,
+        channel_window: int = CHANNEL_WINDOW, chunk_size: int = CHUNK_SIZE, lean_write: bool = True,
     ) -> None:
         if pkey is None and password is None:
             raise SourceConfigurationError(f"sftp {host}:{port}: no private key or password to log in with")
@@ -200,6 +224,8 @@ class SftpClient:
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._write_request: int | None = None
+        self._lean_write = lean_write
+        self._lean_logged = False
         self._lock = threading.Lock()
 
     @property
@@ -248,6 +274,7 @@ class SftpClient:
                 raise
             self._transport, self._sftp = transport, sftp
             self._write_request = None
+            self._lean_logged = False
         return self
 
     def _handshake(self, transport: paramiko.Transport, expected: set[str]) -> None:
@@ -515,20 +542,39 @@ class SftpClient:
     def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
         """Create or truncate `path` and write the chunks pipelined: write requests go out without waiting for
         each answer (the SSH channel window bounds what is in flight), every answer is checked before this
-        returns. Unbuffered: a chunk goes straight into requests, never into a second copy."""
+        returns. Chunks of any size: they are cut into requests of the server's write size, holding at most one
+        request's bytes besides the chunk being cut.
+
+        On an AES-GCM connection the requests go through the lean write path (`sftp_lean`: a copy per SSH
+        packet instead of paramiko's ~13), else (another cipher, `lean_write=False`, WHARF_SFTP_LEAN_WRITE=false)
+        through paramiko's SFTPFile.write; the span's `wharf.sftp.write_path` says which, and why not lean."""
         sftp = self._client()
         total = 0
         with span("sftp.write", self._attrs()) as s:
             handle: paramiko.SFTPFile | None = None
             try:
                 self._makedirs(posixpath.dirname(path))
+                request = self._max_write()
+                why_not = self._why_not_lean()
+                s.set_attribute("wharf.sftp.write_path", "paramiko" if why_not else "lean")
+                s.set_attribute("wharf.sftp.write_request", request)
+                if why_not:
+                    s.set_attribute("wharf.sftp.lean_unused", why_not)
                 handle = sftp.open(remote_bytes(path), "wb", bufsize=0)
                 handle.set_pipelined(True)
-                handle.MAX_REQUEST_SIZE = self._max_write()
-                for chunk in chunks:
-                    if chunk:
-                        handle.write(chunk)
-                        total += len(chunk)
+                if why_not:
+                    handle.MAX_REQUEST_SIZE = request
+                    for piece in _requests(chunks, request):
+                        handle.write(piece)
+                        total += len(piece)
+                else:
+                    writer = sftp_lean.LeanWriter(sftp, _wire(handle).handle, request_size=request)
+                    try:
+                        total = writer.write_all(chunks)
+                    finally:
+                        s.set_attribute("wharf.sftp.packets", writer.packets)
+                        if writer.fallback_packets:
+                            s.set_attribute("wharf.sftp.fallback_packets", writer.fallback_packets)
                 handle.close()  # waits for every outstanding write's status
                 handle = None
             except (OSError, EOFError, SSHException, SFTPError) as exc:
@@ -541,6 +587,17 @@ class SftpClient:
                         pass
             s.set_attribute("wharf.bytes_written", total)
         return total
+
+    def _why_not_lean(self) -> str:
+        """"" when writes may take the lean path on this connection, else why not (logged once per connection)."""
+        if not self._lean_write:
+            return "turned off (WHARF_SFTP_LEAN_WRITE)"
+        why = sftp_lean.unsupported(self._transport)
+        if why and not self._lean_logged:
+            self._lean_logged = True
+            log.info("sftp writes use paramiko's path: %s", why,
+                     extra={"server_address": self.host, "server_port": self.port, "reason": why})
+        return why
 
     def checksum(self, path: str, algorithm: str) -> str | None:
         """The server's digest through its check-file extension; None when it does not offer `algorithm`."""

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from shared.adapters.sftp import MAX_WRITE_REQUEST
 from shared.domain.delivery import (
     DEFAULT_REMOTE_NAME,
     DEFAULT_SFTP_ON_EXISTS,
@@ -69,11 +68,9 @@ log = logging.getLogger(__name__)
 #: The breaker channel of outbound SFTP: its own records, so a broken inbound poll of a partner does not stop
 #: deliveries to it, nor the other way round.
 CHANNEL = "sftp-out"
-#: Bytes handed to one pipelined write call (the adapter splits them into the server's write request size):
-#: OpenSSH's largest write request, so a chunk is one request, not 255 KiB and a 1 KiB runt.
-WRITE_CHUNK = MAX_WRITE_REQUEST
-#: Blob chunks fetched ahead of the SFTP writes (read_ahead): the download overlaps the upload.
-READ_AHEAD = 2
+#: Blob blocks (the streamed read's 256 KiB) fetched and hashed ahead of the SFTP writes (read_ahead): the
+#: download and the SHA-256 (hashlib lets go of the GIL) overlap the upload. 16 x 256 KiB = 4 MiB held at most.
+READ_AHEAD = 16
 #: Failures of the connection itself (not of one file): they count against the breaker.
 CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
     SourceUnavailableError, SourceAuthError, HostKeyMismatchError, SourceConfigurationError)
@@ -89,7 +86,6 @@ class DeliveryOptions:
     retry_max: float = 30.0
     breaker_threshold: int = 5
     breaker_cooldown: timedelta = timedelta(minutes=5)
-    chunk_size: int = WRITE_CHUNK
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
 
@@ -357,9 +353,11 @@ class _Run:
         plan = self.plan
         digest = hashlib.sha256()
         with span("deliver.sftp.upload", {"wharf.job_id": self.job.job_id, "file.size": plan.size}) as s:
-            chunks = read_ahead(self._s.blobs.open_read(plan.container, plan.blob_path), READ_AHEAD,
-                                name=f"read-ahead-{self.job.job_id}")
-            written = sink.write_chunks(plan.temp, _hashed(chunks, digest, self.opts.chunk_size))
+            # One streamed read (BlobStore.open_stream), hashed on the read-ahead thread; the sink cuts the
+            # blocks into its write requests.
+            chunks = read_ahead(_hashed(self._s.blobs.open_stream(plan.container, plan.blob_path), digest),
+                                READ_AHEAD, name=f"read-ahead-{self.job.job_id}")
+            written = sink.write_chunks(plan.temp, chunks)
             s.set_attribute("wharf.bytes_written", written)
         sha = digest.hexdigest()
         if plan.sha256 and sha != plan.sha256:
@@ -450,12 +448,11 @@ def _explained(plan: SftpPlan, exc: BaseException) -> BaseException:
     return DeliveryFailedError(f"sftp delivery to {plan.target} failed on {exc}; nothing was put in place")
 
 
-def _hashed(chunks: Iterable[bytes], digest: Any, size: int) -> Iterator[bytes]:
-    """The blob's chunks cut to `size` for the pipelined writes, hashed on the way (memory: one blob chunk)."""
+def _hashed(chunks: Iterable[bytes], digest: Any) -> Iterator[bytes]:
+    """The blob's chunks, hashed on the way (memory: one chunk)."""
     for chunk in chunks:
         digest.update(chunk)
-        for start in range(0, len(chunk), size):
-            yield chunk[start:start + size]
+        yield chunk
 
 
 def _stat(sink: FileSink, path: str) -> RemoteFile | None:

@@ -265,6 +265,25 @@ def test_blob_open_ranges_reads_in_bounded_ranges_and_stops_on_a_replaced_blob(b
             list(reading)
 
 
+def test_blob_open_stream_reads_the_whole_blob_and_stops_on_a_replaced_blob(blobs: tuple[BlobStore, str]) -> None:
+    store, container = blobs
+    data = bytes(range(256)) * 1000 + b"tail"
+    store.upload_stream(container, "s.bin", iter([data]))
+    assert b"".join(store.open_stream(container, "s.bin")) == data
+    store.upload_stream(container, "empty.bin", iter([]))
+    assert b"".join(store.open_stream(container, "empty.bin")) == b""
+    with pytest.raises(NotFoundError):
+        store.open_stream(container, "missing.bin")
+    if isinstance(store, BlobStoreClient):  # several ranges, each after the first conditional on the ETag
+        assert b"".join(store.open_stream(container, "s.bin", range_size=50_000)) == data
+        assert b"".join(store.open_stream(container, "s.bin", range_size=len(data))) == data
+        reading = store.open_stream(container, "s.bin", range_size=50_000)
+        next(reading)
+        store.upload_stream(container, "s.bin", iter([b"replaced" * 10_000]))
+        with pytest.raises(ConflictError, match="changed while it was read"):
+            list(reading)
+
+
 def test_blob_a_failed_stream_leaves_no_blob(blobs: tuple[BlobStore, str]) -> None:
     store, container = blobs
 

@@ -22,6 +22,7 @@ from shared.domain.remote import SourceUnavailableError
 from shared.ports import FileSink
 from shared.services.deliver import (
     SHA256_UNAVAILABLE,
+    DeliveryFailedError,
     DeliveryOptions,
     DeliveryRefusedError,
     DeliverySessionsBusyError,
@@ -180,8 +181,14 @@ class KillingBlobs:
         return getattr(self.inner, name)
 
     def open_read(self, container: str, path: str, **kw: Any) -> Iterator[bytes]:
+        return self._killing(self.inner.open_read(container, path, **kw))
+
+    def open_stream(self, container: str, path: str, **kw: Any) -> Iterator[bytes]:
+        return self._killing(self.inner.open_stream(container, path, **kw))
+
+    def _killing(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         done = 0
-        for chunk in self.inner.open_read(container, path, **kw):
+        for chunk in chunks:
             yield chunk
             done += len(chunk)
             if done >= self.after and not self.killed.is_set():
@@ -203,6 +210,47 @@ def test_sshd_killed_mid_upload_leaves_no_final_file_and_the_retry_delivers(
     rec = out.record()
     assert rec.state is DeliveryState.FAILED and rec.attempts == 2 and rec.error
     private_sshd.start()
+    out.deliver()
+    assert out.files() == ["pay.csv"] and (out.folder / "pay.csv").read_bytes() == data
+    assert out.record().state is DeliveryState.SENT
+
+
+class FullDisk:
+    """The real connector; the first upload's temporary file is /dev/full on the server (a symlink made there just
+    before the write), so the open works and the writes fail with ENOSPC, as on a full disk."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.armed = inner, True
+
+    def open(self, partner_id: str, config: Any) -> FileSink:
+        sink = self.inner.open(partner_id, config)
+        real = sink.write_chunks
+
+        def write_chunks(path: str, chunks: Any) -> int:
+            if self.armed:
+                self.armed = False
+                Path(path).parent.mkdir(parents=True, exist_ok=True)  # the sshd's paths are this machine's
+                Path(path).symlink_to("/dev/full")
+            return real(path, chunks)
+
+        sink.write_chunks = write_chunks  # type: ignore[method-assign]
+        return sink
+
+
+def test_a_server_write_error_mid_upload_fails_clearly_with_nothing_under_the_final_name(
+        services: Services, sshd_server: SshdServer) -> None:
+    out = Outbound(services, sshd_server)
+    data = os.urandom(6 * MIB)
+    out.stage(data)
+    services.overrides["file_sinks"] = FullDisk(services.file_sinks)
+    services.__dict__.pop("file_sinks", None)
+    with pytest.raises(DeliveryFailedError, match="refused the write at byte"):
+        out.deliver()
+    rec = out.record()
+    assert rec.state is DeliveryState.FAILED and "refused the write at byte" in rec.error
+    assert "pay.csv" not in out.files()
+    for name in out.files():  # the disk has room again
+        (out.folder / name).unlink()
     out.deliver()
     assert out.files() == ["pay.csv"] and (out.folder / "pay.csv").read_bytes() == data
     assert out.record().state is DeliveryState.SENT
