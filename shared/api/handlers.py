@@ -100,9 +100,9 @@ def _blob_stream(services: Services, ref: str, what: str, cfg: ApiSettings, *, n
         raise Problem(413, f"the {what} is {info.size} bytes, over WHARF_DOWNLOAD_MAX_BYTES "
                            f"({cfg.download_max_bytes}), and this host joins response bodies whole "
                            f"(WHARF_HTTP_STREAMS is off); read it from storage ({ref})", code="too-large")
-    # Ranged reads, each conditional on the first one's ETag: one range in memory, and a blob replaced while it
-    # is sent fails the download instead of mixing two versions.
-    chunks: Iterator[bytes] = services.blobs.open_ranges(container, path, chunk_size=CHUNK)
+    # Streamed GETs, each after the first conditional on its ETag: a block in memory, and a blob replaced while
+    # it is sent fails the download instead of mixing two versions.
+    chunks: Iterator[bytes] = services.blobs.open_stream(container, path)
     headers = {"Content-Length": str(info.size)}
     if name:
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:200] or "file"
