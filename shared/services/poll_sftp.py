@@ -10,7 +10,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -248,6 +248,10 @@ class _SftpPoll:
         self._finished: list[LedgerEntry] = []  # post-action done: marked DONE in batches at the end
         self._pending: list[tuple[RemoteFile, Uploaded]] = []  # uploaded, waiting to be recorded together
         self._pending_since = 0.0
+        # post_action leave with several workers: batches are recorded on this thread, not by the worker that
+        # filled them (nothing follows on the source, so no session is needed), and that worker goes on.
+        self._recorder: ThreadPoolExecutor | None = None
+        self._recorded: list[Future[None]] = []
         self._sessions: list[FileSource] = []
         self._free: list[FileSource] = []
         self._lock = threading.Lock()
@@ -603,6 +607,9 @@ class _SftpPoll:
         # short). Transfers start at once and only their commits wait for the second look: with several
         # workers it is one more listing on the listing session, with one worker a stat on its own session.
         look: _SecondLook | _StatLook | _ListedLook
+        recorder = self._recorder = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sftp-{self.partner}-record")
+            if self.cfg.post_action == "leave" and workers > 1 else None)
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sftp-{self.partner}") as pool:
                 if listed is not None or workers == 1:
@@ -622,11 +629,18 @@ class _SftpPoll:
                         self._returned.notify_all()
                 for future in futures:
                     future.result()
+            if recorder is not None:
+                recorder.shutdown(wait=True)  # every batch handed to it is recorded (or failed) first
+                for recorded in self._recorded:
+                    recorded.result()
             remaining = self._take_pending(force=True)
             if remaining and self._storage_gone is None:
                 with self._session() as box:
                     self._flush(box, remaining)
         finally:
+            if recorder is not None:
+                recorder.shutdown(wait=True)  # a worker failed: the batches handed over are still recorded
+                self._recorder, self._recorded = None, []
             with self._lock:
                 finished, self._finished = self._finished, []
             if finished and self._storage_gone is None:
@@ -724,8 +738,13 @@ class _SftpPoll:
                     self._pending_since = time.monotonic()
                 self._pending.append((f, uploaded))
             batch = self._take_pending()
-            if batch:
+            if not batch:
+                return
+            recorder = self._recorder
+            if recorder is None:
                 self._flush(box, batch)
+            else:  # post_action leave: recorded on the recorder thread (in this file's context), no session held
+                self._recorded.append(recorder.submit(contextvars.copy_context().run, self._flush, [], batch))
 
     def _stop_for_storage(self, exc: BaseException) -> None:
         """Storage is unavailable (retries spent): no further file is started and nothing more is written;
@@ -748,7 +767,8 @@ class _SftpPoll:
             return batch
 
     def _flush(self, box: list[FileSource], batch: list[tuple[RemoteFile, Uploaded]]) -> None:
-        """Record uploaded files together, then run their post-actions (never before they are recorded)."""
+        """Record uploaded files together, then run their post-actions (never before they are recorded) on the
+        box's session (the recorder's empty box with post_action leave: there are none)."""
         files = {id(up.claim): f for f, up in batch}
         landed, failed = self.landing.record_many([up for _, up in batch], final=self.cfg.post_action == "leave")
         for up, exc in failed:

@@ -804,3 +804,47 @@ def test_with_one_worker_a_file_gone_before_the_second_look_is_not_committed(wor
     assert (summary.landed, summary.skipped_reasons) == (1, {"vanished": 1})
     assert [p.rsplit("/", 1)[1] for p in world.inbound()] == ["a.csv"] and len(world.jobs.job_ids()) == 1
     assert world.state("/out/b.csv") is LedgerState.GONE and world.server.reads["/out/b.csv"] == 1
+
+
+def test_with_leave_batches_are_recorded_off_the_workers_which_go_on_transferring() -> None:
+    world = World(post_action="leave", max_files_per_poll=1000)
+    for i in range(250):
+        world.server.put(f"/out/f{i:03d}.csv", f"row {i}\n".encode())
+    recording = threading.Event()
+    both_went_on = threading.Event()
+    uploaders: set[str] = set()
+    recorded_on: list[str] = []
+    lock = threading.Lock()
+    create_jobs, upload = world.jobs.create_jobs, world.blobs.upload_stream
+
+    started = [0]
+
+    def counted_upload(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            started[0] += 1
+            later = started[0] > 100
+        if later:  # past the first batch: wait until it is being recorded, then note who goes on transferring
+            recording.wait(timeout=30)
+            with lock:
+                uploaders.add(threading.current_thread().name)
+                if len(uploaders) == 2:
+                    both_went_on.set()
+        return upload(*args, **kwargs)
+
+    def slow_create(jobs: Any) -> list[str]:
+        recorded_on.append(threading.current_thread().name)
+        if len(recorded_on) == 1:  # hold the first batch until both workers have started another file
+            recording.set()
+            both_went_on.wait(timeout=30)
+        return create_jobs(jobs)
+
+    world.blobs.upload_stream = counted_upload  # type: ignore[method-assign]
+    world.jobs.create_jobs = slow_create  # type: ignore[method-assign]
+    summary = world.poll(concurrency=2)
+    assert (summary.status, summary.landed) == ("ok", 250)
+    # The worker that filled the first batch did not wait for its recording.
+    assert both_went_on.is_set() and len(uploaders) == 2, (uploaders, recorded_on)
+    assert all(name.startswith("sftp-acme-record") for name in recorded_on[:-1])  # the last: after the workers
+    assert len(world.jobs.job_ids()) == 250 and len(world.landed_messages()) == 250
+    assert {e.state for e in world.ledger.entries(PARTNER)} == {LedgerState.DONE}
+    assert len(world.server.names()) == 250  # leave: the source is untouched
