@@ -9,19 +9,24 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    ClientAuthenticationError,
     DecodeError,
     HttpResponseError,
     IncompleteReadError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ResourceNotModifiedError,
     ServiceResponseError,
+    map_error,
 )
+from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
 from shared.adapters.http import StorageLimits, storage_options
@@ -38,6 +43,9 @@ DEFAULT_COPY_TIMEOUT = 600.0  # seconds a server-side copy may stay pending befo
 STREAM_RANGE = 64 * 1024 * 1024
 # Error codes of a copy whose source blob is gone (the other 404s, e.g. ContainerNotFound, are not "gone").
 _SOURCE_GONE = frozenset({"BlobNotFound", "CannotVerifyCopySource"})
+# What the SDK's generated Put Blob maps before `process_storage_error` refines it by error code.
+_PUT_ERRORS = {401: ClientAuthenticationError, 404: ResourceNotFoundError, 409: ResourceExistsError,
+               304: ResourceNotModifiedError}
 
 
 def public_url(url: str) -> str:
@@ -78,6 +86,50 @@ def _when(value: object) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
+def _blob_url(service: BlobServiceClient, container: str, path: str) -> str:
+    """The blob's URL exactly as `get_blob_client(container, path).url` has it (the SAS query too, if any)."""
+    from azure.storage.blob._blob_client_helpers import _format_url
+
+    return _format_url(container_name=container, scheme=service.scheme, blob_name=path,
+                       query_str=getattr(service, "_query_str", ""), hostname=service.primary_hostname)
+
+
+def put_blob(service: BlobServiceClient, container: str, path: str, data: bytes, *, metadata: Mapping[str, str],
+             content_type: str | None = None, overwrite: bool = True) -> tuple[str, dict[str, Any]]:
+    """One Put Blob of a body held in memory: the blob's URL and its response headers (etag, last_modified).
+
+    What `BlobClient.upload_blob(data, overwrite=..., metadata=..., content_settings=..., length=len(data))`
+    sends for a body under its single-put size, without making a BlobClient for the one call and without the
+    generated operation's argument handling (~15 % of the call's CPU, plus ~10 % for the client): the same
+    headers, sent through the service client's own pipeline, so its authentication (shared key, a SAS, or a
+    bearer token in Azure), retries, logging and tracing policies all apply. Errors are the SDK's too: mapped
+    as the generated operation maps them, then refined by `process_storage_error` (ResourceExistsError for
+    BlobAlreadyExists, ResourceModifiedError for a failed condition, ...)."""
+    from azure.storage.blob._shared.request_handlers import add_metadata_headers
+    from azure.storage.blob._shared.response_handlers import process_storage_error
+
+    url = _blob_url(service, container, path)
+    headers = {"x-ms-blob-type": "BlockBlob", "Content-Length": str(len(data)),
+               **add_metadata_headers(dict(metadata)), "x-ms-version": service.api_version,
+               "Content-Type": "application/octet-stream", "Accept": "application/xml"}
+    if content_type:
+        headers["x-ms-blob-content-type"] = content_type
+    if not overwrite:
+        headers["If-None-Match"] = "*"
+    request = HttpRequest("PUT", url, headers=headers, content=data)
+    try:
+        response = service._pipeline.run(request, stream=False, data_stream_total=len(data),
+                                         upload_stream_current=0).http_response
+        if response.status_code != 201:
+            map_error(status_code=response.status_code, response=response, error_map=_PUT_ERRORS)
+            raise HttpResponseError(response=response)
+    except HttpResponseError as exc:
+        process_storage_error(exc)
+    modified = response.headers.get("Last-Modified")
+    return url, {"etag": response.headers.get("ETag"),
+                 "last_modified": parsedate_to_datetime(modified) if modified else None}
+
+
 def _chain_blocks(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
     """`head` then `rest`, holding no reference to a block once it is handed out (memory stays flat)."""
     while head:
@@ -111,8 +163,7 @@ class BlobStoreClient:
         self, container: str, path: str, chunks: Iterable[bytes], *, metadata: Mapping[str, str] | None = None,
         overwrite: bool = True, content_type: str | None = None, before_commit: Callable[[], None] | None = None,
     ) -> BlobInfo:
-        blob = self._service.get_blob_client(container, path)
-        if not overwrite and blob.exists():
+        if not overwrite and self._service.get_blob_client(container, path).exists():
             # Cheap early refusal; the commit below is what decides (If-None-Match: *), atomically.
             raise ConflictError(f"blob {container}/{path} already exists")
         # overwrite=False: the commit is conditional, so a blob another writer committed meanwhile is never replaced.
@@ -136,15 +187,16 @@ class BlobStoreClient:
                 if before_commit is not None:
                     before_commit()
                 try:
-                    put = blob.upload_blob(first, overwrite=overwrite, metadata=meta, content_settings=settings,
-                                           length=len(first))
+                    url, put = put_blob(self._service, container, path, first, metadata=meta,
+                                        content_type=content_type, overwrite=overwrite)
                 except (ResourceExistsError, ResourceModifiedError) as exc:
                     raise ConflictError(f"blob {container}/{path} already exists") from exc
                 s.set_attribute("file.size", len(first))
                 s.set_attribute("wharf.single_put", True)
                 return BlobInfo(container=container, path=path, size=len(first), sha256=sha, metadata=meta,
-                                url=public_url(blob.url), etag=str(put.get("etag") or ""),
+                                url=public_url(url), etag=str(put.get("etag") or ""),
                                 last_modified=_when(put.get("last_modified")))
+            blob = self._service.get_blob_client(container, path)
             all_blocks = _chain_blocks([first, second], blocks)
             del first, second  # the chain hands them out; keeping them here would pin two blocks for the upload
             with ThreadPoolExecutor(max_workers=self._max_concurrency, thread_name_prefix="blob-stage") as pool:

@@ -38,6 +38,8 @@ from shared.resources import BREAKERS_TABLE, LAST_POLLS_TABLE, LEDGER_TABLE
 
 MAX_BATCH = 100  # entity group transaction limit (one partition)
 _KEYS_PER_QUERY = 15  # a table $filter allows at most 15 discrete comparisons
+_SCAN_PAGE = 1000  # rows per page of a partition read (the service's most)
+_QUERIES_PER_PAGE = 16  # keyed queries a lookup must need before it reads one page of the partition instead
 _MAX_ERROR_CHARS = 2000
 _ENTRY_INDEX = re.compile(r"^\d+:")
 
@@ -178,10 +180,20 @@ class LedgerClient(_TablesAdapter):
         return _ledger_entry(row)
 
     def get_many(self, partner: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+        """The entries of these keys that exist. Keyed queries of 14 keys each; a lookup that would need 16 or
+        more of them first reads the partition itself in RowKey order, up to one page of 1000 rows per 16 queries
+        it replaces: a partition that ends within that is answered whole (a new partner, or one whose files stay
+        on the source, in a page or a few instead of one query per 14 files), and a larger one costs at most
+        that read more, whose rows still answer every key up to the last one read; the keys after it are
+        queried by key."""
         wanted = sorted(set(keys))
         found: dict[str, LedgerEntry] = {}
         client = self._client()
-        with span("ledger.get_many", {"wharf.partner": partner, "wharf.keys": len(wanted)}):
+        with span("ledger.get_many", {"wharf.partner": partner, "wharf.keys": len(wanted)}) as s:
+            pages = -(-len(wanted) // (_KEYS_PER_QUERY - 1)) // _QUERIES_PER_PAGE
+            if pages:
+                wanted = self._scan(client, partner, set(wanted), pages, found)
+                s.set_attribute("wharf.scanned", True)
             for start in range(0, len(wanted), _KEYS_PER_QUERY - 1):
                 chunk = wanted[start:start + _KEYS_PER_QUERY - 1]
                 keys_filter = " or ".join(f"RowKey eq {_odata(key)}" for key in chunk)
@@ -189,6 +201,23 @@ class LedgerClient(_TablesAdapter):
                     entry = _ledger_entry(row)
                     found[entry.key] = entry
         return found
+
+    @staticmethod
+    def _scan(client: TableClient, partner: str, wanted: set[str], pages: int,
+              found: dict[str, LedgerEntry]) -> list[str]:
+        """Read up to `pages` pages of the partition into `found` (wanted keys only); the keys it did not reach."""
+        last = ""
+        pager: Any = client.query_entities(f"PartitionKey eq {_odata(partner)}", results_per_page=_SCAN_PAGE).by_page()
+        for page in pager:
+            for row in page:
+                last = row["RowKey"]
+                if last in wanted:
+                    found[last] = _ledger_entry(row)
+            pages -= 1
+            if pages == 0 and pager.continuation_token:
+                # Rows come in RowKey order: every key up to `last` is answered, the rest are queried by key.
+                return sorted(k for k in wanted if k > last)
+        return []  # the whole partition was read: a key not found does not exist
 
     def create(self, entry: LedgerEntry) -> LedgerEntry:
         meta = self._insert(_ledger_entity(entry), f"ledger entry {entry.partner}/{entry.key}")

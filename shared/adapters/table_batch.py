@@ -2,8 +2,9 @@
 
 azure-core builds a transaction's multipart body and parses the response with the `email` package: about
 0.6 ms of CPU per entity, a third of the small-file benchmark's CPU. This module writes the same body with
-string joins and reads the response's part statuses and ETags with byte splits. Everything else is the SDK's:
-entity serialisation (`_add_entity_properties`: the Edm types), the pipeline (shared-key or token auth,
+string joins and reads the response's part statuses and ETags with byte splits. Entities are converted by
+`entity_json`, the SDK's `_add_entity_properties` (the Edm types) for the plain values the hot path writes and
+the SDK's own function for anything else. Everything else is the SDK's: the pipeline (shared-key or token auth,
 retries, logging, tracing) through the client's own `send_request`, and every error, decoded from the failing
 part by the SDK's `_decode_error` into the same `TableTransactionError` `submit_transaction` raises.
 
@@ -18,13 +19,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote
 
 from azure.core import MatchConditions
 from azure.core.rest import HttpRequest
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
 
 _CRLF = "\r\n"
 _API_VERSION = "2019-02-02"  # what the SDK's generated operations send (x-ms-version of each part)
@@ -52,11 +54,44 @@ def _kind(operation: Sequence[Any]) -> tuple[str, Mapping[str, Any], str | None]
     return None
 
 
+_INT32 = 2**31
+_INT64 = 2**63
+
+
+def entity_json(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """`_add_entity_properties(entity)`, the SDK's conversion of an entity to its JSON properties, for the value
+    types the landing path writes (str, bool, int, an aware datetime, an Int64 EntityProperty; None is left out),
+    at about a third of its CPU; any other value (an Enum, a float, bytes, a naive datetime, ...) hands the whole
+    entity to the SDK's own conversion. The same dict, key for key and in the same order."""
+    from azure.data.tables._serialize import _add_entity_properties
+
+    out: dict[str, Any] = {}
+    for name, value in entity.items():
+        kind = type(value)
+        if kind is str:
+            out[name] = value
+            out[name + "@odata.type"] = "Edm.String"
+        elif value is None:
+            continue
+        elif kind is bool:
+            out[name] = value
+        elif kind is int and -_INT32 <= value < _INT32:
+            out[name] = value
+        elif kind is datetime and value.tzinfo is not None and (utc := value.astimezone(UTC)).year >= 1000:
+            out[name] = utc.isoformat(timespec="microseconds")[:-6] + "Z"  # the SDK's %Y-%m-%dT%H:%M:%S.%fZ
+            out[name + "@odata.type"] = "Edm.DateTime"
+        elif (kind is EntityProperty and value.edm_type is EdmType.INT64 and type(value.value) is int
+              and -_INT64 <= value.value < _INT64):
+            out[name] = str(value.value)
+            out[name + "@odata.type"] = "Edm.Int64"
+        else:
+            return _add_entity_properties(entity)
+    return out
+
+
 def encode(base_url: str, table_name: str, operations: Sequence[Sequence[Any]], *, batch: str, changeset: str,
            date: str) -> str | None:
     """The multipart body of one transaction (None when an operation is not one of the three kinds)."""
-    from azure.data.tables._serialize import _add_entity_properties
-
     parts: list[str] = []
     table_url = f"{base_url}/{quote(table_name, safe='')}"
     partition = None
@@ -69,7 +104,7 @@ def encode(base_url: str, table_name: str, operations: Sequence[Sequence[Any]], 
             partition = entity["PartitionKey"]
         elif entity["PartitionKey"] != partition:
             raise ValueError("Partition Keys in the batch must all be the same.")
-        body = json.dumps(_add_entity_properties(entity))
+        body = json.dumps(entity_json(entity))
         if method == "POST":
             url, accept = table_url, "application/json;odata=minimalmetadata"
         else:

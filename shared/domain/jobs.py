@@ -87,7 +87,13 @@ def utcnow() -> datetime:
 
 
 def apply(job: Job | None, event: JobEvent) -> Job:
-    """Fold one event into the projection. Pure: the same events always give the same job."""
+    """Fold one event into the projection. Pure: the same events always give the same job (`job` is not
+    changed; the result is a new one)."""
+    return _fold(None if job is None else job.model_copy(deep=True), event)
+
+
+def _fold(job: Job | None, event: JobEvent) -> Job:
+    """`apply`, changing `job` in place (a job only its caller holds)."""
     d = event.data
     if job is None:
         if event.type is not EventType.CREATED:
@@ -102,8 +108,6 @@ def apply(job: Job | None, event: JobEvent) -> Job:
             file_name=str(d.get("file_name", "")),
             parent_job_id=str(d.get("parent_job_id", "")),
         )
-    else:
-        job = job.model_copy(deep=True)
     job.updated_at = event.at
     job.event_count += 1
     match event.type:
@@ -144,7 +148,7 @@ def project(events: Iterable[JobEvent]) -> Job:
     """Rebuild a job from its whole event stream (ordered by seq)."""
     job: Job | None = None
     for event in sorted(events, key=lambda e: e.seq):
-        job = apply(job, event)
+        job = _fold(job, event)  # the job is this function's own until it returns: no copy per event
     if job is None:
         raise ValueError("no events")
     return job

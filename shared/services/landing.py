@@ -187,12 +187,23 @@ class Landing:
     def claim_new(self, arrivals: Iterable[Arrival]) -> tuple[list[Claim], dict[str, str]]:
         """Claim arrivals that had no ledger entry. Returns the claims won and, by key, why the others
         were not (another instance claimed them first)."""
-        todo = list(arrivals)
         claims: list[Claim] = []
         lost: dict[str, str] = {}
-        with span("landing.claim", {"wharf.partner": self.partner, "wharf.files": len(todo)}):
-            for start in range(0, len(todo), _BATCH):
-                chunk = todo[start:start + _BATCH]
+        for won, missed in self.claim_batches(arrivals):
+            claims += won
+            lost.update(missed)
+        return claims, lost
+
+    def claim_batches(self, arrivals: Iterable[Arrival]) -> Iterator[tuple[list[Claim], dict[str, str]]]:
+        """`claim_new` one table transaction (`_BATCH` arrivals) at a time: each batch's claims are yielded as
+        soon as they are stored, so a caller can start on them while the next batch is claimed."""
+        todo = list(arrivals)
+        for start in range(0, len(todo), _BATCH):
+            chunk = todo[start:start + _BATCH]
+            claims: list[Claim] = []
+            lost: dict[str, str] = {}
+            # The span ends before the yield: the caller's work between batches is not inside it.
+            with span("landing.claim", {"wharf.partner": self.partner, "wharf.files": len(chunk)}):
                 # One `now` for the batch: its job ids share a time part, so their rows share a partition
                 # and `record_many` writes them in a few table transactions.
                 now = self._clock()
@@ -207,10 +218,10 @@ class Landing:
                             claims.append(claim)
                         else:
                             lost[arrival.key] = reason
-                    continue
-                fault_point("landing.after_claim")
-                claims += [Claim(a, e) for a, e in zip(chunk, stored, strict=True)]
-        return claims, lost
+                else:
+                    fault_point("landing.after_claim")
+                    claims = [Claim(a, e) for a, e in zip(chunk, stored, strict=True)]
+            yield claims, lost
 
     def claim_one(self, arrival: Arrival) -> tuple[Claim | None, str]:
         try:

@@ -10,7 +10,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -248,6 +248,10 @@ class _SftpPoll:
         self._finished: list[LedgerEntry] = []  # post-action done: marked DONE in batches at the end
         self._pending: list[tuple[RemoteFile, Uploaded]] = []  # uploaded, waiting to be recorded together
         self._pending_since = 0.0
+        # post_action leave with several workers: batches are recorded on this thread, not by the worker that
+        # filled them (nothing follows on the source, so no session is needed), and that worker goes on.
+        self._recorder: ThreadPoolExecutor | None = None
+        self._recorded: list[Future[None]] = []
         self._sessions: list[FileSource] = []
         self._free: list[FileSource] = []
         self._lock = threading.Lock()
@@ -574,35 +578,50 @@ class _SftpPoll:
             self._enqueue_batches(to_claim, to_take, listed_at=listed_at)
             return
         files = {a.key: f for f, a in to_claim}
-        claims, lost = self.landing.claim_new([a for _, a in to_claim])
-        for key, reason in lost.items():
-            tally.skipped(*_who(files[key]), reason)
-        work = [(files[c.arrival.key], c) for c in claims]
-        for f, arrival, entry in to_take:
-            claim = self.landing.take_over(arrival, entry)
-            if claim is None:
-                tally.skipped(*_who(f), "claimed_elsewhere")
-            else:
-                work.append((f, claim))
-        self._transfer_all(work, started)
+
+        def claimed() -> Iterator[list[tuple[RemoteFile, Claim]]]:
+            """The files to transfer, one claim transaction at a time, then the take-overs."""
+            for claims, lost in self.landing.claim_batches([a for _, a in to_claim]):
+                for key, reason in lost.items():
+                    tally.skipped(*_who(files[key]), reason)
+                yield [(files[c.arrival.key], c) for c in claims]
+            taken = []
+            for f, arrival, entry in to_take:
+                claim = self.landing.take_over(arrival, entry)
+                if claim is None:
+                    tally.skipped(*_who(f), "claimed_elsewhere")
+                else:
+                    taken.append((f, claim))
+            yield taken
+
+        # The transfers of the first claimed batch start while the next ones are claimed.
+        batches = claimed()
+        work = next((batch for batch in batches if batch), [])
+        self._transfer_all(work, started, more=batches, planned=len(to_claim) + len(to_take))
 
     def _transfer_all(self, work: list[tuple[RemoteFile, Claim]], started: float,
-                      listed: _ListedLook | None = None) -> None:
+                      listed: _ListedLook | None = None, *,
+                      more: Iterator[list[tuple[RemoteFile, Claim]]] | None = None, planned: int = 0) -> None:
         """Transfer claimed files on up to `concurrency` sessions (never more than the partner's slots allow),
         record them in batches, then mark DONE those whose post-action ran. `listed`: a transfer batch's look
-        (else the second look is taken here: a listing, or a stat with one worker)."""
+        (else the second look is taken here: a listing, or a stat with one worker). `more`: further files,
+        claimed while the first ones transfer (`planned` files in all, at most)."""
         tally, opts = self.tally, self.opts
         if not work:
             return
         tally.to_transfer = len(work)
         tally.bytes_to_transfer = sum(f.size for f, _ in work)
         tally.set_phase("transferring")
-        workers = max(1, min(opts.concurrency, self.max_sessions, len(work)))
+        workers = max(1, min(opts.concurrency, self.max_sessions, max(planned, len(work))))
         # Stability: a file is committed only when it was old enough at the first listing AND a second look,
         # settle_seconds later, shows the same size and mtime (so a slow upload with an old mtime is not cut
         # short). Transfers start at once and only their commits wait for the second look: with several
         # workers it is one more listing on the listing session, with one worker a stat on its own session.
         look: _SecondLook | _StatLook | _ListedLook
+        unclaimed: BaseException | None = None
+        recorder = self._recorder = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sftp-{self.partner}-record")
+            if self.cfg.post_action == "leave" and workers > 1 else None)
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sftp-{self.partner}") as pool:
                 if listed is not None or workers == 1:
@@ -615,6 +634,21 @@ class _SftpPoll:
                 # Each task runs in a copy of this context: its spans stay children of the poll's span.
                 futures = [pool.submit(contextvars.copy_context().run, self._transfer, f, claim, look)
                            for f, claim in work]
+                try:
+                    for batch in more or ():
+                        if self._storage_gone is not None:
+                            break  # storage went away: nothing more is claimed (the workers stop too)
+                        tally.to_transfer += len(batch)
+                        tally.bytes_to_transfer += sum(f.size for f, _ in batch)
+                        futures += [pool.submit(contextvars.copy_context().run, self._transfer, f, claim, look)
+                                    for f, claim in batch]
+                except (AzureError, WharfError) as exc:
+                    # A claim transaction failed: the files claimed before it are still landed and recorded,
+                    # the rest stay unclaimed for the next poll; the error is the poll's once that is done.
+                    if storage_unavailable(exc):
+                        self._stop_for_storage(exc)
+                    else:
+                        unclaimed = exc
                 if isinstance(look, _SecondLook):
                     self._second_look(look, started)
                     with self._lock:
@@ -622,11 +656,20 @@ class _SftpPoll:
                         self._returned.notify_all()
                 for future in futures:
                     future.result()
+            if recorder is not None:
+                recorder.shutdown(wait=True)  # every batch handed to it is recorded (or failed) first
+                for recorded in self._recorded:
+                    recorded.result()
             remaining = self._take_pending(force=True)
             if remaining and self._storage_gone is None:
                 with self._session() as box:
                     self._flush(box, remaining)
+            if unclaimed is not None and self._storage_gone is None:
+                raise unclaimed
         finally:
+            if recorder is not None:
+                recorder.shutdown(wait=True)  # a worker failed: the batches handed over are still recorded
+                self._recorder, self._recorded = None, []
             with self._lock:
                 finished, self._finished = self._finished, []
             if finished and self._storage_gone is None:
@@ -724,8 +767,13 @@ class _SftpPoll:
                     self._pending_since = time.monotonic()
                 self._pending.append((f, uploaded))
             batch = self._take_pending()
-            if batch:
+            if not batch:
+                return
+            recorder = self._recorder
+            if recorder is None:
                 self._flush(box, batch)
+            else:  # post_action leave: recorded on the recorder thread (in this file's context), no session held
+                self._recorded.append(recorder.submit(contextvars.copy_context().run, self._flush, [], batch))
 
     def _stop_for_storage(self, exc: BaseException) -> None:
         """Storage is unavailable (retries spent): no further file is started and nothing more is written;
@@ -748,7 +796,8 @@ class _SftpPoll:
             return batch
 
     def _flush(self, box: list[FileSource], batch: list[tuple[RemoteFile, Uploaded]]) -> None:
-        """Record uploaded files together, then run their post-actions (never before they are recorded)."""
+        """Record uploaded files together, then run their post-actions (never before they are recorded) on the
+        box's session (the recorder's empty box with post_action leave: there are none)."""
         files = {id(up.claim): f for f, up in batch}
         landed, failed = self.landing.record_many([up for _, up in batch], final=self.cfg.post_action == "leave")
         for up, exc in failed:

@@ -14,10 +14,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import UpdateMode
-from azure.storage.blob import BlobClient, BlobServiceClient
+from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.blobs import BlobStoreClient
 from shared.adapters.deliveries import DeliveriesClient
@@ -365,20 +367,20 @@ def test_one_block_bodies_go_up_in_one_request(azurite: str, monkeypatch: pytest
     container = f"c{uuid.uuid4().hex[:20]}"
     real = BlobStoreClient.from_connection_string(azurite, block_size=BLOB_BLOCK)
     real.ensure_containers([container])
-    calls: dict[str, int] = {"stage_block": 0, "commit_block_list": 0, "upload_blob": 0}
-    for name in calls:
-        original = getattr(BlobClient, name)
+    sent: list[str] = []  # every blob write on the wire: Put Blob, Put Block or Put Block List
+    original = RequestsTransport.send
 
-        def counted(self: BlobClient, *args: object, _name: str = name, _orig: object = original,
-                    **kwargs: object) -> object:
-            calls[_name] += 1
-            return _orig(self, *args, **kwargs)  # type: ignore[operator]
+    def send(self: RequestsTransport, request: Any, **kwargs: Any) -> Any:
+        if request.method == "PUT":
+            comp = parse_qs(urlsplit(request.url).query).get("comp", [""])[0]
+            sent.append({"": "put_blob", "block": "put_block", "blocklist": "put_block_list"}.get(comp, comp))
+        return original(self, request, **kwargs)
 
-        monkeypatch.setattr(BlobClient, name, counted)
+    monkeypatch.setattr(RequestsTransport, "send", send)
     real.upload_stream(container, "small", iter([b"a" * 1000, b"b" * (BLOB_BLOCK - 1000)]))
-    assert calls == {"stage_block": 0, "commit_block_list": 0, "upload_blob": 1}
+    assert sent == ["put_blob"]
     real.upload_stream(container, "big", iter([b"c" * (2 * BLOB_BLOCK + 1)]))
-    assert calls == {"stage_block": 3, "commit_block_list": 1, "upload_blob": 1}
+    assert sent == ["put_blob", "put_block", "put_block", "put_block", "put_block_list"]
     sizes = (real.get_info(container, "small").size, real.get_info(container, "big").size)
     assert sizes == (BLOB_BLOCK, 2 * BLOB_BLOCK + 1)
     BlobServiceClient.from_connection_string(azurite).delete_container(container)

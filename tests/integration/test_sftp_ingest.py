@@ -390,3 +390,24 @@ def test_non_utf8_name_round_trips_through_the_ledger(services: Services, sshd_s
     (transfer,) = services.jobs.transfers(message.job_id)
     assert transfer.source == message.source and message.file_name == "na_ve.csv"
     assert ingest.poll().skipped_reasons == {"already_ingested": 1}
+
+
+def test_many_small_files_left_in_place_land_once_each_through_the_recorder(services: Services,
+                                                                          sshd_server: SshdServer) -> None:
+    # post_action leave with several workers: batches of 100 are recorded off the workers (Azurite, sshd), and
+    # the ledger lookup of the second poll reads the partition in one page.
+    ingest = Ingest(services, sshd_server, post_action="leave", max_files_per_poll=1000)
+    data = {f"f{i:03d}.csv": f"id,n\n{i},{i * 7}\n".encode() for i in range(230)}
+    for name, body in data.items():
+        ingest.put(name, body)
+    summary = ingest.poll(concurrency=4)
+    assert (summary.status, summary.landed) == ("ok", 230)
+    blobs = ingest.blobs()
+    assert sorted(b.path.rsplit("/", 1)[1] for b in blobs) == sorted(data)  # one blob per file
+    assert all(b.sha256 == hashlib.sha256(data[b.path.rsplit("/", 1)[1]]).hexdigest() for b in blobs)
+    jobs = ingest.jobs()
+    assert len(jobs) == 230 and {j.file_name for j in jobs} == set(data)  # every job visible in the list
+    assert sorted(m.job_id for m in ingest.messages()) == sorted(j.job_id for j in jobs)
+    assert set(ingest.ledger().values()) == {LedgerState.DONE} and ingest.remote() == sorted(data)
+    again = ingest.poll(concurrency=4)
+    assert again.landed == 0 and again.skipped_reasons == {"already_ingested": 230}

@@ -45,3 +45,28 @@ def test_apply_does_not_mutate_its_input() -> None:
     job = project([ev(0, EventType.CREATED, partner="acme")])
     apply(job, ev(1, EventType.STEP_COMPLETED, step="validate"))
     assert job.steps_completed == []
+
+
+def test_project_folds_in_place_to_what_apply_gives_step_by_step() -> None:
+    events = [
+        ev(0, EventType.CREATED, partner="acme", job_type="SFTP_INGEST", file_name="a.csv"),
+        ev(1, EventType.FILE_LANDED, blob_path="inbound/acme/a.csv", bytes=10, sha256="ff"),
+        ev(2, EventType.STEP_COMPLETED, step="validate", counts={"rows": 3}),
+        ev(3, EventType.STEP_COMPLETED, step="transform", counts={"rows": 4, "bad": 1}),
+        ev(4, EventType.DELIVERY_BOUNCED), ev(5, EventType.DELIVERY_BOUNCED), ev(6, EventType.ROUTED),
+        ev(7, EventType.STEP_FAILED, reason="late"), ev(8, EventType.FAILED),
+    ]
+    steps = []
+    job = None
+    for event in events:
+        job = apply(job, event)
+        steps.append(job)
+    assert project(events) == steps[-1]
+    # Each step's job stayed as it was when made: nothing later changed it.
+    assert steps[2].steps_completed == ["validate"] and steps[2].counts == {"rows": 3}
+    assert steps[4].counts == {"rows": 4, "bad": 1, "deliveries_bounced": 1} and steps[6].routes == 1
+    first, second = project(events), project(events)
+    first.steps_completed.append("x")
+    first.counts["rows"] = 0
+    assert second.steps_completed == ["validate", "transform"] and second.counts["rows"] == 4
+    assert events[2].data == {"step": "validate", "counts": {"rows": 3}}  # the events are not changed

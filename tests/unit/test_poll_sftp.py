@@ -804,3 +804,121 @@ def test_with_one_worker_a_file_gone_before_the_second_look_is_not_committed(wor
     assert (summary.landed, summary.skipped_reasons) == (1, {"vanished": 1})
     assert [p.rsplit("/", 1)[1] for p in world.inbound()] == ["a.csv"] and len(world.jobs.job_ids()) == 1
     assert world.state("/out/b.csv") is LedgerState.GONE and world.server.reads["/out/b.csv"] == 1
+
+
+def test_with_leave_batches_are_recorded_off_the_workers_which_go_on_transferring() -> None:
+    world = World(post_action="leave", max_files_per_poll=1000)
+    for i in range(250):
+        world.server.put(f"/out/f{i:03d}.csv", f"row {i}\n".encode())
+    recording = threading.Event()
+    both_went_on = threading.Event()
+    uploaders: set[str] = set()
+    recorded_on: list[str] = []
+    lock = threading.Lock()
+    create_jobs, upload = world.jobs.create_jobs, world.blobs.upload_stream
+
+    started = [0]
+
+    def counted_upload(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            started[0] += 1
+            later = started[0] > 100
+        if later:  # past the first batch: wait until it is being recorded, then note who goes on transferring
+            recording.wait(timeout=30)
+            with lock:
+                uploaders.add(threading.current_thread().name)
+                if len(uploaders) == 2:
+                    both_went_on.set()
+        return upload(*args, **kwargs)
+
+    def slow_create(jobs: Any) -> list[str]:
+        recorded_on.append(threading.current_thread().name)
+        if len(recorded_on) == 1:  # hold the first batch until both workers have started another file
+            recording.set()
+            both_went_on.wait(timeout=30)
+        return create_jobs(jobs)
+
+    world.blobs.upload_stream = counted_upload  # type: ignore[method-assign]
+    world.jobs.create_jobs = slow_create  # type: ignore[method-assign]
+    summary = world.poll(concurrency=2)
+    assert (summary.status, summary.landed) == ("ok", 250)
+    # The worker that filled the first batch did not wait for its recording.
+    assert both_went_on.is_set() and len(uploaders) == 2, (uploaders, recorded_on)
+    assert all(name.startswith("sftp-acme-record") for name in recorded_on[:-1])  # the last: after the workers
+    assert len(world.jobs.job_ids()) == 250 and len(world.landed_messages()) == 250
+    assert {e.state for e in world.ledger.entries(PARTNER)} == {LedgerState.DONE}
+    assert len(world.server.names()) == 250  # leave: the source is untouched
+
+
+def _claim_transactions(world: World, on_call: Callable[[int], None]) -> list[int]:
+    """Wrap the ledger's batched claims: `on_call(n)` runs before the n-th (from 1); returns the sizes."""
+    sizes: list[int] = []
+    create_many = world.ledger.create_many
+
+    def counted(entries: Any) -> Any:
+        batch = list(entries)
+        sizes.append(len(batch))
+        on_call(len(sizes))
+        return create_many(batch)
+
+    world.ledger.create_many = counted  # type: ignore[method-assign]
+    return sizes
+
+
+def test_transfers_start_while_the_later_claim_batches_are_written() -> None:
+    world = World(post_action="delete", max_files_per_poll=1000)
+    for i in range(250):
+        world.server.put(f"/out/f{i:03d}.csv", f"row {i}\n".encode())
+    uploading = threading.Event()
+    upload = world.blobs.upload_stream
+
+    def noted_upload(*args: Any, **kwargs: Any) -> Any:
+        uploading.set()
+        return upload(*args, **kwargs)
+
+    world.blobs.upload_stream = noted_upload  # type: ignore[method-assign]
+    waited: list[bool] = []
+    # The second claim transaction waits for a first upload: one that only starts after every claim never comes.
+    sizes = _claim_transactions(world, lambda n: waited.append(uploading.wait(timeout=30)) if n == 2 else None)
+    summary = world.poll(concurrency=2)
+    assert (summary.status, summary.landed) == ("ok", 250) and sizes == [100, 100, 50]
+    assert waited == [True]
+    entries = world.ledger.entries(PARTNER)
+    assert len(entries) == 250 and {e.state for e in entries} == {LedgerState.DONE}
+    assert len(world.jobs.job_ids()) == 250 and len(world.inbound()) == 250 and world.server.names() == []
+
+
+@pytest.mark.parametrize("outage", [True, False])
+def test_a_failed_claim_batch_lands_the_claims_before_it_and_the_next_poll_the_rest(outage: bool) -> None:
+    from azure.core.exceptions import ServiceRequestError
+
+    from shared.adapters.ledger import LedgerStorageError
+
+    world = World(post_action="delete", max_files_per_poll=1000)
+    names = [f"/out/f{i:03d}.csv" for i in range(250)]
+    for i, name in enumerate(names):
+        world.server.put(name, f"row {i}\n".encode())
+    error: Exception = (ServiceRequestError("<urlopen error [Errno 111] Connection refused>") if outage else
+                        LedgerStorageError("ledger batch: table storage refused it: HTTP 400", status_code=400,
+                                           error_code="InvalidInput"))
+
+    def fail_second(n: int) -> None:
+        if n == 2:
+            raise error
+
+    sizes = _claim_transactions(world, fail_second)
+    with pytest.raises(type(error)):
+        world.poll(concurrency=2)
+    assert sizes == [100, 100]  # nothing claimed after the failed transaction
+    entries = world.ledger.entries(PARTNER)
+    assert len(entries) == 100  # the first batch's claims only
+    if not outage:  # not an outage: the claimed files were landed and recorded before the error was raised
+        assert {e.state for e in entries} == {LedgerState.DONE} and len(world.server.names()) == 150
+    done_before = sum(1 for e in entries if e.state is LedgerState.DONE)
+    world.ledger.create_many = FakeLedger.create_many.__get__(world.ledger)  # type: ignore[method-assign]
+    world.clock.advance(minutes=11)  # past the lease: what an outage left CLAIMED is taken over
+    summary = world.poll(concurrency=2)
+    assert summary.status == "ok" and summary.landed == 250 - done_before
+    entries = world.ledger.entries(PARTNER)
+    assert sorted(e.path for e in entries) == names and {e.state for e in entries} == {LedgerState.DONE}
+    assert len(world.jobs.job_ids()) == 250 and len(world.inbound()) == 250 and world.server.names() == []
