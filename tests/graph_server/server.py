@@ -434,6 +434,9 @@ class _Handler(BaseHTTPRequestHandler):
                                retry_attempt=self.headers.get("Retry-Attempt", ""),
                                headers={k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"})
         self._record = record
+        # Logged as soon as it arrives (status and finished are filled in as the answer goes out): a client that
+        # has its answer always finds its request in the log, however late this thread runs on afterwards.
+        self.graph._record(record)
         try:
             if path.startswith("/_admin/"):
                 self._admin(method, path, body)
@@ -469,8 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            record.finished = time.monotonic()
-            self.graph._record(record)
+            if not record.finished:
+                record.finished = time.monotonic()
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -480,10 +483,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("request-id", "00000000-0000-0000-0000-000000000000")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        self._record.status, self._record.bytes_sent = status, len(data)
         self.end_headers()
         self.wfile.write(data)
-        self._record.status = status
-        self._record.bytes_sent = len(data)
+        self._record.finished = time.monotonic()
 
     def _error(self, exc: GraphHTTPError) -> None:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -737,17 +740,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
         self._record.status = status
+        self.end_headers()
+        self._record.finished = time.monotonic()
 
     def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        self._record.status, self._record.bytes_sent = status, len(data)
         self.end_headers()
         self.wfile.write(data)
-        self._record.status = status
-        self._record.bytes_sent = len(data)
+        self._record.finished = time.monotonic()
 
     def _list_messages(self, user: User, folder: Folder | None, query: dict[str, str]) -> None:
         with user._lock:
