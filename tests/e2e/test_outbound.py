@@ -171,11 +171,12 @@ def test_wharf_send_delivers_once_and_wharf_redeliver_sends_again_as_a_linked_de
     again = _wharf(e2e, "redeliver", job_id, "--destination", "0", "--json")
     assert again.returncode == 0, again.stderr
     index = json.loads(again.stdout)[0]["index"]
-    record = e2e.wait_for("the worker to start the redelivery", lambda: e2e.services.deliveries.get(job_id, index)
-                          if e2e.services.deliveries.get(job_id, index).state is not DeliveryState.PENDING else None)
-    if record.state is DeliveryState.SENT:  # the worker was quicker: make it look interrupted, as a crash leaves it
-        record = e2e.services.deliveries.update(replace(record, state=DeliveryState.SENDING,
-                                                        step=DeliveryStep.UPLOADING, remote_path="", sent_at=None))
+    # Once the worker is done with it (a sweep beside a worker still sending would be a race of the test's own
+    # making: its clock below makes every SENDING row stale), make it look interrupted, as a crash leaves it.
+    record = e2e.wait_for("the worker to send the redelivery", lambda: e2e.services.deliveries.get(job_id, index)
+                          if e2e.services.deliveries.get(job_id, index).state is DeliveryState.SENT else None)
+    record = e2e.services.deliveries.update(replace(record, state=DeliveryState.SENDING,
+                                                    step=DeliveryStep.UPLOADING, remote_path="", sent_at=None))
     swept = sweep_deliveries(e2e.services, now=utcnow() + timedelta(hours=1))
     assert f"{job_id}/{index}" in swept.requeued
     done = e2e.wait_for("the swept redelivery to be sent", lambda: e2e.services.deliveries.get(job_id, index)

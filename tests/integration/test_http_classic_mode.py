@@ -26,7 +26,7 @@ _CHILD = textwrap.dedent("""
     env = {"WHARF_FUNCTION_KEY": "k", "WHARF_TABLE_PREFIX": f"cl{run}", "POLL_QUEUE": f"poll-{run}",
            "LANDED_QUEUE": f"landed-{run}", "TRANSFER_QUEUE": f"transfer-{run}", "REDELIVERY_QUEUE": f"redeliver-{run}",
            "WHARF_EVENTS_QUEUE": f"events-{run}", "WHARF_CATALOG_PATH": os.environ["CATALOG"],
-           "AzureFunctionsWebHost__hostid": f"cl-{run}"}
+           "AzureFunctionsWebHost__hostid": f"cl-{run}", "AzureWebJobsStorage": os.environ["AzureWebJobsStorage"]}
     os.environ.update(env)
     host = DevHost(function_app.app, http_port=0, enable_timers=False, settings_env=env)
     host.start()
@@ -52,11 +52,20 @@ _CHILD = textwrap.dedent("""
 def test_with_http_streams_off_every_http_function_is_classic_and_still_answers(tmp_path: Path) -> None:
     import os
 
+    from shared.settings import azurite_connection_string
+
     catalog = tmp_path / "partners.yaml"
     catalog.write_text("partners: []\n")
-    env = {**os.environ, "WHARF_HTTP_STREAMS": "0", "PYTHONPATH": str(ROOT), "CATALOG": str(catalog)}
-    result = subprocess.run([sys.executable, "-c", _CHILD], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=180, check=False)
+    # Only what the app needs: not the test session's environment (an exporter endpoint or a fault another test
+    # left set would change what this child does).
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+           "PYTHONPATH": str(ROOT), "WHARF_HTTP_STREAMS": "0", "CATALOG": str(catalog),
+           "AzureWebJobsStorage": azurite_connection_string()}
+    try:
+        result = subprocess.run([sys.executable, "-c", _CHILD], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=120, check=False)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the classic-mode devhost did not answer within 120 s; its stderr: {str(exc.stderr)[-3000:]}")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["streams"] is False
