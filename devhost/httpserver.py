@@ -157,13 +157,26 @@ class HttpFrontend:
             return _Reply(202)
         if trimmed == "" and self._prefix:
             return _text_reply(200, "Your Functions app (devhost) is up and running.")
-        if self._prefix:
-            if trimmed.lower() != self._prefix.lower() and not trimmed.lower().startswith(self._prefix.lower() + "/"):
-                return _text_reply(404, "Not Found")
-            route_path = trimmed[len(self._prefix):]
-        else:
-            route_path = trimmed
+        route_path = self._route_path(trimmed)
+        if route_path is None:
+            return _text_reply(404, "Not Found")
         return self._user_route(method, route_path, raw_path, headers, query, body)
+
+    def _route_path(self, trimmed: str) -> str | None:
+        """The path below the route prefix, None when the request is not under it."""
+        if not self._prefix:
+            return trimmed
+        if trimmed.lower() != self._prefix.lower() and not trimmed.lower().startswith(self._prefix.lower() + "/"):
+            return None
+        return trimmed[len(self._prefix):]
+
+    def _match(self, method: str, route_path: str) -> tuple[_Route, dict[str, str]] | None:
+        """The first route (by precedence) whose template and methods take the request."""
+        for route in self._routes:
+            params = route.template.match(route_path)
+            if params is not None and (route.methods is None or method in route.methods):
+                return route, params
+        return None
 
     def _unauthorized(self) -> _Reply:
         hint = "" if self._key else " (devhost: set WHARF_FUNCTION_KEY to enable function keys)"
@@ -171,10 +184,9 @@ class HttpFrontend:
 
     def _user_route(self, method: str, route_path: str, raw_path: str, headers: dict[str, str],
                     query: dict[str, str], body: bytes) -> _Reply:
-        for route in self._routes:
-            params = route.template.match(route_path)
-            if params is None or (route.methods is not None and method not in route.methods):
-                continue
+        found = self._match(method, route_path)
+        if found is not None:
+            route, params = found
             if not self._authorized(route.auth_level, headers, query):
                 return self._unauthorized()
             host = headers.get("host") or self.base_url.split("//", 1)[1]
@@ -223,24 +235,16 @@ class HttpFrontend:
         if not self._streamed:
             return None
         parts = urlsplit(raw_path)
-        trimmed = parts.path.strip("/")
-        if self._prefix:
-            if not trimmed.lower().startswith(self._prefix.lower() + "/") and trimmed.lower() != self._prefix.lower():
-                return None
-            route_path = trimmed[len(self._prefix):]
-        else:
-            route_path = trimmed
-        for route in self._routes:
-            params = route.template.match(route_path)
-            if params is None or (route.methods is not None and method not in route.methods):
-                continue
-            if route.spec.name not in self._streamed:
-                return None
-            query = dict(parse_qsl(parts.query, keep_blank_values=True))
-            if not self._authorized(route.auth_level, headers, query):
-                return self._unauthorized()
-            return route, params, route_path
-        return None
+        route_path = self._route_path(parts.path.strip("/"))
+        if route_path is None:
+            return None
+        found = self._match(method, route_path)
+        if found is None or found[0].spec.name not in self._streamed:
+            return None
+        route, params = found
+        if not self._authorized(route.auth_level, headers, dict(parse_qsl(parts.query, keep_blank_values=True))):
+            return self._unauthorized()
+        return route, params, route_path
 
     def serve_stream(self, target: tuple[_Route, dict[str, str], str], handler: BaseHTTPRequestHandler,
                      headers: dict[str, str]) -> None:
